@@ -1,0 +1,247 @@
+//! An in-process immudb test double. Each [`Node`] serves the hook's proto over gRPC on one address
+//! and `/readyz` over HTTP on another, like immudb's ports 3322 and 9497, and enforces the rules in
+//! `shared/immudb-facts.md`: credentials, per-server sessions and tokens, permissions, names,
+//! replication settings, ifNotExists, read-only replicas. Replica databases copy their primary's
+//! entries when the primary is reachable on the [`Network`], runs the same version and accepts the
+//! replication user with Admin permission, as immudb's replicator does.
+
+pub mod proto {
+    tonic::include_proto!("immudb.schema");
+}
+pub mod rules;
+mod server;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use server::{Database, Faults, State, User, ADMIN_USER};
+
+/// How replicas find their primary: `host:port` as written in a replica's settings → that node.
+#[derive(Clone, Default)]
+pub struct Network {
+    nodes: Arc<Mutex<HashMap<String, (String, Arc<Mutex<State>>)>>>,
+}
+
+impl Network {
+    fn register(&self, host: &str, port: u16, version: &str, state: Arc<Mutex<State>>) {
+        let mut nodes = self.nodes.lock().expect("network lock");
+        nodes.insert(format!("{host}:{port}"), (version.to_string(), state));
+    }
+
+    fn unregister(&self, host: &str, port: u16) {
+        self.nodes
+            .lock()
+            .expect("network lock")
+            .remove(&format!("{host}:{port}"));
+    }
+
+    fn find(&self, host: &str, port: u32) -> Option<(String, Arc<Mutex<State>>)> {
+        self.nodes
+            .lock()
+            .expect("network lock")
+            .get(&format!("{host}:{port}"))
+            .cloned()
+    }
+}
+
+/// What a node is started with.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    pub version: String,
+    pub admin_password: String,
+    pub latency: Duration,
+    pub unavailable_first: usize,
+    pub max_sessions: usize,
+    /// systemdb replication: the server is a read-only replica of this `host:port` primary.
+    pub server_replica_of: Option<(String, u16)>,
+    /// How often replica databases poll their primary.
+    pub replication_interval: Duration,
+}
+
+impl NodeOptions {
+    pub fn new(grpc: SocketAddr, metrics: SocketAddr) -> NodeOptions {
+        NodeOptions {
+            grpc,
+            metrics,
+            version: "1.11.1".to_string(),
+            admin_password: "immudb".to_string(),
+            latency: Duration::ZERO,
+            unavailable_first: 0,
+            max_sessions: 100,
+            server_replica_of: None,
+            replication_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A running double node; dropping it stops it.
+pub struct Node {
+    pub options: NodeOptions,
+    pub state: Arc<Mutex<State>>,
+    pub faults: Arc<Faults>,
+    network: Network,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Binds both ports and starts serving; returns once the node accepts connections.
+    pub async fn start(options: NodeOptions, network: &Network) -> std::io::Result<Node> {
+        let mut state = State::new(&options.admin_password);
+        if let Some((host, port)) = &options.server_replica_of {
+            state.server_replica = true;
+            let defaultdb = state.databases.get_mut("defaultdb").expect("defaultdb");
+            defaultdb.replication = rules::Replication {
+                replica: true,
+                primary_database: "defaultdb".into(),
+                primary_host: host.clone(),
+                primary_port: u32::from(*port),
+                primary_username: ADMIN_USER.into(),
+                primary_password: options.admin_password.clone(),
+                ..Default::default()
+            };
+        }
+        let state = Arc::new(Mutex::new(state));
+        let faults = Arc::new(Faults {
+            latency: options.latency,
+            unavailable_first: AtomicUsize::new(options.unavailable_first),
+        });
+        let service = server::Service {
+            state: state.clone(),
+            faults: faults.clone(),
+            version: options.version.clone(),
+            max_sessions: options.max_sessions,
+        };
+        let grpc_listener = TcpListener::bind(options.grpc).await?;
+        let metrics_listener = TcpListener::bind(options.metrics).await?;
+        let grpc = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+            let _ = tonic::transport::Server::builder()
+                .add_service(proto::immu_service_server::ImmuServiceServer::new(service))
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        let metrics = tokio::spawn(serve_health(metrics_listener));
+        let replicator = tokio::spawn(replicate(
+            state.clone(),
+            network.clone(),
+            options.version.clone(),
+            options.replication_interval,
+        ));
+        network.register(
+            &options.grpc.ip().to_string(),
+            options.grpc.port(),
+            &options.version,
+            state.clone(),
+        );
+        Ok(Node {
+            options,
+            state,
+            faults,
+            network: network.clone(),
+            tasks: vec![grpc, metrics, replicator],
+        })
+    }
+
+    /// Runs `f` on the node's state, e.g. to seed a database or read what the hook did.
+    pub fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().expect("double state lock"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.network
+            .unregister(&self.options.grpc.ip().to_string(), self.options.grpc.port());
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// immudb's port 9497: `/readyz`, `/livez` and `/initz` answer 200 as soon as the process is up.
+async fn serve_health(listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 1024];
+            let n = stream.read(&mut buffer).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buffer[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let status = match path {
+                "/readyz" | "/livez" | "/initz" => "200 OK",
+                _ => "404 Not Found",
+            };
+            let response =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+/// Copies entries from each replica database's primary, when immudb would: the primary is
+/// reachable, runs the same version, and the replication user has Admin (or SysAdmin) there.
+async fn replicate(
+    state: Arc<Mutex<State>>,
+    network: Network,
+    version: String,
+    interval: Duration,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let replicas: Vec<(String, rules::Replication)> = {
+            let state = state.lock().expect("double state lock");
+            state
+                .databases
+                .iter()
+                .filter(|(_, db)| db.replication.replica && !db.replication.primary_host.is_empty())
+                .map(|(name, db)| (name.clone(), db.replication.clone()))
+                .collect()
+        };
+        for (name, settings) in replicas {
+            let Some((primary_version, primary)) =
+                network.find(&settings.primary_host, settings.primary_port)
+            else {
+                continue;
+            };
+            if primary_version != version {
+                continue;
+            }
+            let source = {
+                let primary = primary.lock().expect("double state lock");
+                let allowed = primary.users.get(&settings.primary_username).is_some_and(|u| {
+                    u.active
+                        && u.password == settings.primary_password
+                        && (u.sys_admin
+                            || u.permissions.get(&settings.primary_database)
+                                == Some(&rules::PERMISSION_ADMIN))
+                });
+                let users = primary.users.clone();
+                allowed.then(|| (primary.databases.get(&settings.primary_database).cloned(), users))
+            };
+            let Some((Some(source), users)) = source else {
+                continue;
+            };
+            let mut state = state.lock().expect("double state lock");
+            let server_replica = state.server_replica;
+            if let Some(db) = state.databases.get_mut(&name) {
+                db.entries = source.entries;
+                db.tx_count = source.tx_count;
+            }
+            if server_replica {
+                // systemdb replication carries users and their passwords too.
+                state.users = users;
+            }
+        }
+    }
+}
