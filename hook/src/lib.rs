@@ -1,0 +1,15 @@
+//! The immudb replication hook: waits for an immudb primary and its replicas, then converges them to
+//! the declared replication topology. `main.rs` is the thin command-line edge.
+
+pub mod client;
+pub mod config;
+pub mod plan;
+pub mod reconcile;
+pub mod report;
+pub mod retry;
+pub mod verify;
+pub mod wait;
+
+pub mod proto {
+    tonic::include_proto!("immudb.schema");
+}

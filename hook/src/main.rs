@@ -1,1 +1,90 @@
-fn main(){}
+//! Command-line edge: parse, validate, run, print the summary, exit with the report's code.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+use immudb_hook::config::{Cli, Command, LogFormat};
+use immudb_hook::report::{Report, EXIT_CONFIG};
+use immudb_hook::{reconcile, verify};
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IMMUDB_HOOK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Report> {
+    let report = match &cli.command {
+        Command::Converge(args) => {
+            let config = args.config(&cli.topology)?;
+            tracing::info!(
+                primary = %config.topology.primary,
+                replicas = config.topology.replicas.len(),
+                timeout_s = config.timeout.as_secs(),
+                "converging"
+            );
+            reconcile::converge(&config).await
+        }
+        Command::Verify(args) => {
+            let config = args.config(&cli.topology)?;
+            tracing::info!(database = %config.database, "verifying replication");
+            verify::verify(&config).await
+        }
+    };
+    Ok(report)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let (mut terminate, mut interrupt) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            eprintln!("error: cannot install signal handlers");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = run(cli) => outcome,
+        _ = terminate.recv() => {
+            tracing::warn!("terminated (SIGTERM); stopping without finishing");
+            return ExitCode::from(143);
+        }
+        _ = interrupt.recv() => {
+            tracing::warn!("interrupted (SIGINT); stopping without finishing");
+            return ExitCode::from(130);
+        }
+    };
+    match outcome.context("invalid configuration") {
+        Ok(report) => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = write!(stdout, "{report}");
+            let code = report.exit_code();
+            if code != 0 {
+                for (line, _) in report.failures() {
+                    tracing::error!(role = %line.role, host = %line.host, database = line.database.as_deref().unwrap_or("-"), "{}", line.outcome);
+                }
+            }
+            ExitCode::from(code)
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}

@@ -159,8 +159,10 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.network
-            .unregister(&self.options.grpc.ip().to_string(), self.options.grpc.port());
+        self.network.unregister(
+            &self.options.grpc.ip().to_string(),
+            self.options.grpc.port(),
+        );
         for task in &self.tasks {
             task.abort();
         }
@@ -219,15 +221,23 @@ async fn replicate(
             }
             let source = {
                 let primary = primary.lock().expect("double state lock");
-                let allowed = primary.users.get(&settings.primary_username).is_some_and(|u| {
-                    u.active
-                        && u.password == settings.primary_password
-                        && (u.sys_admin
-                            || u.permissions.get(&settings.primary_database)
-                                == Some(&rules::PERMISSION_ADMIN))
-                });
+                let allowed = primary
+                    .users
+                    .get(&settings.primary_username)
+                    .is_some_and(|u| {
+                        u.active
+                            && u.password == settings.primary_password
+                            && (u.sys_admin
+                                || u.permissions.get(&settings.primary_database)
+                                    == Some(&rules::PERMISSION_ADMIN))
+                    });
                 let users = primary.users.clone();
-                allowed.then(|| (primary.databases.get(&settings.primary_database).cloned(), users))
+                allowed.then(|| {
+                    (
+                        primary.databases.get(&settings.primary_database).cloned(),
+                        users,
+                    )
+                })
             };
             let Some((Some(source), users)) = source else {
                 continue;

@@ -104,7 +104,10 @@ impl Replication {
         s(&u.primary_password, &mut next.primary_password);
         b(&u.sync_replication, &mut next.sync_replication);
         n(&u.sync_acks, &mut next.sync_acks);
-        n(&u.prefetch_tx_buffer_size, &mut next.prefetch_tx_buffer_size);
+        n(
+            &u.prefetch_tx_buffer_size,
+            &mut next.prefetch_tx_buffer_size,
+        );
         n(
             &u.replication_commit_concurrency,
             &mut next.replication_commit_concurrency,
@@ -117,7 +120,8 @@ impl Replication {
             if unset(&u.prefetch_tx_buffer_size) && next.prefetch_tx_buffer_size == 0 {
                 next.prefetch_tx_buffer_size = DEFAULT_PREFETCH_TX_BUFFER_SIZE;
             }
-            if unset(&u.replication_commit_concurrency) && next.replication_commit_concurrency == 0 {
+            if unset(&u.replication_commit_concurrency) && next.replication_commit_concurrency == 0
+            {
                 next.replication_commit_concurrency = DEFAULT_REPLICATION_COMMIT_CONCURRENCY;
             }
         }
@@ -177,7 +181,11 @@ impl Replication {
     pub fn to_nullable(&self) -> ReplicationNullableSettings {
         let b = |value| Some(NullableBool { value });
         let n = |value| Some(NullableUint32 { value });
-        let s = |value: &String| Some(NullableString { value: value.clone() });
+        let s = |value: &String| {
+            Some(NullableString {
+                value: value.clone(),
+            })
+        };
         ReplicationNullableSettings {
             replica: b(self.replica),
             primary_database: s(&self.primary_database),
@@ -203,7 +211,10 @@ mod tests {
     #[test]
     fn names_fold_and_reject() {
         assert_eq!(database_name("MyDb").unwrap(), "mydb");
-        assert_eq!(database_name("DefaultDB").unwrap_err().code(), Code::Internal);
+        assert_eq!(
+            database_name("DefaultDB").unwrap_err().code(),
+            Code::Internal
+        );
         assert_eq!(database_name("a-b").unwrap_err().code(), Code::Unknown);
         assert!(database_name(&"x".repeat(129)).is_err());
         assert!(database_name(&"x".repeat(128)).is_ok());
@@ -215,7 +226,10 @@ mod tests {
             assert!(permission(ok).is_ok(), "{ok}");
         }
         for bad in [0, 3, 253] {
-            assert_eq!(permission(bad).unwrap_err().message(), "unrecognized permission");
+            assert_eq!(
+                permission(bad).unwrap_err().message(),
+                "unrecognized permission"
+            );
         }
         assert_eq!(
             permission(255).unwrap_err().message(),

@@ -159,10 +159,10 @@ impl Service {
         if !self.faults.latency.is_zero() {
             tokio::time::sleep(self.faults.latency).await;
         }
-        let take = self
-            .faults
-            .unavailable_first
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let take =
+            self.faults
+                .unavailable_first
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if take.is_ok() {
             return Err(Status::unavailable("injected: server is starting"));
         }
@@ -180,7 +180,10 @@ fn new_id() -> String {
 
 #[tonic::async_trait]
 impl ImmuService for Service {
-    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
         self.gate().await?;
         let r = request.into_inner();
         let mut state = self.state();
@@ -276,7 +279,10 @@ impl ImmuService for Service {
                 already_existed: true,
             }));
         }
-        let update = r.settings.as_ref().and_then(|s| s.replication_settings.as_ref());
+        let update = r
+            .settings
+            .as_ref()
+            .and_then(|s| s.replication_settings.as_ref());
         let replication = Replication::default().merged(update);
         replication.validate(&name)?;
         let db = Database {
@@ -312,7 +318,10 @@ impl ImmuService for Service {
             .databases
             .get_mut(&name)
             .ok_or_else(|| unknown("database does not exist"))?;
-        let update = r.settings.as_ref().and_then(|s| s.replication_settings.as_ref());
+        let update = r
+            .settings
+            .as_ref()
+            .and_then(|s| s.replication_settings.as_ref());
         let replication = db.replication.merged(update);
         replication.validate(&name)?;
         db.replication = replication;
@@ -346,7 +355,10 @@ impl ImmuService for Service {
         Ok(Response::new(DatabaseListResponseV2 { databases }))
     }
 
-    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<()>, Status> {
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<()>, Status> {
         self.gate().await?;
         let mut state = self.state();
         let (caller, _) = state.caller(request.metadata())?;
@@ -444,7 +456,9 @@ impl ImmuService for Service {
         let mut state = self.state();
         let (user, db_name) = state.caller(request.metadata())?;
         if state.permission_on(&user, &db_name) < rules::PERMISSION_READ_WRITE {
-            return Err(unknown("user does not have write permission on this database"));
+            return Err(unknown(
+                "user does not have write permission on this database",
+            ));
         }
         let server_replica = state.server_replica;
         let db = state

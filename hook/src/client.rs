@@ -1,0 +1,391 @@
+//! The immudb gRPC client: one connection and at most one session per node. Requests that carry a
+//! password are built here and never logged; errors carry the call name, the gRPC code and the
+//! server's text, none of which contains a secret.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::config::{Credentials, Secret};
+use crate::plan::{Action, Observed, ObservedDatabase, ObservedUser, ReplicationSettings};
+use crate::proto::immu_service_client::ImmuServiceClient;
+use crate::proto::{self, NullableBool, NullableString, NullableUint32};
+use crate::retry::Transient;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{call}: {message} (gRPC {code:?})")]
+pub struct RpcError {
+    pub call: &'static str,
+    pub code: Code,
+    pub message: String,
+}
+
+impl RpcError {
+    /// A condition expected to pass with time (replication lag), retried like Unavailable.
+    pub fn pending(call: &'static str, message: String) -> RpcError {
+        RpcError {
+            call,
+            code: Code::Unavailable,
+            message,
+        }
+    }
+
+    fn from_status(call: &'static str, status: Status) -> RpcError {
+        RpcError {
+            call,
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+}
+
+impl Transient for RpcError {
+    /// Connection trouble and a full session table pass; immudb's application errors (Unknown
+    /// with a text: bad credentials, permissions, invalid names or settings) do not.
+    fn is_transient(&self) -> bool {
+        match self.code {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::ResourceExhausted
+            | Code::Aborted => true,
+            Code::Internal => self.message.contains("max sessions number reached"),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    inner: ImmuServiceClient<Channel>,
+    session: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+fn bool_(value: bool) -> Option<NullableBool> {
+    Some(NullableBool { value })
+}
+fn u32_(value: u32) -> Option<NullableUint32> {
+    Some(NullableUint32 { value })
+}
+fn string(value: &str) -> Option<NullableString> {
+    Some(NullableString {
+        value: value.to_string(),
+    })
+}
+
+/// Every field is sent explicitly: unset means "unchanged" to immudb, and explicit zero values
+/// are accepted on a primary.
+fn to_proto(s: &ReplicationSettings) -> proto::DatabaseNullableSettings {
+    proto::DatabaseNullableSettings {
+        replication_settings: Some(proto::ReplicationNullableSettings {
+            replica: bool_(s.replica),
+            primary_database: string(&s.primary_database),
+            primary_host: string(&s.primary_host),
+            primary_port: u32_(s.primary_port),
+            primary_username: string(&s.primary_username),
+            primary_password: string(s.primary_password.expose()),
+            sync_replication: bool_(s.sync_replication),
+            sync_acks: u32_(s.sync_acks),
+            prefetch_tx_buffer_size: u32_(s.prefetch_tx_buffer_size),
+            replication_commit_concurrency: u32_(s.replication_commit_concurrency),
+            allow_tx_discarding: bool_(s.allow_tx_discarding),
+            skip_integrity_check: bool_(s.skip_integrity_check),
+            wait_for_indexing: bool_(s.wait_for_indexing),
+        }),
+        autoload: None,
+    }
+}
+
+fn from_proto(settings: Option<proto::DatabaseNullableSettings>) -> ReplicationSettings {
+    let r = settings
+        .and_then(|s| s.replication_settings)
+        .unwrap_or_default();
+    let b = |v: Option<NullableBool>| v.is_some_and(|v| v.value);
+    let n = |v: Option<NullableUint32>| v.map_or(0, |v| v.value);
+    let s = |v: Option<NullableString>| v.map(|v| v.value).unwrap_or_default();
+    ReplicationSettings {
+        replica: b(r.replica),
+        primary_database: s(r.primary_database),
+        primary_host: s(r.primary_host),
+        primary_port: n(r.primary_port),
+        primary_username: s(r.primary_username),
+        primary_password: Secret::new(s(r.primary_password)),
+        sync_replication: b(r.sync_replication),
+        sync_acks: n(r.sync_acks),
+        prefetch_tx_buffer_size: n(r.prefetch_tx_buffer_size),
+        replication_commit_concurrency: n(r.replication_commit_concurrency),
+        allow_tx_discarding: b(r.allow_tx_discarding),
+        skip_integrity_check: b(r.skip_integrity_check),
+        wait_for_indexing: b(r.wait_for_indexing),
+    }
+}
+
+impl Client {
+    /// The connection is made on first use, so a refused connection surfaces as a transient
+    /// Unavailable on the call and is retried like any other.
+    pub fn new(address: SocketAddr) -> Client {
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .expect("a socket address is a valid URI")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(CALL_TIMEOUT);
+        Client {
+            inner: ImmuServiceClient::new(endpoint.connect_lazy()),
+            session: None,
+        }
+    }
+
+    fn rpc(&self) -> ImmuServiceClient<Channel> {
+        self.inner.clone()
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(session) = &self.session {
+            request.metadata_mut().insert("sessionid", session.clone());
+        }
+        request
+    }
+
+    pub async fn server_version(&self) -> Result<String, RpcError> {
+        let request = self.request(proto::ServerInfoRequest {});
+        let response = self
+            .rpc()
+            .server_info(request)
+            .await
+            .map_err(|s| RpcError::from_status("ServerInfo", s))?;
+        Ok(response.into_inner().version)
+    }
+
+    /// Returns a client bound to a new session on `database`.
+    pub async fn open_session(
+        &self,
+        who: &Credentials,
+        database: &str,
+    ) -> Result<Client, RpcError> {
+        let request = Request::new(proto::OpenSessionRequest {
+            username: who.user.as_bytes().to_vec(),
+            password: who.password.expose().as_bytes().to_vec(),
+            database_name: database.to_string(),
+        });
+        let response = self
+            .rpc()
+            .open_session(request)
+            .await
+            .map_err(|s| RpcError::from_status("OpenSession", s))?;
+        let id = response.into_inner().session_id;
+        let session = id.parse().map_err(|_| RpcError {
+            call: "OpenSession",
+            code: Code::Internal,
+            message: "the server returned a session id that is not valid metadata".into(),
+        })?;
+        Ok(Client {
+            inner: self.inner.clone(),
+            session: Some(session),
+        })
+    }
+
+    /// Ends the session; immudb keeps at most 100 and reaps idle ones only after minutes.
+    pub async fn close_session(&self) -> Result<(), RpcError> {
+        if self.session.is_none() {
+            return Ok(());
+        }
+        let request = self.request(());
+        self.rpc()
+            .close_session(request)
+            .await
+            .map_err(|s| RpcError::from_status("CloseSession", s))?;
+        Ok(())
+    }
+
+    pub async fn list_databases(&self) -> Result<Vec<ObservedDatabase>, RpcError> {
+        let request = self.request(proto::DatabaseListRequestV2 {});
+        let response = self
+            .rpc()
+            .database_list_v2(request)
+            .await
+            .map_err(|s| RpcError::from_status("DatabaseListV2", s))?;
+        Ok(response
+            .into_inner()
+            .databases
+            .into_iter()
+            .map(|d| ObservedDatabase {
+                name: d.name,
+                settings: from_proto(d.settings),
+                loaded: d.loaded,
+                tx_count: d.num_transactions,
+            })
+            .collect())
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<ObservedUser>, RpcError> {
+        let request = self.request(());
+        let response = self
+            .rpc()
+            .list_users(request)
+            .await
+            .map_err(|s| RpcError::from_status("ListUsers", s))?;
+        Ok(response
+            .into_inner()
+            .users
+            .into_iter()
+            .map(|u| ObservedUser {
+                name: String::from_utf8_lossy(&u.user).to_string(),
+                active: u.active,
+                permissions: u
+                    .permissions
+                    .into_iter()
+                    .map(|p| (p.database, p.permission))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    pub async fn observe(&self, with_users: bool) -> Result<Observed, RpcError> {
+        let databases = self.list_databases().await?;
+        let users = if with_users {
+            self.list_users().await?
+        } else {
+            Vec::new()
+        };
+        Ok(Observed { databases, users })
+    }
+
+    /// Applies one planned action. `password` is the replication user's, for CreateUser.
+    pub async fn apply(&self, action: &Action, password: &Secret) -> Result<(), RpcError> {
+        match action {
+            Action::CreateDatabase { name, settings } => {
+                let request = self.request(proto::CreateDatabaseRequest {
+                    name: name.clone(),
+                    settings: Some(to_proto(settings)),
+                    if_not_exists: true,
+                });
+                self.rpc()
+                    .create_database_v2(request)
+                    .await
+                    .map_err(|s| RpcError::from_status("CreateDatabaseV2", s))?;
+            }
+            Action::UpdateDatabase { name, settings } => {
+                let request = self.request(proto::UpdateDatabaseRequest {
+                    database: name.clone(),
+                    settings: Some(to_proto(settings)),
+                });
+                self.rpc()
+                    .update_database_v2(request)
+                    .await
+                    .map_err(|s| RpcError::from_status("UpdateDatabaseV2", s))?;
+            }
+            Action::CreateUser {
+                user,
+                database,
+                permission,
+            } => {
+                let request = self.request(proto::CreateUserRequest {
+                    user: user.as_bytes().to_vec(),
+                    password: password.expose().as_bytes().to_vec(),
+                    permission: *permission,
+                    database: database.clone(),
+                });
+                self.rpc()
+                    .create_user(request)
+                    .await
+                    .map_err(|s| RpcError::from_status("CreateUser", s))?;
+            }
+            Action::GrantPermission {
+                user,
+                database,
+                permission,
+            } => {
+                let request = self.request(proto::ChangePermissionRequest {
+                    action: proto::PermissionAction::Grant as i32,
+                    username: user.clone(),
+                    database: database.clone(),
+                    permission: *permission,
+                });
+                self.rpc()
+                    .change_permission(request)
+                    .await
+                    .map_err(|s| RpcError::from_status("ChangePermission", s))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<u64, RpcError> {
+        let request = self.request(proto::SetRequest {
+            k_vs: vec![proto::KeyValue {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }],
+            no_wait: false,
+        });
+        let response = self
+            .rpc()
+            .set(request)
+            .await
+            .map_err(|s| RpcError::from_status("Set", s))?;
+        Ok(response.into_inner().id)
+    }
+
+    pub async fn get(&self, key: &[u8]) -> Result<Vec<u8>, RpcError> {
+        let request = self.request(proto::KeyRequest {
+            key: key.to_vec(),
+            at_tx: 0,
+            since_tx: 0,
+            no_wait: true,
+        });
+        let response = self
+            .rpc()
+            .get(request)
+            .await
+            .map_err(|s| RpcError::from_status("Get", s))?;
+        Ok(response.into_inner().value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_survive_the_round_trip() {
+        let settings = ReplicationSettings {
+            replica: true,
+            primary_database: "a".into(),
+            primary_host: "p".into(),
+            primary_port: 3322,
+            primary_username: "r".into(),
+            primary_password: Secret::new("pw"),
+            sync_replication: true,
+            prefetch_tx_buffer_size: 100,
+            replication_commit_concurrency: 10,
+            wait_for_indexing: true,
+            ..Default::default()
+        };
+        assert_eq!(from_proto(Some(to_proto(&settings))), settings);
+    }
+
+    #[test]
+    fn only_passing_failures_are_transient() {
+        let error = |code, message: &str| RpcError {
+            call: "X",
+            code,
+            message: message.into(),
+        };
+        assert!(error(Code::Unavailable, "connection refused").is_transient());
+        assert!(error(
+            Code::Internal,
+            "can not create new session: max sessions number reached"
+        )
+        .is_transient());
+        assert!(!error(Code::Unknown, "invalid user name or password").is_transient());
+        assert!(!error(Code::InvalidArgument, "illegal arguments").is_transient());
+        assert!(!error(Code::Internal, "database is reserved").is_transient());
+        assert!(!error(Code::PermissionDenied, "session not found").is_transient());
+    }
+}

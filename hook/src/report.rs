@@ -1,0 +1,217 @@
+//! What the hook did, one line per node and database, and the exit code that sums it up.
+//!
+//! Exit codes: 0 success; 2 invalid configuration (nothing was touched); 3 a node was not ready
+//! before the deadline; 4 immudb versions differ; 5 a server refused a change (credentials,
+//! permissions, invalid settings) or the cluster holds a state the hook will not overwrite;
+//! 6 `verify` did not see its key on a replica; 143 terminated by SIGTERM (130 by SIGINT).
+
+use std::fmt;
+
+use crate::config::Role;
+
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Why something failed, in the order that picks the exit code when several did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Failure {
+    VersionMismatch,
+    Rejected,
+    NotReady,
+    NotReplicated,
+    /// Not attempted because something it depends on failed.
+    Skipped,
+}
+
+impl Failure {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Failure::NotReady | Failure::Skipped => 3,
+            Failure::VersionMismatch => 4,
+            Failure::Rejected => 5,
+            Failure::NotReplicated => 6,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+    /// `verify`: the probe key was written on the primary at this transaction.
+    Written {
+        tx: u64,
+    },
+    /// `verify`: the replica returned the probe key this long after it was written.
+    Replicated {
+        after_ms: u64,
+    },
+    Failed {
+        failure: Failure,
+        reason: String,
+    },
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Created => f.write_str("created"),
+            Outcome::Updated => f.write_str("updated"),
+            Outcome::Unchanged => f.write_str("unchanged"),
+            Outcome::Written { tx } => write!(f, "wrote the probe key at transaction {tx}"),
+            Outcome::Replicated { after_ms } => write!(f, "replicated in {after_ms} ms"),
+            Outcome::Failed { reason, .. } => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub role: Role,
+    pub host: String,
+    /// `None` when the failure concerns the whole node.
+    pub database: Option<String>,
+    pub outcome: Outcome,
+}
+
+impl Line {
+    pub fn failed(role: Role, host: &str, failure: Failure, reason: impl Into<String>) -> Line {
+        Line {
+            role,
+            host: host.to_string(),
+            database: None,
+            outcome: Outcome::Failed {
+                failure,
+                reason: reason.into(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub lines: Vec<Line>,
+    /// Each node's immudb version, listed when they differ.
+    pub versions: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn failures(&self) -> impl Iterator<Item = (&Line, Failure)> {
+        self.lines.iter().filter_map(|l| match &l.outcome {
+            Outcome::Failed { failure, .. } => Some((l, *failure)),
+            _ => None,
+        })
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.failures()
+            .map(|(_, failure)| failure)
+            .min()
+            .map_or(0, Failure::exit_code)
+    }
+
+    fn count(&self, wanted: &Outcome) -> usize {
+        self.lines.iter().filter(|l| &l.outcome == wanted).count()
+    }
+
+    /// The closing line: converged, already converged, or what failed.
+    pub fn verdict(&self) -> String {
+        let failed = self.failures().count();
+        if failed > 0 {
+            let mut verdict = format!(
+                "result: FAILED (exit {}): {failed} failed",
+                self.exit_code()
+            );
+            if self.failures().any(|(_, f)| f == Failure::VersionMismatch) {
+                let versions: Vec<String> = self
+                    .versions
+                    .iter()
+                    .map(|(host, v)| format!("{host}={v}"))
+                    .collect();
+                verdict.push_str(&format!("; immudb versions: {}", versions.join(", ")));
+            }
+            return verdict;
+        }
+        let replicated = self
+            .lines
+            .iter()
+            .filter(|l| matches!(l.outcome, Outcome::Replicated { .. }))
+            .count();
+        if replicated > 0 {
+            return format!("result: verified, {replicated} replica(s) returned the probe key");
+        }
+        let (created, updated) = (self.count(&Outcome::Created), self.count(&Outcome::Updated));
+        if created + updated == 0 {
+            return "result: nothing to change, the cluster was already converged".to_string();
+        }
+        format!(
+            "result: converged ({created} created, {updated} updated, {} unchanged)",
+            self.count(&Outcome::Unchanged)
+        )
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.lines {
+            writeln!(
+                f,
+                "{:<8} {:<40} {:<16} {}",
+                line.role.to_string(),
+                line.host,
+                line.database.as_deref().unwrap_or("-"),
+                line.outcome
+            )?;
+        }
+        writeln!(f, "{}", self.verdict())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(outcome: Outcome) -> Line {
+        Line {
+            role: Role::Replica,
+            host: "r".into(),
+            database: Some("a".into()),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn the_most_actionable_failure_sets_the_exit_code() {
+        let report = Report {
+            lines: vec![
+                line(Outcome::Created),
+                Line::failed(Role::Replica, "r1", Failure::NotReady, "x"),
+                Line::failed(Role::Replica, "r2", Failure::VersionMismatch, "y"),
+            ],
+            versions: vec![
+                ("p".into(), "1.11.1".into()),
+                ("r2".into(), "1.10.0".into()),
+            ],
+        };
+        assert_eq!(report.exit_code(), 4);
+        assert!(report.verdict().contains("p=1.11.1, r2=1.10.0"));
+    }
+
+    #[test]
+    fn a_second_run_says_nothing_changed() {
+        let report = Report {
+            lines: vec![line(Outcome::Unchanged)],
+            versions: vec![],
+        };
+        assert_eq!(report.exit_code(), 0);
+        assert!(report.verdict().contains("already converged"));
+        let changed = Report {
+            lines: vec![line(Outcome::Created), line(Outcome::Unchanged)],
+            versions: vec![],
+        };
+        assert_eq!(
+            changed.verdict(),
+            "result: converged (1 created, 0 updated, 1 unchanged)"
+        );
+    }
+}

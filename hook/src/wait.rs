@@ -1,0 +1,175 @@
+//! Waiting for a node: its name resolves, its gRPC port accepts a connection, `/readyz` answers on
+//! the metrics port and `ServerInfo` answers. Every step is retried until the deadline; each attempt
+//! starts over from name resolution, because a restarted pod comes back with a new address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::config::ResolveHosts;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::{Hosts, Resolver};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::config::Topology;
+use crate::retry::{self, Retried, Transient};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a node is not ready yet. All of these pass with time, so all are retried.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("name {host} does not resolve: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("gRPC port {address} does not accept connections: {reason}")]
+    Connect { address: SocketAddr, reason: String },
+    #[error("/readyz on {address} is not ready: {reason}")]
+    Readyz { address: SocketAddr, reason: String },
+    #[error("ServerInfo on {address} failed: {reason}")]
+    ServerInfo { address: SocketAddr, reason: String },
+}
+
+impl Transient for NotReady {
+    fn is_transient(&self) -> bool {
+        true
+    }
+}
+
+/// Resolves names the way the system resolver does: the hosts file first, then the nameservers of
+/// resolv.conf with its search domains and ndots. A fresh resolver per lookup keeps no negative
+/// cache, so a headless-Service name that appears a moment later is seen at once.
+#[derive(Clone, Debug)]
+pub struct SystemResolver {
+    hosts_file: Arc<Path>,
+    resolv_conf: Arc<Path>,
+}
+
+impl SystemResolver {
+    pub fn new(topology: &Topology) -> SystemResolver {
+        SystemResolver {
+            hosts_file: topology.hosts_file.clone().into(),
+            resolv_conf: topology.resolv_conf.clone().into(),
+        }
+    }
+
+    pub async fn resolve(&self, host: &str) -> Result<IpAddr, NotReady> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(ip);
+        }
+        let failed = |reason: String| NotReady::Resolve {
+            host: host.to_string(),
+            reason,
+        };
+        let mut hosts = Hosts::default();
+        if let Ok(file) = std::fs::File::open(&self.hosts_file) {
+            hosts
+                .read_hosts_conf(file)
+                .map_err(|e| failed(format!("reading {}: {e}", self.hosts_file.display())))?;
+        }
+        let conf = std::fs::read(&self.resolv_conf).unwrap_or_default();
+        let (config, mut options) = hickory_resolver::system_conf::parse_resolv_conf(conf)
+            .map_err(|e| failed(format!("reading {}: {e}", self.resolv_conf.display())))?;
+        options.use_hosts_file = ResolveHosts::Never;
+        options.cache_size = 0;
+        let mut resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_options(options)
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+        resolver.set_hosts(Arc::new(hosts));
+        let lookup = resolver
+            .lookup_ip(host)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        lookup
+            .iter()
+            .next()
+            .ok_or_else(|| failed("no address records".into()))
+    }
+}
+
+/// A node that answered every readiness check.
+#[derive(Clone, Debug)]
+pub struct ReadyNode {
+    pub grpc: SocketAddr,
+    pub version: String,
+}
+
+async fn probe(
+    resolver: &SystemResolver,
+    topology: &Topology,
+    host: &str,
+) -> Result<ReadyNode, NotReady> {
+    let ip = resolver.resolve(host).await?;
+    let grpc = SocketAddr::new(ip, topology.grpc_port);
+    let metrics = SocketAddr::new(ip, topology.metrics_port);
+    match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(grpc)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return Err(NotReady::Connect {
+                address: grpc,
+                reason: e.to_string(),
+            })
+        }
+        Err(_) => {
+            return Err(NotReady::Connect {
+                address: grpc,
+                reason: "timed out".into(),
+            })
+        }
+    }
+    let readyz = |reason: String| NotReady::Readyz {
+        address: metrics,
+        reason,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .no_proxy()
+        .build()
+        .map_err(|e| readyz(e.to_string()))?;
+    let response = http
+        .get(format!("http://{metrics}/readyz"))
+        .send()
+        .await
+        .map_err(|e| readyz(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(readyz(format!("HTTP {}", response.status())));
+    }
+    let version = Client::new(grpc)
+        .server_version()
+        .await
+        .map_err(|e| NotReady::ServerInfo {
+            address: grpc,
+            reason: e.to_string(),
+        })?;
+    Ok(ReadyNode { grpc, version })
+}
+
+/// Waits until `host` is ready or the deadline passes; the error names the last check that failed.
+pub async fn wait_for(
+    resolver: &SystemResolver,
+    topology: &Topology,
+    host: &str,
+    deadline: Instant,
+) -> Result<ReadyNode, String> {
+    tracing::info!("waiting for the node");
+    let started = Instant::now();
+    match retry::until(deadline, || probe(resolver, topology, host)).await {
+        Ok(ready) => {
+            tracing::info!(
+                address = %ready.grpc,
+                version = %ready.version,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "node is ready"
+            );
+            Ok(ready)
+        }
+        Err(Retried::Failed(e)) => Err(e.to_string()),
+        Err(Retried::Deadline { last }) => Err(format!(
+            "not ready before the deadline: {}",
+            last.unwrap_or_else(|| "no attempt finished".into())
+        )),
+    }
+}
