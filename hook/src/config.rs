@@ -348,8 +348,15 @@ pub fn read_password(flag: &'static str, path: &Path) -> Result<Secret, ConfigEr
 
 impl TopologyArgs {
     fn replica_hosts(&self) -> Result<Vec<String>, ConfigError> {
+        // An empty value (IMMUDB_HOOK_REPLICAS="" with no replicas) means no replicas.
+        let listed: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect();
         let statefulset_form = self.replica_statefulset.is_some() || self.replica_count.is_some();
-        if !self.replicas.is_empty() && statefulset_form {
+        if !listed.is_empty() && statefulset_form {
             return reject(
                 "--replicas",
                 self.replicas.join(","),
@@ -357,7 +364,7 @@ impl TopologyArgs {
             );
         }
         if !statefulset_form {
-            return Ok(self.replicas.iter().map(|h| h.trim().to_string()).collect());
+            return Ok(listed);
         }
         let Some(statefulset) = &self.replica_statefulset else {
             return reject(

@@ -24,9 +24,12 @@ use tokio::task::JoinHandle;
 pub use server::{Database, Faults, State, User, ADMIN_USER};
 
 /// How replicas find their primary: `host:port` as written in a replica's settings → that node.
+/// `host:port` → (version, state) of every running node.
+type Registry = HashMap<String, (String, Arc<Mutex<State>>)>;
+
 #[derive(Clone, Default)]
 pub struct Network {
-    nodes: Arc<Mutex<HashMap<String, (String, Arc<Mutex<State>>)>>>,
+    nodes: Arc<Mutex<Registry>>,
 }
 
 impl Network {

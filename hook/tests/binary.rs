@@ -1,0 +1,88 @@
+//! The built binary: exit codes, env-only configuration, secrets never printed, SIGTERM.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use tokio::process::Command;
+
+fn hook(cluster: &Cluster, replicas: &[String]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_immudb-hook"));
+    command
+        .env("IMMUDB_HOOK_PRIMARY_HOST", cluster.host(0))
+        .env("IMMUDB_HOOK_REPLICAS", replicas.join(","))
+        .env("IMMUDB_HOOK_ADMIN_PASSWORD_FILE", cluster.path("admin"))
+        .env(
+            "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE",
+            cluster.path("replication"),
+        )
+        .env("IMMUDB_HOOK_DATABASES", "appdb")
+        .env("IMMUDB_HOOK_HOSTS_FILE", cluster.path("hosts"))
+        .env("IMMUDB_HOOK_RESOLV_CONF", cluster.path("resolv.conf"))
+        .env("IMMUDB_HOOK_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+#[tokio::test]
+async fn converges_from_env_alone_and_never_prints_a_secret() {
+    let cluster = Cluster::new();
+    let _nodes = start_all(&cluster, 2).await;
+    for format in ["text", "json"] {
+        let output = hook(&cluster, &cluster.replica_hosts(2))
+            .env("IMMUDB_HOOK_LOG_FORMAT", format)
+            .arg("converge")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+        assert!(
+            stdout.lines().last().unwrap().starts_with("result: "),
+            "{stdout}"
+        );
+        for secret in [ADMIN_PASSWORD, REPLICATION_PASSWORD] {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "a secret leaked"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn invalid_flags_exit_2_before_touching_a_server() {
+    let cluster = Cluster::new();
+    let output = hook(&cluster, &["r0".to_string()])
+        .args(["converge", "--sync-replication", "--sync-acks=2"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--sync-acks") && stderr.contains("cannot exceed"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_wait_cleanly() {
+    let cluster = Cluster::new();
+    let mut child = hook(&cluster, &[]).arg("converge").spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(143));
+}

@@ -1,0 +1,141 @@
+//! A cluster of immudb doubles on loopback addresses of their own (127.X.Y.N, one Y per test) so
+//! that every node uses the same gRPC and metrics ports, as in Kubernetes.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use immudb_double::{Network, Node, NodeOptions};
+use immudb_hook::config::{Cli, Command, Config, VerifyConfig};
+
+pub const GRPC_PORT: u16 = 3322;
+pub const METRICS_PORT: u16 = 9497;
+pub const ADMIN_PASSWORD: &str = "admin-Secret-1";
+pub const REPLICATION_PASSWORD: &str = "repl-Secret-2";
+
+static NEXT_SUBNET: AtomicU8 = AtomicU8::new(1);
+
+pub struct Cluster {
+    pub network: Network,
+    subnet: (u8, u8),
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        let second = (std::process::id() % 200) as u8 + 20;
+        let third = NEXT_SUBNET.fetch_add(1, Ordering::SeqCst);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("admin"), format!("{ADMIN_PASSWORD}\n")).unwrap();
+        std::fs::write(dir.path().join("replication"), REPLICATION_PASSWORD).unwrap();
+        std::fs::write(dir.path().join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        // No nameserver answers here: names resolve through the hosts file only.
+        std::fs::write(
+            dir.path().join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap();
+        Cluster {
+            network: Network::default(),
+            subnet: (second, third),
+            dir,
+        }
+    }
+
+    /// Node 0 is the primary, nodes 1.. the replicas.
+    pub fn ip(&self, node: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(127, self.subnet.0, self.subnet.1, node + 1))
+    }
+
+    pub fn host(&self, node: u8) -> String {
+        self.ip(node).to_string()
+    }
+
+    pub fn options(&self, node: u8) -> NodeOptions {
+        let mut options = NodeOptions::new(
+            SocketAddr::new(self.ip(node), GRPC_PORT),
+            SocketAddr::new(self.ip(node), METRICS_PORT),
+        );
+        options.admin_password = ADMIN_PASSWORD.to_string();
+        options
+    }
+
+    pub async fn start(&self, options: NodeOptions) -> Node {
+        Node::start(options, &self.network)
+            .await
+            .expect("start double")
+    }
+
+    pub async fn start_node(&self, node: u8) -> Node {
+        self.start(self.options(node)).await
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The hook's command line with the cluster's files; `extra` goes after the subcommand.
+    pub fn cli(
+        &self,
+        replicas: &[String],
+        timeout_s: u64,
+        subcommand: &str,
+        extra: &[&str],
+    ) -> Cli {
+        let mut args: Vec<String> = vec![
+            "immudb-hook".into(),
+            format!("--primary-host={}", self.host(0)),
+            format!("--grpc-port={GRPC_PORT}"),
+            format!("--metrics-port={METRICS_PORT}"),
+            format!("--admin-password-file={}", self.path("admin")),
+            format!("--timeout-seconds={timeout_s}"),
+            format!("--hosts-file={}", self.path("hosts")),
+            format!("--resolv-conf={}", self.path("resolv.conf")),
+        ];
+        if !replicas.is_empty() {
+            args.push(format!("--replicas={}", replicas.join(",")));
+        }
+        args.push(subcommand.into());
+        if subcommand == "converge" {
+            args.push(format!(
+                "--replication-password-file={}",
+                self.path("replication")
+            ));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Cli::try_parse_from(args).expect("valid command line")
+    }
+
+    pub fn converge_config(&self, replicas: &[String], timeout_s: u64, extra: &[&str]) -> Config {
+        let cli = self.cli(replicas, timeout_s, "converge", extra);
+        let Command::Converge(args) = &cli.command else {
+            unreachable!()
+        };
+        args.config(&cli.topology).expect("valid config")
+    }
+
+    pub fn verify_config(&self, replicas: &[String], extra: &[&str]) -> VerifyConfig {
+        let cli = self.cli(replicas, 20, "verify", extra);
+        let Command::Verify(args) = &cli.command else {
+            unreachable!()
+        };
+        args.config(&cli.topology).expect("valid config")
+    }
+
+    pub fn replica_hosts(&self, count: u8) -> Vec<String> {
+        (1..=count).map(|n| self.host(n)).collect()
+    }
+}
+
+pub async fn start_all(cluster: &Cluster, replicas: u8) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for n in 0..=replicas {
+        nodes.push(cluster.start_node(n).await);
+    }
+    nodes
+}
+
+pub const SHORT: Duration = Duration::from_secs(2);
