@@ -1,0 +1,233 @@
+{{/*
+One StatefulSet shape for both roles, so the primary and the replicas can never drift apart.
+Called with (dict "ctx" $ "role" "primary"|"read" "values" .Values.primary|.Values.read "replicas" N).
+*/}}
+{{- define "immudb.statefulset" -}}
+{{- $ctx := .ctx -}}
+{{- $role := .role -}}
+{{- $v := .values -}}
+{{- $name := include (printf "immudb.%s.fullname" $role) $ctx -}}
+{{- $values := $ctx.Values -}}
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  {{- include "immudb.metadata" (dict "ctx" $ctx "name" $name "component" $role) | nindent 2 }}
+spec:
+  replicas: {{ .replicas }}
+  serviceName: {{ include (printf "immudb.%s.headless" $role) $ctx }}
+  podManagementPolicy: Parallel
+  updateStrategy:
+    type: RollingUpdate
+  persistentVolumeClaimRetentionPolicy:
+    {{- toYaml $values.persistentVolumeClaimRetentionPolicy | nindent 4 }}
+  selector:
+    matchLabels:
+      {{- include "immudb.selectorLabels" $ctx | nindent 6 }}
+      app.kubernetes.io/component: {{ $role }}
+  template:
+    metadata:
+      labels:
+        {{- include "immudb.labels" $ctx | nindent 8 }}
+        app.kubernetes.io/component: {{ $role }}
+        {{- with $v.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $v.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    spec:
+      serviceAccountName: {{ include "immudb.serviceAccountName" $ctx }}
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      terminationGracePeriodSeconds: {{ $values.terminationGracePeriodSeconds }}
+      securityContext:
+        {{- include "immudb.podSecurityContext" $values.podSecurityContext | nindent 8 }}
+      {{- with $values.image.pullSecrets }}
+      imagePullSecrets:
+        {{- range . }}
+        - name: {{ . }}
+        {{- end }}
+      {{- end }}
+      {{- with $v.priorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      {{- with $v.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.topologySpreadConstraints }}
+      topologySpreadConstraints:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      affinity:
+        podAntiAffinity:
+          {{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "immudb.selectorLabels" $ctx | fromYaml)) }}
+          {{- if eq $values.podAntiAffinity "hard" }}
+          requiredDuringSchedulingIgnoredDuringExecution:
+            - {{- toYaml $term | nindent 14 }}
+          {{- else }}
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              podAffinityTerm:
+                {{- toYaml $term | nindent 16 }}
+          {{- end }}
+      containers:
+        - name: immudb
+          image: {{ include "immudb.image" $ctx }}
+          imagePullPolicy: {{ $values.image.pullPolicy }}
+          securityContext:
+            {{- include "immudb.containerSecurityContext" . | nindent 12 }}
+          ports:
+            - name: grpc
+              containerPort: 3322
+            - name: metrics
+              containerPort: 9497
+            {{- if $values.immudb.webConsole }}
+            - name: http
+              containerPort: 8080
+            {{- end }}
+            {{- if $values.immudb.pgsql }}
+            - name: pgsql
+              containerPort: 5432
+            {{- end }}
+          env:
+            - name: POD_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.name
+            - name: IMMUDB_DIR
+              value: /var/lib/immudb
+            - name: IMMUDB_DEVMODE
+              value: "false"
+            - name: IMMUDB_LOGFORMAT
+              value: {{ $values.immudb.logFormat | quote }}
+            - name: IMMUDB_WEB_SERVER
+              value: {{ $values.immudb.webConsole | quote }}
+            - name: IMMUDB_PGSQL_SERVER
+              value: {{ $values.immudb.pgsql | quote }}
+            - name: IMMUDB_MAX_SESSIONS
+              value: {{ $values.immudb.maxSessions | quote }}
+            - name: IMMUDB_ADMIN_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "immudb.secretName" $ctx }}
+                  key: {{ $values.auth.adminPasswordKey }}
+            {{- if $values.auth.forceAdminPassword }}
+            - name: IMMUDB_FORCE_ADMIN_PASSWORD
+              value: "true"
+            {{- end }}
+            {{- if and (eq $role "read") (eq $values.replication.mode "systemdb") }}
+            - name: IMMUDB_REPLICATION_IS_REPLICA
+              value: "true"
+            - name: IMMUDB_REPLICATION_PRIMARY_HOST
+              value: {{ include "immudb.primary.host" $ctx }}
+            - name: IMMUDB_REPLICATION_PRIMARY_PORT
+              value: "3322"
+            - name: IMMUDB_REPLICATION_PRIMARY_USERNAME
+              value: immudb
+            - name: IMMUDB_REPLICATION_PRIMARY_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "immudb.secretName" $ctx }}
+                  key: {{ $values.auth.adminPasswordKey }}
+            - name: IMMUDB_REPLICATION_PREFETCH_TX_BUFFER_SIZE
+              value: {{ $values.replication.prefetchTxBufferSize | quote }}
+            - name: IMMUDB_REPLICATION_COMMIT_CONCURRENCY
+              value: {{ $values.replication.commitConcurrency | quote }}
+            {{- end }}
+            {{- with $values.immudb.s3 }}
+            {{- if .enabled }}
+            - name: IMMUDB_S3_STORAGE
+              value: "true"
+            - name: IMMUDB_S3_ENDPOINT
+              value: {{ .endpoint | quote }}
+            - name: IMMUDB_S3_BUCKET_NAME
+              value: {{ .bucketName | quote }}
+            - name: IMMUDB_S3_LOCATION
+              value: {{ .location | quote }}
+            - name: IMMUDB_S3_PATH_PREFIX
+              value: "{{ .pathPrefix }}/$(POD_NAME)"
+            - name: IMMUDB_S3_ACCESS_KEY_ID
+              valueFrom:
+                secretKeyRef:
+                  name: {{ .existingSecret }}
+                  key: {{ .accessKeyIdKey }}
+            - name: IMMUDB_S3_SECRET_KEY
+              valueFrom:
+                secretKeyRef:
+                  name: {{ .existingSecret }}
+                  key: {{ .secretKeyKey }}
+            {{- end }}
+            {{- end }}
+            {{- with $values.immudb.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+            {{- with $v.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          {{- if $values.startupProbe.enabled }}
+          startupProbe:
+            httpGet:
+              path: /readyz
+              port: metrics
+            periodSeconds: {{ $values.startupProbe.periodSeconds }}
+            failureThreshold: {{ $values.startupProbe.failureThreshold }}
+          {{- end }}
+          {{- if $values.readinessProbe.enabled }}
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: metrics
+            periodSeconds: {{ $values.readinessProbe.periodSeconds }}
+            failureThreshold: {{ $values.readinessProbe.failureThreshold }}
+          {{- end }}
+          {{- if $values.livenessProbe.enabled }}
+          livenessProbe:
+            tcpSocket:
+              port: grpc
+            periodSeconds: {{ $values.livenessProbe.periodSeconds }}
+            failureThreshold: {{ $values.livenessProbe.failureThreshold }}
+            timeoutSeconds: 5
+          {{- end }}
+          resources:
+            {{- toYaml $v.resources | nindent 12 }}
+          volumeMounts:
+            - name: data
+              mountPath: /var/lib/immudb
+              subPath: immudb
+            - name: tmp
+              mountPath: /tmp
+            {{- with $v.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir: {}
+        {{- with $v.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+  volumeClaimTemplates:
+    - metadata:
+        name: data
+        labels:
+          {{- include "immudb.selectorLabels" $ctx | nindent 10 }}
+          app.kubernetes.io/component: {{ $role }}
+        {{- with $v.persistence.annotations }}
+        annotations:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+      spec:
+        accessModes:
+          {{- toYaml $v.persistence.accessModes | nindent 10 }}
+        {{- with $v.persistence.storageClass }}
+        storageClassName: {{ . | quote }}
+        {{- end }}
+        resources:
+          requests:
+            storage: {{ $v.persistence.size }}
+{{- end -}}
