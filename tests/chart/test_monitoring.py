@@ -1,0 +1,180 @@
+"""Alerts and the dashboard: promtool checks and unit tests, PromQL parsing, metric names, runbooks."""
+
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import CHART, of_kind, render
+
+REPO = CHART.parent
+DASHBOARD = json.loads((REPO / "dashboards" / "immudb.json").read_text())
+MONITORING_TESTS = REPO / "tests" / "monitoring"
+
+# immudb 1.10.0 as observed, 1.11 additions, go-grpc-prometheus, and kubelet / cAdvisor / kube-state-metrics.
+KNOWN_METRICS = set(
+    """
+immudb_uptime_hours immudb_loaded_databases immudb_active_sessions immudb_db_size_bytes
+immudb_number_of_stored_entries immudb_remote_storage_kind immudb_number_of_rpcs_per_client
+immudb_clients_last_message_at_unix_seconds immudb_last_committed_trx_id immudb_last_indexed_trx_id
+immudb_btree_depth immudb_btree_leaf_node_entries immudb_btree_nodes_data_begin immudb_btree_nodes_data_end
+immudb_btree_flushed_entries_last_cycle immudb_btree_flushed_entries_total immudb_btree_flushed_nodes_last_cycle
+immudb_btree_flushed_nodes_total immudb_multiapp_cache_events immudb_multiapp_read_bytes immudb_multiapp_read_events
+immudb_replication_lag immudb_replication_primary_committed_tx_id immudb_replication_allow_commit_up_to_tx_id
+immudb_replication_replicators immudb_replication_replicators_active immudb_replication_replicators_retries
+immudb_replication_replicators_retry_delay immudb_replication_tx_wait_queue immudb_replication_commit_time
+immudb_query_latency_seconds immudb_index_seek_latency_seconds immudb_catalog_cache_total
+immudb_stream_send_blocked_duration_seconds
+grpc_server_started_total grpc_server_handled_total grpc_server_msg_received_total grpc_server_msg_sent_total
+grpc_server_handling_seconds
+up
+kubelet_volume_stats_used_bytes kubelet_volume_stats_capacity_bytes
+container_cpu_usage_seconds_total container_memory_working_set_bytes
+kube_pod_container_status_restarts_total kube_pod_container_info
+""".split()
+)
+PROMQL_WORDS = set(
+    """
+sum max min avg count by on without group_left group_right ignoring rate increase irate deriv
+histogram_quantile label_values and or unless bool offset le
+""".split()
+)
+
+
+@pytest.fixture(scope="module")
+def rules():
+    objects = render({"metrics": {"prometheusRule": {"enabled": True}}})
+    (rule,) = of_kind(objects, "PrometheusRule")
+    return rule["spec"]
+
+
+def promtool(*args, cwd=None):
+    assert shutil.which("promtool"), "promtool missing: run tests/bootstrap.sh"
+    return subprocess.run(["promtool", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_rendered_rules_pass_promtool_check(rules, tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_fires_and_stays_quiet_in_promtool_unit_tests(rules, tmp_path):
+    # Annotations are templated text, checked below; the unit tests pin expressions, durations, labels.
+    stripped = {"groups": [{**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]} for g in rules["groups"]]}
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(stripped))
+    shutil.copy(MONITORING_TESTS / "alerts-test.yaml", tmp_path)
+    tested = yaml.safe_load((MONITORING_TESTS / "alerts-test.yaml").read_text())
+    firing = {t["alertname"] for case in tested["tests"] for t in case["alert_rule_test"] if t["exp_alerts"]}
+    quiet = {t["alertname"] for case in tested["tests"] for t in case["alert_rule_test"] if not t["exp_alerts"]}
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    assert firing == alerts and quiet == alerts, f"untested: {alerts - firing} / {alerts - quiet}"
+    result = promtool("test", "rules", "alerts-test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_summary_description_and_an_existing_runbook(rules):
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            annotations = rule["annotations"]
+            assert annotations["summary"] and annotations["description"], rule["alert"]
+            runbook = annotations["runbook_url"].rsplit("/", 1)[1]
+            page = REPO / "docs" / "runbooks" / runbook
+            assert page.exists(), f"{rule['alert']}: {page} is missing"
+            text = page.read_text()
+            for section in ("## Meaning", "## Confirm", "## Act"):
+                assert section in text, f"{page.name} lacks {section}"
+
+
+def dashboard_queries():
+    variables = {"$namespace": "db", "$release": "demo", "$pod": "demo-immudb-read-0|demo-immudb-primary-0", "$database": "appdb", "$__rate_interval": "1m"}
+    for panel in DASHBOARD["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for name, value in variables.items():
+                expr = expr.replace(name, value)
+            yield panel, expr
+
+
+def test_every_dashboard_query_parses_as_promql(tmp_path):
+    # promtool parses each expression with Prometheus's own parser when it checks recording rules.
+    records = [{"record": f"dashboard:panel{panel['id']}:{i}", "expr": expr} for i, (panel, expr) in enumerate(dashboard_queries())]
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(records) >= 20
+
+
+def metric_names(expr):
+    expr = re.sub(r'"[^"]*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)
+    names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr)) - PROMQL_WORDS
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names if not n.isdigit()}
+
+
+def test_every_metric_name_is_a_real_metric(rules):
+    used = set()
+    for _, expr in dashboard_queries():
+        used |= metric_names(expr)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            used |= metric_names(rule["expr"])
+    unknown = {n for n in used if n not in KNOWN_METRICS and not re.fullmatch(r"[0-9e.]+", n)}
+    assert not unknown, f"not an immudb, gRPC, kubelet, cAdvisor or kube-state-metrics metric: {unknown}"
+
+
+def test_dashboard_has_unique_ids_a_datasource_variable_and_no_fixed_uid():
+    ids = [p["id"] for p in DASHBOARD["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert {"namespace", "release", "pod", "database"} <= set(variables)
+    for node in json.dumps(DASHBOARD) and walk(DASHBOARD):
+        if isinstance(node, dict) and "uid" in node and "type" in node:
+            assert node["uid"] == "${datasource}", node
+    rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
+    assert rows == ["Overview", "Replication", "Traffic", "Storage", "Resources"]
+
+
+def walk(node):
+    yield node
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk(v)
+
+
+def test_chart_ships_the_dashboard_unchanged_with_the_sidecar_label():
+    objects = render({})
+    (cm,) = [o for o in of_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["immudb.json"]) == DASHBOARD
+
+
+def test_readme_lists_every_panel_with_its_query():
+    readme = (REPO / "README.md").read_text()
+    for panel in DASHBOARD["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["title"] in readme, panel["title"]
+        for target in panel["targets"]:
+            assert target["expr"] in readme, f"{panel['title']}: query missing from README"
+
+
+def test_monitors_carry_release_and_role_labels():
+    sm = of_kind(render({"metrics": {"serviceMonitor": {"enabled": True, "interval": "15s"}}}), "ServiceMonitor")[0]
+    endpoint = sm["spec"]["endpoints"][0]
+    assert endpoint["interval"] == "15s"
+    assert {r["targetLabel"] for r in endpoint["relabelings"]} >= {"role", "release"}
+    pm = of_kind(render({"metrics": {"podMonitor": {"enabled": True}}}), "PodMonitor")[0]
+    assert {r["targetLabel"] for r in pm["spec"]["podMetricsEndpoints"][0]["relabelings"]} >= {"role", "release"}
