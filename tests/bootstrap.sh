@@ -27,3 +27,8 @@ install_venv() { # dir requirements-file
 }
 install_venv .venv tests/requirements.txt
 install_venv .venv-checkov tests/requirements-checkov.txt
+
+if [ ! -x node_modules/.bin/readme-generator ]; then
+  echo "bootstrap: installing the README generator (package-lock.json)"
+  npm ci --no-audit --no-fund --silent
+fi

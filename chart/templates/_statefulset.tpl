@@ -11,7 +11,8 @@ Called with (dict "ctx" $ "role" "primary"|"read" "values" .Values.primary|.Valu
 apiVersion: apps/v1
 kind: StatefulSet
 metadata:
-  {{- include "immudb.metadata" (dict "ctx" $ctx "name" $name "component" $role) | nindent 2 }}
+  {{- $skips := include "immudb.checkovSkips" (list "CKV_K8S_15" "CKV_K8S_43" "CKV_K8S_40" "CKV_K8S_35") | fromYaml }}
+  {{- include "immudb.metadata" (dict "ctx" $ctx "name" $name "component" $role "annotations" $skips) | nindent 2 }}
 spec:
   replicas: {{ .replicas }}
   serviceName: {{ include (printf "immudb.%s.headless" $role) $ctx }}
@@ -81,7 +82,7 @@ spec:
           image: {{ include "immudb.image" $ctx }}
           imagePullPolicy: {{ $values.image.pullPolicy }}
           securityContext:
-            {{- include "immudb.containerSecurityContext" . | nindent 12 }}
+            {{- include "immudb.containerSecurityContext" (dict) | nindent 12 }}
           ports:
             - name: grpc
               containerPort: 3322
