@@ -122,6 +122,20 @@ impl State {
         }
     }
 
+    /// User management on a database: it must exist and the caller must administer it.
+    fn administered_database(&self, caller: &str, database: &str) -> Result<String, Status> {
+        let db = database.to_ascii_lowercase();
+        if !self.databases.contains_key(&db) {
+            return Err(unknown(format!("database {database} does not exist")));
+        }
+        if self.permission_on(caller, &db) < PERMISSION_ADMIN {
+            return Err(unknown(
+                "loggedin user does not have permissions for this operation",
+            ));
+        }
+        Ok(db)
+    }
+
     fn require_writable_server(&self) -> Result<(), Status> {
         if self.server_replica {
             Err(unknown(READ_ONLY))
@@ -366,15 +380,7 @@ impl ImmuService for Service {
         let r = request.into_inner();
         let name = String::from_utf8_lossy(&r.user).to_string();
         rules::username(&name)?;
-        let db = r.database.to_ascii_lowercase();
-        if !state.databases.contains_key(&db) {
-            return Err(unknown(format!("database {} does not exist", r.database)));
-        }
-        if state.permission_on(&caller, &db) < PERMISSION_ADMIN {
-            return Err(unknown(
-                "loggedin user does not have permissions for this operation",
-            ));
-        }
+        let db = state.administered_database(&caller, &r.database)?;
         rules::permission(r.permission)?;
         if state.users.contains_key(&name) {
             return Err(unknown("user already exists"));
@@ -400,15 +406,7 @@ impl ImmuService for Service {
         let (caller, _) = state.caller(request.metadata())?;
         state.require_writable_server()?;
         let r = request.into_inner();
-        let db = r.database.to_ascii_lowercase();
-        if !state.databases.contains_key(&db) {
-            return Err(unknown(format!("database {} does not exist", r.database)));
-        }
-        if state.permission_on(&caller, &db) < PERMISSION_ADMIN {
-            return Err(unknown(
-                "loggedin user does not have permissions for this operation",
-            ));
-        }
+        let db = state.administered_database(&caller, &r.database)?;
         rules::permission(r.permission)?;
         let user = state
             .users

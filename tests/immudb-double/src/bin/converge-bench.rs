@@ -1,0 +1,95 @@
+//! Benchmarks the release hook binary against doubles with 20 ms added to every RPC: convergence
+//! time for 1, 8 and 32 replicas, the time from the last replica becoming reachable to the hook's
+//! exit, the binary's size and the hook's peak RSS. Prints BENCHMARKS.md on stdout.
+//! Usage: converge-bench <path to immudb-hook>
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use immudb_double::{Network, Node, NodeOptions};
+
+const LATENCY: Duration = Duration::from_millis(20);
+
+fn ip(subnet: u8, node: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 77, subnet, node + 1))
+}
+
+async fn start(network: &Network, subnet: u8, node: u8) -> Node {
+    let mut options = NodeOptions::new(SocketAddr::new(ip(subnet, node), 3322), SocketAddr::new(ip(subnet, node), 9497));
+    options.latency = LATENCY;
+    options.admin_password = "bench-admin".into();
+    Node::start(options, network).await.expect("start double")
+}
+
+/// Runs the hook to completion; returns (wall time, exit code, peak RSS of the child in KiB).
+async fn run_hook(hook: &str, dir: &std::path::Path, subnet: u8, replicas: u8) -> (Duration, i32, i64) {
+    let hosts: Vec<String> = (1..=replicas).map(|n| ip(subnet, n).to_string()).collect();
+    let started = Instant::now();
+    let status = tokio::process::Command::new(hook)
+        .env("IMMUDB_HOOK_PRIMARY_HOST", ip(subnet, 0).to_string())
+        .env("IMMUDB_HOOK_REPLICAS", hosts.join(","))
+        .env("IMMUDB_HOOK_ADMIN_PASSWORD_FILE", dir.join("admin"))
+        .env("IMMUDB_HOOK_REPLICATION_PASSWORD_FILE", dir.join("replication"))
+        .env("IMMUDB_HOOK_DATABASES", "appdb")
+        .env("IMMUDB_HOOK_LOG", "warn")
+        .arg("converge")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .expect("run hook");
+    let elapsed = started.elapsed();
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    (elapsed, status.code().unwrap_or(-1), usage.ru_maxrss)
+}
+
+#[tokio::main]
+async fn main() {
+    let hook = std::env::args().nth(1).expect("usage: converge-bench <path to immudb-hook>");
+    let dir = std::env::temp_dir().join(format!("converge-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin"), "bench-admin").unwrap();
+    std::fs::write(dir.join("replication"), "bench-replication").unwrap();
+    let network = Network::default();
+
+    println!("# Benchmarks\n");
+    println!("`make bench`: the release hook against the immudb double with {} ms added to every RPC, on loopback (2 cores).\n", LATENCY.as_millis());
+    println!("| replicas | convergence (s) | exit |\n| --- | --- | --- |");
+    let mut times = Vec::new();
+    let mut peak_rss = 0;
+    for (subnet, replicas) in [(1u8, 1u8), (2, 8), (3, 32)] {
+        let mut nodes = Vec::new();
+        for n in 0..=replicas {
+            nodes.push(start(&network, subnet, n).await);
+        }
+        let (elapsed, code, rss) = run_hook(&hook, &dir, subnet, replicas).await;
+        peak_rss = rss;
+        times.push(elapsed);
+        println!("| {replicas} | {:.3} | {code} |", elapsed.as_secs_f64());
+    }
+    println!("\n32 replicas / 1 replica: {:.2}x\n", times[2].as_secs_f64() / times[0].as_secs_f64());
+
+    // The last of 8 replicas comes up 3 s after the hook starts.
+    let subnet = 4;
+    let mut nodes = Vec::new();
+    for n in 0..8 {
+        nodes.push(start(&network, subnet, n).await);
+    }
+    let late_network = network.clone();
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let node = start(&late_network, subnet, 8).await;
+        (node, Instant::now())
+    });
+    let hook_run = run_hook(&hook, &dir, subnet, 8);
+    let (_, code, _) = hook_run.await;
+    let exited = Instant::now();
+    let (_node, reachable_at) = late.await.unwrap();
+    println!("Last replica reachable → hook exit: {:.3} s (exit {code})\n", exited.duration_since(reachable_at).as_secs_f64());
+
+    let size = std::fs::metadata(&hook).map(|m| m.len()).unwrap_or(0);
+    println!("Release binary: {:.2} MB ({hook}, stripped, LTO, opt-level s)\n", size as f64 / 1_000_000.0);
+    println!("Peak RSS of the hook processes (max over the runs, getrusage RUSAGE_CHILDREN): {:.1} MB", peak_rss as f64 / 1024.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
