@@ -99,6 +99,7 @@ pub struct ReadyNode {
 
 async fn probe(
     resolver: &SystemResolver,
+    http: &reqwest::Client,
     topology: &Topology,
     host: &str,
 ) -> Result<ReadyNode, NotReady> {
@@ -124,11 +125,6 @@ async fn probe(
         address: metrics,
         reason,
     };
-    let http = reqwest::Client::builder()
-        .timeout(PROBE_TIMEOUT)
-        .no_proxy()
-        .build()
-        .map_err(|e| readyz(e.to_string()))?;
     let response = http
         .get(format!("http://{metrics}/readyz"))
         .send()
@@ -156,7 +152,13 @@ pub async fn wait_for(
 ) -> Result<ReadyNode, String> {
     tracing::info!("waiting for the node");
     let started = Instant::now();
-    match retry::until(deadline, || probe(resolver, topology, host)).await {
+    // One HTTP client for every attempt: building one per probe would redo its setup each retry.
+    let http = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client for /readyz: {e}"))?;
+    match retry::until(deadline, || probe(resolver, &http, topology, host)).await {
         Ok(ready) => {
             tracing::info!(
                 address = %ready.grpc,

@@ -17,14 +17,19 @@ fn admin() -> Credentials {
     }
 }
 
+/// An admin session on `node`'s defaultdb.
+async fn admin_session(node: &immudb_double::Node) -> Client {
+    Client::new(node.options.grpc)
+        .open_session(&admin(), "defaultdb")
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn sessions_belong_to_one_server() {
     let cluster = Cluster::new();
     let nodes = start_all(&cluster, 1).await;
-    let primary = Client::new(nodes[0].options.grpc)
-        .open_session(&admin(), "defaultdb")
-        .await
-        .unwrap();
+    let primary = admin_session(&nodes[0]).await;
     let Err(err) = Client::new(nodes[1].options.grpc)
         .open_session(&admin(), "")
         .await
@@ -57,10 +62,7 @@ async fn sessions_belong_to_one_server() {
 async fn server_rules_and_texts() {
     let cluster = Cluster::new();
     let nodes = start_all(&cluster, 0).await;
-    let c = Client::new(nodes[0].options.grpc)
-        .open_session(&admin(), "defaultdb")
-        .await
-        .unwrap();
+    let c = admin_session(&nodes[0]).await;
     let none = Secret::default();
     let create = |name: &str, settings: ReplicationSettings| Action::CreateDatabase {
         name: name.into(),
@@ -149,10 +151,7 @@ async fn server_rules_and_texts() {
 async fn replica_databases_are_read_only() {
     let cluster = Cluster::new();
     let nodes = start_all(&cluster, 0).await;
-    let c = Client::new(nodes[0].options.grpc)
-        .open_session(&admin(), "defaultdb")
-        .await
-        .unwrap();
+    let c = admin_session(&nodes[0]).await;
     let replica = ReplicationSettings {
         replica: true,
         primary_database: "r".into(),

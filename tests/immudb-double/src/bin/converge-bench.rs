@@ -15,21 +15,32 @@ fn ip(subnet: u8, node: u8) -> IpAddr {
 }
 
 async fn start(network: &Network, subnet: u8, node: u8) -> Node {
-    let mut options = NodeOptions::new(SocketAddr::new(ip(subnet, node), 3322), SocketAddr::new(ip(subnet, node), 9497));
+    let mut options = NodeOptions::new(
+        SocketAddr::new(ip(subnet, node), 3322),
+        SocketAddr::new(ip(subnet, node), 9497),
+    );
     options.latency = LATENCY;
     options.admin_password = "bench-admin".into();
     Node::start(options, network).await.expect("start double")
 }
 
 /// Runs the hook to completion; returns (wall time, exit code, peak RSS of the child in KiB).
-async fn run_hook(hook: &str, dir: &std::path::Path, subnet: u8, replicas: u8) -> (Duration, i32, i64) {
+async fn run_hook(
+    hook: &str,
+    dir: &std::path::Path,
+    subnet: u8,
+    replicas: u8,
+) -> (Duration, i32, i64) {
     let hosts: Vec<String> = (1..=replicas).map(|n| ip(subnet, n).to_string()).collect();
     let started = Instant::now();
     let status = tokio::process::Command::new(hook)
         .env("IMMUDB_HOOK_PRIMARY_HOST", ip(subnet, 0).to_string())
         .env("IMMUDB_HOOK_REPLICAS", hosts.join(","))
         .env("IMMUDB_HOOK_ADMIN_PASSWORD_FILE", dir.join("admin"))
-        .env("IMMUDB_HOOK_REPLICATION_PASSWORD_FILE", dir.join("replication"))
+        .env(
+            "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE",
+            dir.join("replication"),
+        )
         .env("IMMUDB_HOOK_DATABASES", "appdb")
         .env("IMMUDB_HOOK_LOG", "warn")
         .arg("converge")
@@ -46,7 +57,9 @@ async fn run_hook(hook: &str, dir: &std::path::Path, subnet: u8, replicas: u8) -
 
 #[tokio::main]
 async fn main() {
-    let hook = std::env::args().nth(1).expect("usage: converge-bench <path to immudb-hook>");
+    let hook = std::env::args()
+        .nth(1)
+        .expect("usage: converge-bench <path to immudb-hook>");
     let dir = std::env::temp_dir().join(format!("converge-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("admin"), "bench-admin").unwrap();
@@ -68,7 +81,10 @@ async fn main() {
         times.push(elapsed);
         println!("| {replicas} | {:.3} | {code} |", elapsed.as_secs_f64());
     }
-    println!("\n32 replicas / 1 replica: {:.2}x\n", times[2].as_secs_f64() / times[0].as_secs_f64());
+    println!(
+        "\n32 replicas / 1 replica: {:.2}x\n",
+        times[2].as_secs_f64() / times[0].as_secs_f64()
+    );
 
     // The last of 8 replicas comes up 3 s after the hook starts.
     let subnet = 4;
@@ -86,10 +102,19 @@ async fn main() {
     let (_, code, _) = hook_run.await;
     let exited = Instant::now();
     let (_node, reachable_at) = late.await.unwrap();
-    println!("Last replica reachable → hook exit: {:.3} s (exit {code})\n", exited.duration_since(reachable_at).as_secs_f64());
+    println!(
+        "Last replica reachable → hook exit: {:.3} s (exit {code})\n",
+        exited.duration_since(reachable_at).as_secs_f64()
+    );
 
     let size = std::fs::metadata(&hook).map(|m| m.len()).unwrap_or(0);
-    println!("Release binary: {:.2} MB ({hook}, stripped, LTO, opt-level s)\n", size as f64 / 1_000_000.0);
-    println!("Peak RSS of the hook processes (max over the runs, getrusage RUSAGE_CHILDREN): {:.1} MB", peak_rss as f64 / 1024.0);
+    println!(
+        "Release binary: {:.2} MB ({hook}, stripped, LTO, opt-level s)\n",
+        size as f64 / 1_000_000.0
+    );
+    println!(
+        "Peak RSS of the hook processes (max over the runs, getrusage RUSAGE_CHILDREN): {:.1} MB",
+        peak_rss as f64 / 1024.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
