@@ -274,3 +274,28 @@ def test_bad_values_are_rejected_naming_the_value(path):
     message = str(raised.value)
     for fragment in expected:
         assert fragment in message, f"{path.name}: {fragment!r} not in {message!r}"
+
+
+def secret_data(config, **options):
+    manifests = config.render(helm_python.Chart.load(str(CHART)), {}, name=RELEASE, namespace=NAMESPACE, **options)
+    (secret,) = [d for d in yaml.safe_load_all(manifests["immudb/templates/secret.yaml"]) if d]
+    return secret
+
+
+def test_generated_passwords_survive_an_upgrade():
+    from fake_apiserver import FakeApiServer
+
+    api = FakeApiServer()
+    try:
+        config = helm_python.Config(kube_apiserver=api.url, namespace=NAMESPACE, storage_driver="memory")
+        installed = secret_data(config, is_install=True)
+        # Without a stored Secret every render generates new passwords...
+        assert secret_data(config, is_install=True)["data"] != installed["data"]
+        # ...and once the install's Secret exists, an upgrade reads it back unchanged.
+        api.store(installed)
+        upgraded = secret_data(config, is_upgrade=True)
+        assert upgraded["data"] == installed["data"]
+        assert f"/api/v1/namespaces/{NAMESPACE}/secrets/{RELEASE}-immudb-auth" in api.requests
+        assert upgraded["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    finally:
+        api.close()
