@@ -14,6 +14,7 @@ use crate::plan::{Action, Observed, ObservedDatabase, ObservedUser, ReplicationS
 use crate::proto::immu_service_client::ImmuServiceClient;
 use crate::proto::{self, NullableBool, NullableString, NullableUint32};
 use crate::retry::Transient;
+use crate::tls::TrustedCa;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,6 +60,14 @@ impl Transient for RpcError {
             _ => false,
         }
     }
+}
+
+/// A node's gRPC server: the address its name resolved to, and the name, which TLS verifies.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub host: String,
+    pub address: SocketAddr,
+    pub tls: Option<TrustedCa>,
 }
 
 #[derive(Clone)]
@@ -129,15 +138,29 @@ fn from_proto(settings: Option<proto::DatabaseNullableSettings>) -> ReplicationS
 impl Client {
     /// The connection is made on first use, so a refused connection surfaces as a transient
     /// Unavailable on the call and is retried like any other.
-    pub fn new(address: SocketAddr) -> Client {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+    pub fn new(target: &Target) -> Result<Client, RpcError> {
+        let scheme = if target.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", target.address))
             .expect("a socket address is a valid URI")
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT);
-        Client {
+        if let Some(ca) = &target.tls {
+            endpoint = endpoint
+                .tls_config(ca.grpc(&target.host))
+                .map_err(|e| RpcError {
+                    call: "connect",
+                    code: Code::InvalidArgument,
+                    message: format!("TLS configuration for {}: {e}", target.host),
+                })?;
+        }
+        Ok(Client {
             inner: ImmuServiceClient::new(endpoint.connect_lazy()),
             session: None,
-        }
+        })
     }
 
     fn rpc(&self) -> ImmuServiceClient<Channel> {

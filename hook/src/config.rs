@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::plan::ReplicaOptions;
+use crate::tls::TrustedCa;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,6 +94,9 @@ pub struct TopologyArgs {
     /// Overall deadline, in seconds, for waiting and converging.
     #[arg(long, env = "IMMUDB_HOOK_TIMEOUT_SECONDS", default_value_t = 300)]
     pub timeout_seconds: u64,
+    /// CA certificate (PEM) of the immudb servers, when they serve TLS; plaintext without it.
+    #[arg(long, env = "IMMUDB_HOOK_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
     /// The hosts file the resolver reads first.
     #[arg(
         long,
@@ -234,6 +238,8 @@ pub struct Topology {
     pub metrics_port: u16,
     pub hosts_file: PathBuf,
     pub resolv_conf: PathBuf,
+    /// Set when the servers speak TLS on gRPC and on the metrics port.
+    pub tls: Option<TrustedCa>,
 }
 
 #[derive(Clone, Debug)]
@@ -421,7 +427,24 @@ impl TopologyArgs {
             metrics_port: self.metrics_port,
             hosts_file: self.hosts_file.clone(),
             resolv_conf: self.resolv_conf.clone(),
+            tls: self.trusted_ca()?,
         })
+    }
+
+    fn trusted_ca(&self) -> Result<Option<TrustedCa>, ConfigError> {
+        let Some(path) = &self.tls_ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).or_else(|e| {
+            reject(
+                "--tls-ca-file",
+                path.display(),
+                format!("cannot read the CA file: {e}"),
+            )
+        })?;
+        TrustedCa::from_pem(&pem)
+            .map(Some)
+            .or_else(|rule| reject("--tls-ca-file", path.display(), rule))
     }
 
     fn admin(&self) -> Result<Credentials, ConfigError> {

@@ -7,6 +7,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod report;
 pub mod retry;
+pub mod tls;
 pub mod verify;
 pub mod wait;
 

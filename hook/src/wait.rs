@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::config::ResolveHosts;
@@ -13,9 +13,10 @@ use hickory_resolver::{Hosts, Resolver};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::client::Client;
+use crate::client::{Client, Target};
 use crate::config::Topology;
 use crate::retry::{self, Retried, Transient};
+use crate::tls;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -93,19 +94,96 @@ impl SystemResolver {
 /// A node that answered every readiness check.
 #[derive(Clone, Debug)]
 pub struct ReadyNode {
-    pub grpc: SocketAddr,
+    pub target: Target,
     pub version: String,
+}
+
+/// reqwest looks a node's name up here and gets the address this attempt already resolved: one
+/// lookup per attempt, `/readyz` asked of the same pod as the gRPC check, and TLS still verifies
+/// the name in the URL.
+#[derive(Clone, Default)]
+struct PinnedAddress(Arc<Mutex<Option<IpAddr>>>);
+
+impl reqwest::dns::Resolve for PinnedAddress {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let pinned = *self.0.lock().expect("pinned address lock");
+        Box::pin(async move {
+            let ip = pinned.ok_or("no address resolved yet")?;
+            // The connector takes the port from the URL.
+            Ok(Box::new(std::iter::once(SocketAddr::new(ip, 0))) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The `/readyz` check of one node: HTTP, or HTTPS when the servers serve TLS.
+struct Readyz {
+    http: reqwest::Client,
+    pinned: PinnedAddress,
+    url: String,
+}
+
+impl Readyz {
+    fn new(topology: &Topology, host: &str) -> Result<Readyz, String> {
+        let pinned = PinnedAddress::default();
+        let http = reqwest::Client::builder()
+            .timeout(PROBE_TIMEOUT)
+            .no_proxy()
+            .dns_resolver(Arc::new(pinned.clone()))
+            .use_preconfigured_tls(tls::https_config(topology.tls.as_ref()))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client for /readyz: {e}"))?;
+        let scheme = if topology.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let authority = match host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => format!("[{host}]"),
+            _ => host.to_string(),
+        };
+        let url = format!("{scheme}://{authority}:{}/readyz", topology.metrics_port);
+        Ok(Readyz { http, pinned, url })
+    }
+
+    async fn check(&self, ip: IpAddr, metrics: SocketAddr) -> Result<(), NotReady> {
+        *self.pinned.0.lock().expect("pinned address lock") = Some(ip);
+        let not_ready = |reason: String| NotReady::Readyz {
+            address: metrics,
+            reason,
+        };
+        let response = self
+            .http
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(|e| not_ready(error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(not_ready(format!("HTTP {}", response.status())));
+        }
+        Ok(())
+    }
+}
+
+/// An error with its causes: reqwest's own text rarely says why (refused, certificate, ...).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 async fn probe(
     resolver: &SystemResolver,
-    http: &reqwest::Client,
+    readyz: &Readyz,
     topology: &Topology,
     host: &str,
 ) -> Result<ReadyNode, NotReady> {
     let ip = resolver.resolve(host).await?;
     let grpc = SocketAddr::new(ip, topology.grpc_port);
-    let metrics = SocketAddr::new(ip, topology.metrics_port);
     match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(grpc)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
@@ -121,26 +199,24 @@ async fn probe(
             })
         }
     }
-    let readyz = |reason: String| NotReady::Readyz {
-        address: metrics,
+    readyz
+        .check(ip, SocketAddr::new(ip, topology.metrics_port))
+        .await?;
+    let server_info_failed = |reason: String| NotReady::ServerInfo {
+        address: grpc,
         reason,
     };
-    let response = http
-        .get(format!("http://{metrics}/readyz"))
-        .send()
-        .await
-        .map_err(|e| readyz(e.to_string()))?;
-    if !response.status().is_success() {
-        return Err(readyz(format!("HTTP {}", response.status())));
-    }
-    let version = Client::new(grpc)
+    let target = Target {
+        host: host.to_string(),
+        address: grpc,
+        tls: topology.tls.clone(),
+    };
+    let version = Client::new(&target)
+        .map_err(|e| server_info_failed(e.to_string()))?
         .server_version()
         .await
-        .map_err(|e| NotReady::ServerInfo {
-            address: grpc,
-            reason: e.to_string(),
-        })?;
-    Ok(ReadyNode { grpc, version })
+        .map_err(|e| server_info_failed(e.to_string()))?;
+    Ok(ReadyNode { target, version })
 }
 
 /// Waits until `host` is ready or the deadline passes; the error names the last check that failed.
@@ -153,15 +229,11 @@ pub async fn wait_for(
     tracing::info!("waiting for the node");
     let started = Instant::now();
     // One HTTP client for every attempt: building one per probe would redo its setup each retry.
-    let http = reqwest::Client::builder()
-        .timeout(PROBE_TIMEOUT)
-        .no_proxy()
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client for /readyz: {e}"))?;
-    match retry::until(deadline, || probe(resolver, &http, topology, host)).await {
+    let readyz = Readyz::new(topology, host)?;
+    match retry::until(deadline, || probe(resolver, &readyz, topology, host)).await {
         Ok(ready) => {
             tracing::info!(
-                address = %ready.grpc,
+                address = %ready.target.address,
                 version = %ready.version,
                 waited_ms = started.elapsed().as_millis() as u64,
                 "node is ready"

@@ -19,7 +19,8 @@ fn admin() -> Credentials {
 
 /// An admin session on `node`'s defaultdb.
 async fn admin_session(node: &immudb_double::Node) -> Client {
-    Client::new(node.options.grpc)
+    Client::new(&target(node))
+        .unwrap()
         .open_session(&admin(), "defaultdb")
         .await
         .unwrap()
@@ -30,7 +31,8 @@ async fn sessions_belong_to_one_server() {
     let cluster = Cluster::new();
     let nodes = start_all(&cluster, 1).await;
     let primary = admin_session(&nodes[0]).await;
-    let Err(err) = Client::new(nodes[1].options.grpc)
+    let Err(err) = Client::new(&target(&nodes[1]))
+        .unwrap()
         .open_session(&admin(), "")
         .await
     else {
@@ -166,7 +168,8 @@ async fn replica_databases_are_read_only() {
     )
     .await
     .unwrap();
-    let on_r = Client::new(nodes[0].options.grpc)
+    let on_r = Client::new(&target(&nodes[0]))
+        .unwrap()
         .open_session(&admin(), "r")
         .await
         .unwrap();

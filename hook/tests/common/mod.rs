@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use immudb_double::{Network, Node, NodeOptions};
+use immudb_hook::client::Target;
 use immudb_hook::config::{Cli, Command, Config, VerifyConfig};
 
 pub const GRPC_PORT: u16 = 3322;
@@ -139,3 +140,12 @@ pub async fn start_all(cluster: &Cluster, replicas: u8) -> Vec<Node> {
 }
 
 pub const SHORT: Duration = Duration::from_secs(2);
+
+/// A plaintext gRPC target for a node, for tests that drive the client directly.
+pub fn target(node: &Node) -> Target {
+    Target {
+        host: node.options.grpc.ip().to_string(),
+        address: node.options.grpc,
+        tls: None,
+    }
+}

@@ -68,6 +68,15 @@ pub struct NodeOptions {
     pub server_replica_of: Option<(String, u16)>,
     /// How often replica databases poll their primary.
     pub replication_interval: Duration,
+    /// Serve gRPC and the metrics port over TLS with this certificate and key (PEM), as immudb
+    /// does with IMMUDB_CERTIFICATE and IMMUDB_PKEY.
+    pub tls: Option<TlsIdentity>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl NodeOptions {
@@ -82,6 +91,7 @@ impl NodeOptions {
             max_sessions: 100,
             server_replica_of: None,
             replication_interval: Duration::from_millis(50),
+            tls: None,
         }
     }
 }
@@ -125,14 +135,23 @@ impl Node {
         };
         let grpc_listener = TcpListener::bind(options.grpc).await?;
         let metrics_listener = TcpListener::bind(options.metrics).await?;
+        let mut builder = tonic::transport::Server::builder();
+        let mut https = None;
+        if let Some(tls) = &options.tls {
+            let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(std::io::Error::other)?;
+            https = Some(tls_acceptor(tls)?);
+        }
         let grpc = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-            let _ = tonic::transport::Server::builder()
+            let _ = builder
                 .add_service(proto::immu_service_server::ImmuServiceServer::new(service))
                 .serve_with_incoming(incoming)
                 .await;
         });
-        let metrics = tokio::spawn(serve_health(metrics_listener));
+        let metrics = tokio::spawn(serve_health(metrics_listener, https));
         let replicator = tokio::spawn(replicate(
             state.clone(),
             network.clone(),
@@ -173,25 +192,56 @@ impl Drop for Node {
 }
 
 /// immudb's port 9497: `/readyz`, `/livez` and `/initz` answer 200 as soon as the process is up.
-async fn serve_health(listener: TcpListener) {
+/// With server TLS on, immudb serves this port over HTTPS too.
+async fn serve_health(listener: TcpListener, https: Option<tokio_rustls::TlsAcceptor>) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        let https = https.clone();
         tokio::spawn(async move {
-            let mut buffer = [0u8; 1024];
-            let n = stream.read(&mut buffer).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buffer[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("");
-            let status = match path {
-                "/readyz" | "/livez" | "/initz" => "200 OK",
-                _ => "404 Not Found",
-            };
-            let response =
-                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let _ = stream.write_all(response.as_bytes()).await;
+            match https {
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        answer_health(stream).await;
+                    }
+                }
+                None => answer_health(stream).await,
+            }
         });
     }
+}
+
+fn tls_acceptor(tls: &TlsIdentity) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(std::io::Error::other)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).map_err(std::io::Error::other)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(std::io::Error::other)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn answer_health<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S) {
+    let mut buffer = [0u8; 1024];
+    let n = stream.read(&mut buffer).await.unwrap_or(0);
+    let request = String::from_utf8_lossy(&buffer[..n]);
+    let path = request.split_whitespace().nth(1).unwrap_or("");
+    let status = match path {
+        "/readyz" | "/livez" | "/initz" => "200 OK",
+        _ => "404 Not Found",
+    };
+    let response = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Copies entries from each replica database's primary, when immudb would: the primary is
