@@ -155,6 +155,15 @@ checkov.io/skip{{ add1 $i }}: {{ printf "%s=%s" $id (get $reasons $id) | quote }
 {{- if and .Values.gateway.enabled (not .Values.gateway.parentRefs) -}}
 {{- fail "gateway.enabled=true needs gateway.parentRefs (the Gateway the routes attach to)" -}}
 {{- end -}}
+{{- if and .Values.immudb.tls.enabled (gt (int .Values.replicaCount) 0) -}}
+{{- fail (printf "immudb.tls.enabled=true with replicaCount=%v: immudb's replicator dials its primary in plaintext; use replicaCount=0, or terminate TLS at the ingress" .Values.replicaCount) -}}
+{{- end -}}
+{{- if and .Values.immudb.tls.enabled (not .Values.immudb.tls.existingSecret) -}}
+{{- fail "immudb.tls.enabled=true needs immudb.tls.existingSecret (tls.crt, tls.key, ca.crt)" -}}
+{{- end -}}
+{{- if and .Values.immudb.tls.enabled .Values.gateway.enabled -}}
+{{- fail "immudb.tls.enabled=true with gateway.enabled=true: a TLS backend needs a BackendTLSPolicy, which this chart does not create; use the ingress" -}}
+{{- end -}}
 {{- if and .Values.immudb.s3.enabled (not .Values.immudb.s3.existingSecret) -}}
 {{- fail "immudb.s3.enabled=true needs immudb.s3.existingSecret with the S3 credentials" -}}
 {{- end -}}
@@ -204,6 +213,10 @@ containers:
         value: /var/run/secrets/immudb/admin-password
       - name: IMMUDB_HOOK_LOG_FORMAT
         value: {{ $values.hook.logFormat }}
+      {{- if $values.immudb.tls.enabled }}
+      - name: IMMUDB_HOOK_TLS_CA_FILE
+        value: /var/run/secrets/immudb-tls/ca.crt
+      {{- end }}
       {{- with .env }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
@@ -213,6 +226,11 @@ containers:
       - name: passwords
         mountPath: /var/run/secrets/immudb
         readOnly: true
+      {{- if $values.immudb.tls.enabled }}
+      - name: tls-ca
+        mountPath: /var/run/secrets/immudb-tls
+        readOnly: true
+      {{- end }}
       - name: tmp
         mountPath: /tmp
 volumes:
@@ -227,9 +245,30 @@ volumes:
           path: admin-password
         - key: {{ $values.auth.replicationPasswordKey }}
           path: replication-password
+  {{- if $values.immudb.tls.enabled }}
+  - name: tls-ca
+    secret:
+      secretName: {{ $values.immudb.tls.existingSecret }}
+      defaultMode: 0440
+      items:
+        - key: ca.crt
+          path: ca.crt
+  {{- end }}
 {{- end -}}
 
 {{/* Scrape relabelings shared by the ServiceMonitor and the PodMonitor: role and release labels. */}}
+{{- define "immudb.metrics.tls" -}}
+{{- if .Values.immudb.tls.enabled }}
+scheme: https
+tlsConfig:
+  serverName: {{ include "immudb.primary.host" . }}
+  ca:
+    secret:
+      name: {{ .Values.immudb.tls.existingSecret }}
+      key: ca.crt
+{{- end }}
+{{- end -}}
+
 {{- define "immudb.metrics.relabelings" -}}
 - sourceLabels: [__meta_kubernetes_pod_label_app_kubernetes_io_component]
   targetLabel: role

@@ -141,6 +141,12 @@ spec:
             - name: IMMUDB_REPLICATION_COMMIT_CONCURRENCY
               value: {{ $values.replication.commitConcurrency | quote }}
             {{- end }}
+            {{- if $values.immudb.tls.enabled }}
+            - name: IMMUDB_CERTIFICATE
+              value: /etc/immudb/tls/tls.crt
+            - name: IMMUDB_PKEY
+              value: /etc/immudb/tls/tls.key
+            {{- end }}
             {{- with $values.immudb.s3 }}
             {{- if .enabled }}
             - name: IMMUDB_S3_STORAGE
@@ -176,6 +182,7 @@ spec:
             httpGet:
               path: /readyz
               port: metrics
+              scheme: {{ ternary "HTTPS" "HTTP" $values.immudb.tls.enabled }}
             periodSeconds: {{ $values.startupProbe.periodSeconds }}
             failureThreshold: {{ $values.startupProbe.failureThreshold }}
           {{- end }}
@@ -184,6 +191,7 @@ spec:
             httpGet:
               path: /readyz
               port: metrics
+              scheme: {{ ternary "HTTPS" "HTTP" $values.immudb.tls.enabled }}
             periodSeconds: {{ $values.readinessProbe.periodSeconds }}
             failureThreshold: {{ $values.readinessProbe.failureThreshold }}
           {{- end }}
@@ -203,12 +211,23 @@ spec:
               subPath: immudb
             - name: tmp
               mountPath: /tmp
+            {{- if $values.immudb.tls.enabled }}
+            - name: tls
+              mountPath: /etc/immudb/tls
+              readOnly: true
+            {{- end }}
             {{- with $v.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
       volumes:
         - name: tmp
           emptyDir: {}
+        {{- if $values.immudb.tls.enabled }}
+        - name: tls
+          secret:
+            secretName: {{ $values.immudb.tls.existingSecret }}
+            defaultMode: 0440
+        {{- end }}
         {{- with $v.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

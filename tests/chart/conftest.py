@@ -26,7 +26,14 @@ MATRIX = {
     for ing in (True, False)
     for np in (True, False)
 }
-SCENARIOS = {**CI_SCENARIOS, **MATRIX}
+# Server TLS needs a certificate Secret chart-testing cannot provide, so it is a scenario here only.
+TLS_STANDALONE = {
+    "replicaCount": 0,
+    "immudb": {"tls": {"enabled": True, "existingSecret": "immudb-tls"}},
+    "ingress": {"enabled": True},
+    "metrics": {"serviceMonitor": {"enabled": True}},
+}
+SCENARIOS = {**CI_SCENARIOS, **MATRIX, "tls-standalone": TLS_STANDALONE}
 
 
 @functools.lru_cache(maxsize=None)

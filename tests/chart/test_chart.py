@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import CHART, NAMESPACE, RELEASE, SCENARIOS, named, of_kind, pod_specs, render, render_raw
+from conftest import CHART, NAMESPACE, RELEASE, SCENARIOS, TLS_STANDALONE, named, of_kind, pod_specs, render, render_raw
 
 KUBE_VERSIONS = ("1.29.0", "1.33.0", kubernetes_validate.latest_version())
 CRD_DIR = CHART.parents[1] / "shared" / "crds"
@@ -299,3 +299,25 @@ def test_generated_passwords_survive_an_upgrade():
         assert upgraded["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     finally:
         api.close()
+
+
+def test_server_tls_reaches_immudb_probes_the_hook_and_the_edge():
+    objects = render(TLS_STANDALONE)
+    container = named(objects, "StatefulSet", f"{FULLNAME}-primary")["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(container)
+    assert env["IMMUDB_CERTIFICATE"]["value"] == "/etc/immudb/tls/tls.crt"
+    assert env["IMMUDB_PKEY"]["value"] == "/etc/immudb/tls/tls.key"
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    hook = named(objects, "Job", f"{FULLNAME}-hook")["spec"]["template"]["spec"]
+    ca_file = env_of(hook["containers"][0])["IMMUDB_HOOK_TLS_CA_FILE"]["value"]
+    mounts = {m["mountPath"]: m["name"] for m in hook["containers"][0]["volumeMounts"]}
+    volume = next(v for v in hook["volumes"] if v["name"] == mounts[ca_file.rsplit("/", 1)[0]])
+    assert volume["secret"]["secretName"] == "immudb-tls"
+    grpc = named(objects, "Ingress", f"{FULLNAME}-grpc")
+    assert grpc["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPCS"
+    (monitor,) = of_kind(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["scheme"] == "https"
+    plain = named(render({}), "StatefulSet", f"{FULLNAME}-primary")["spec"]["template"]["spec"]["containers"][0]
+    assert plain["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+    assert "IMMUDB_CERTIFICATE" not in env_of(plain)
