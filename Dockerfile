@@ -1,16 +1,18 @@
 # The replication hook: a static, stripped binary in an empty image, run as a non-root user.
+# Build it on each platform (docker buildx --platform linux/amd64,linux/arm64).
 FROM rust:1.95-bookworm AS build
-RUN rustup target add x86_64-unknown-linux-musl \
-    && apt-get update \
-    && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
-    && rm -rf /var/lib/apt/lists/*
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY proto proto
 COPY hook hook
 COPY tests/immudb-double tests/immudb-double
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p immudb-hook \
-    && cp target/x86_64-unknown-linux-musl/release/immudb-hook /immudb-hook
+# A static (crt-static) glibc binary for the build platform: the hook resolves names itself
+# (hickory), so nothing needs glibc's NSS at run time.
+RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
+    && RUSTFLAGS="-C target-feature=+crt-static" \
+       cargo build --release --locked --target "$target" -p immudb-hook \
+    && cp "target/$target/release/immudb-hook" /immudb-hook
 
 FROM scratch
 ARG VERSION=0.1.0

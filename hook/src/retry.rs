@@ -1,5 +1,5 @@
 //! One retry policy for every transient failure: exponential backoff from 50 ms, doubling, capped
-//! at 1 s (plus up to 50 ms of jitter) so the hook notices a pod within about a second of it
+//! at 800 ms (plus up to 50 ms of jitter) so the hook notices a pod within about a second of it
 //! coming up, and retried until the hook's overall deadline.
 
 use std::future::Future;
@@ -23,7 +23,7 @@ pub enum Retried<E: std::fmt::Display> {
 pub fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_millis(800))
         .with_factor(2.0)
         .with_jitter()
         .without_max_times()
