@@ -66,9 +66,8 @@ impl Session {
         database: &str,
         deadline: Instant,
     ) -> Result<Session, (Failure, String)> {
-        let connection =
-            Client::new(&ready.target).map_err(|e| (Failure::Rejected, e.to_string()))?;
-        let client = retry::until(deadline, || connection.open_session(who, database))
+        // The connection that answered the readiness checks.
+        let client = retry::until(deadline, || ready.client.open_session(who, database))
             .await
             .map_err(|e| step_failed("open session", e))?;
         Ok(Session { client, deadline })

@@ -91,10 +91,11 @@ impl SystemResolver {
     }
 }
 
-/// A node that answered every readiness check.
-#[derive(Clone, Debug)]
+/// A node that answered every readiness check, with the connection that reached it.
+#[derive(Clone)]
 pub struct ReadyNode {
-    pub target: Target,
+    pub address: SocketAddr,
+    pub client: Client,
     pub version: String,
 }
 
@@ -211,12 +212,16 @@ async fn probe(
         address: grpc,
         tls: topology.tls.clone(),
     };
-    let version = Client::new(&target)
-        .map_err(|e| server_info_failed(e.to_string()))?
+    let client = Client::new(&target).map_err(|e| server_info_failed(e.to_string()))?;
+    let version = client
         .server_version()
         .await
         .map_err(|e| server_info_failed(e.to_string()))?;
-    Ok(ReadyNode { target, version })
+    Ok(ReadyNode {
+        address: grpc,
+        client,
+        version,
+    })
 }
 
 /// Waits until `host` is ready or the deadline passes; the error names the last check that failed.
@@ -233,7 +238,7 @@ pub async fn wait_for(
     match retry::until(deadline, || probe(resolver, &readyz, topology, host)).await {
         Ok(ready) => {
             tracing::info!(
-                address = %ready.target.address,
+                address = %ready.address,
                 version = %ready.version,
                 waited_ms = started.elapsed().as_millis() as u64,
                 "node is ready"
