@@ -3,10 +3,12 @@
 
 pub mod client;
 pub mod config;
+pub mod node;
 pub mod plan;
 pub mod reconcile;
 pub mod report;
 pub mod retry;
+pub mod session;
 pub mod tls;
 pub mod verify;
 pub mod wait;

@@ -37,6 +37,10 @@ impl Failure {
 pub enum Outcome {
     Created,
     Updated,
+    /// Updated; immudb applies the stored settings the next time the database loads.
+    UpdatedPendingReload,
+    /// Updated, then unloaded and loaded so the new settings are in effect.
+    Reloaded,
     Unchanged,
     /// `verify`: the probe key was written on the primary at this transaction.
     Written {
@@ -44,6 +48,10 @@ pub enum Outcome {
     },
     /// `verify`: the replica returned the probe key this long after it was written.
     Replicated {
+        after_ms: u64,
+    },
+    /// `verify --read-only`: the replica held the primary's transactions this long after start.
+    CaughtUp {
         after_ms: u64,
     },
     Failed {
@@ -57,9 +65,16 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Created => f.write_str("created"),
             Outcome::Updated => f.write_str("updated"),
+            Outcome::UpdatedPendingReload => f.write_str(
+                "updated; new settings take effect at the next restart (applySettings: onReload)",
+            ),
+            Outcome::Reloaded => f.write_str("updated and reloaded (new settings in effect)"),
             Outcome::Unchanged => f.write_str("unchanged"),
             Outcome::Written { tx } => write!(f, "wrote the probe key at transaction {tx}"),
             Outcome::Replicated { after_ms } => write!(f, "replicated in {after_ms} ms"),
+            Outcome::CaughtUp { after_ms } => {
+                write!(f, "holds the primary's transactions after {after_ms} ms")
+            }
             Outcome::Failed { reason, .. } => write!(f, "failed: {reason}"),
         }
     }
@@ -111,7 +126,11 @@ impl Report {
     }
 
     fn count(&self, wanted: &Outcome) -> usize {
-        self.lines.iter().filter(|l| &l.outcome == wanted).count()
+        self.count_where(|o| o == wanted)
+    }
+
+    fn count_where(&self, matching: impl Fn(&Outcome) -> bool) -> usize {
+        self.lines.iter().filter(|l| matching(&l.outcome)).count()
     }
 
     /// The closing line: converged, already converged, or what failed.
@@ -132,22 +151,38 @@ impl Report {
             }
             return verdict;
         }
-        let replicated = self
-            .lines
-            .iter()
-            .filter(|l| matches!(l.outcome, Outcome::Replicated { .. }))
-            .count();
+        let replicated = self.count_where(|o| matches!(o, Outcome::Replicated { .. }));
         if replicated > 0 {
             return format!("result: verified, {replicated} replica(s) returned the probe key");
         }
-        let (created, updated) = (self.count(&Outcome::Created), self.count(&Outcome::Updated));
+        let caught_up = self.count_where(|o| matches!(o, Outcome::CaughtUp { .. }));
+        if caught_up > 0 {
+            return format!(
+                "result: verified, {caught_up} replica(s) hold the primary's transactions"
+            );
+        }
+        let created = self.count(&Outcome::Created);
+        let pending = self.count(&Outcome::UpdatedPendingReload);
+        let reloaded = self.count(&Outcome::Reloaded);
+        let updated = self.count(&Outcome::Updated) + pending + reloaded;
         if created + updated == 0 {
             return "result: nothing to change, the cluster was already converged".to_string();
         }
-        format!(
+        let mut verdict = format!(
             "result: converged ({created} created, {updated} updated, {} unchanged)",
             self.count(&Outcome::Unchanged)
-        )
+        );
+        if reloaded > 0 {
+            verdict.push_str(&format!(
+                "; {reloaded} database(s) reloaded to apply new settings"
+            ));
+        }
+        if pending > 0 {
+            verdict.push_str(&format!(
+                "; {pending} database(s) hold new settings that take effect at their next restart"
+            ));
+        }
+        verdict
     }
 }
 

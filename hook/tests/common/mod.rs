@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -18,6 +18,12 @@ pub const ADMIN_PASSWORD: &str = "admin-Secret-1";
 pub const REPLICATION_PASSWORD: &str = "repl-Secret-2";
 
 static NEXT_SUBNET: AtomicU8 = AtomicU8::new(1);
+static NEXT_SPEC: AtomicUsize = AtomicUsize::new(0);
+
+/// A spec that replicates these databases with every other value at its default.
+pub fn databases(names: &[&str]) -> serde_json::Value {
+    serde_json::json!({ "databases": names })
+}
 
 pub struct Cluster {
     pub network: Network,
@@ -78,6 +84,13 @@ impl Cluster {
         self.dir.path().join(name).display().to_string()
     }
 
+    /// Writes a spec file and returns its path.
+    pub fn write_spec(&self, spec: &serde_json::Value) -> String {
+        let name = format!("spec-{}.json", NEXT_SPEC.fetch_add(1, Ordering::SeqCst));
+        std::fs::write(self.dir.path().join(&name), spec.to_string()).unwrap();
+        self.path(&name)
+    }
+
     /// The hook's command line with the cluster's files; `extra` goes after the subcommand.
     pub fn cli(
         &self,
@@ -110,8 +123,28 @@ impl Cluster {
         Cli::try_parse_from(args).expect("valid command line")
     }
 
-    pub fn converge_config(&self, replicas: &[String], timeout_s: u64, extra: &[&str]) -> Config {
-        let cli = self.cli(replicas, timeout_s, "converge", extra);
+    /// `converge` with `spec` and `extra` flags.
+    pub fn converge_cli(
+        &self,
+        replicas: &[String],
+        timeout_s: u64,
+        spec: serde_json::Value,
+        extra: &[&str],
+    ) -> Cli {
+        let spec_flag = format!("--spec-file={}", self.write_spec(&spec));
+        let mut flags = vec![spec_flag.as_str()];
+        flags.extend(extra);
+        self.cli(replicas, timeout_s, "converge", &flags)
+    }
+
+    pub fn converge_config(
+        &self,
+        replicas: &[String],
+        timeout_s: u64,
+        spec: serde_json::Value,
+        extra: &[&str],
+    ) -> Config {
+        let cli = self.converge_cli(replicas, timeout_s, spec, extra);
         let Command::Converge(args) = &cli.command else {
             unreachable!()
         };

@@ -10,6 +10,7 @@ pub mod proto {
 }
 pub mod rules;
 mod server;
+pub mod storage;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -12,11 +12,13 @@ use tonic::{Request, Response, Status};
 use crate::proto::immu_service_server::ImmuService;
 use crate::proto::*;
 use crate::rules::{self, unknown, Replication, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
+use crate::storage::Storage;
 
 pub const ADMIN_USER: &str = "immudb";
 const DEFAULT_DB: &str = "defaultdb";
 const SYSTEM_DB: &str = "systemdb";
 const READ_ONLY: &str = "database is read-only because it's a replica";
+const CLOSED: &str = "already closed";
 
 #[derive(Clone, Debug, Default)]
 pub struct Database {
@@ -24,6 +26,12 @@ pub struct Database {
     pub loaded: bool,
     pub tx_count: u64,
     pub entries: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
+    /// Storage settings as stored (what DatabaseListV2 and GetDatabaseSettingsV2 show).
+    pub settings: Storage,
+    /// The settings the database runs with: those stored when it was last loaded.
+    pub effective: Storage,
+    /// When LoadDatabase last loaded it, for tests that check the order of reloads.
+    pub last_loaded: Option<std::time::Instant>,
 }
 
 #[derive(Clone, Debug)]
@@ -145,10 +153,45 @@ impl State {
     }
 
     fn settings_of(db: &Database) -> DatabaseNullableSettings {
-        DatabaseNullableSettings {
+        let mut settings = DatabaseNullableSettings {
             replication_settings: Some(db.replication.to_nullable()),
             autoload: Some(NullableBool { value: true }),
+            ..Default::default()
+        };
+        db.settings.fill(&mut settings);
+        settings
+    }
+
+    /// LoadDatabase and UnloadDatabase: the caller administers `database`, which exists and is
+    /// not reserved.
+    fn database_to_load(
+        &mut self,
+        metadata: &MetadataMap,
+        database: &str,
+    ) -> Result<&mut Database, Status> {
+        let (user, _) = self.caller(metadata)?;
+        let name = rules::database_name(database)?;
+        if self.permission_on(&user, &name) < PERMISSION_ADMIN {
+            return Err(unknown(format!(
+                "the database '{database}' does not exist or you do not have admin permission on this database"
+            )));
         }
+        self.databases
+            .get_mut(&name)
+            .ok_or_else(|| unknown("database does not exist"))
+    }
+
+    /// The session's database, which must be loaded.
+    fn session_database(&self, metadata: &MetadataMap) -> Result<(String, &Database), Status> {
+        let (user, db_name) = self.caller(metadata)?;
+        let db = self
+            .databases
+            .get(&db_name)
+            .ok_or_else(|| unknown("database does not exist"))?;
+        if !db.loaded {
+            return Err(unknown(CLOSED));
+        }
+        Ok((user, db))
     }
 }
 
@@ -299,9 +342,12 @@ impl ImmuService for Service {
             .and_then(|s| s.replication_settings.as_ref());
         let replication = Replication::default().merged(update);
         replication.validate(&name)?;
+        let settings = Storage::default().merged(r.settings.as_ref(), false, &name)?;
         let db = Database {
             replication,
             loaded: true,
+            effective: settings.clone(),
+            settings,
             ..Default::default()
         };
         let settings = State::settings_of(&db);
@@ -338,6 +384,8 @@ impl ImmuService for Service {
             .and_then(|s| s.replication_settings.as_ref());
         let replication = db.replication.merged(update);
         replication.validate(&name)?;
+        // Stored now; the running database keeps `effective` until it is loaded again.
+        db.settings = db.settings.merged(r.settings.as_ref(), true, &name)?;
         db.replication = replication;
         Ok(Response::new(UpdateDatabaseResponse {
             database: name,
@@ -463,6 +511,9 @@ impl ImmuService for Service {
             .databases
             .get_mut(&db_name)
             .ok_or_else(|| unknown("database does not exist"))?;
+        if !db.loaded {
+            return Err(unknown(CLOSED));
+        }
         if db.replication.replica || server_replica {
             return Err(unknown(READ_ONLY));
         }
@@ -482,11 +533,7 @@ impl ImmuService for Service {
     async fn get(&self, request: Request<KeyRequest>) -> Result<Response<Entry>, Status> {
         self.gate().await?;
         let state = self.state();
-        let (_, db_name) = state.caller(request.metadata())?;
-        let db = state
-            .databases
-            .get(&db_name)
-            .ok_or_else(|| unknown("database does not exist"))?;
+        let (_, db) = state.session_database(request.metadata())?;
         let key = request.into_inner().key;
         let (tx, value) = db
             .entries
@@ -494,6 +541,61 @@ impl ImmuService for Service {
             .cloned()
             .ok_or_else(|| unknown("key not found"))?;
         Ok(Response::new(Entry { tx, key, value }))
+    }
+
+    async fn keep_alive(&self, request: Request<()>) -> Result<Response<()>, Status> {
+        self.gate().await?;
+        self.state().caller(request.metadata())?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_database_settings_v2(
+        &self,
+        request: Request<DatabaseSettingsRequest>,
+    ) -> Result<Response<DatabaseSettingsResponse>, Status> {
+        self.gate().await?;
+        let state = self.state();
+        let (_, db_name) = state.caller(request.metadata())?;
+        let db = state
+            .databases
+            .get(&db_name)
+            .ok_or_else(|| unknown("database does not exist"))?;
+        Ok(Response::new(DatabaseSettingsResponse {
+            database: db_name.clone(),
+            settings: Some(State::settings_of(db)),
+        }))
+    }
+
+    async fn unload_database(
+        &self,
+        request: Request<UnloadDatabaseRequest>,
+    ) -> Result<Response<UnloadDatabaseResponse>, Status> {
+        self.gate().await?;
+        let mut state = self.state();
+        let database = request.get_ref().database.clone();
+        let db = state.database_to_load(request.metadata(), &database)?;
+        if !db.loaded {
+            return Err(unknown(CLOSED));
+        }
+        db.loaded = false;
+        Ok(Response::new(UnloadDatabaseResponse { database }))
+    }
+
+    async fn load_database(
+        &self,
+        request: Request<LoadDatabaseRequest>,
+    ) -> Result<Response<LoadDatabaseResponse>, Status> {
+        self.gate().await?;
+        let mut state = self.state();
+        let database = request.get_ref().database.clone();
+        let db = state.database_to_load(request.metadata(), &database)?;
+        if db.loaded {
+            return Err(unknown("database already loaded"));
+        }
+        db.loaded = true;
+        db.effective = db.settings.clone();
+        db.last_loaded = Some(std::time::Instant::now());
+        Ok(Response::new(LoadDatabaseResponse { database }))
     }
 }
 
