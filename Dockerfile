@@ -6,6 +6,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY proto proto
 COPY hook hook
+COPY txlog txlog
 COPY tests/immudb-double tests/immudb-double
 # A static (crt-static) glibc binary for the build platform: the hook resolves names itself
 # (hickory), so nothing needs glibc's NSS at run time.

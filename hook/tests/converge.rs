@@ -80,7 +80,7 @@ async fn fresh_cluster_converges_then_a_second_run_changes_nothing() {
 fn tx_counts(nodes: &[immudb_double::Node], database: &str) -> Vec<u64> {
     nodes
         .iter()
-        .map(|n| n.with_state(|s| s.databases[database].tx_count))
+        .map(|n| n.with_state(|s| s.databases[database].tx_count()))
         .collect()
 }
 
@@ -369,8 +369,7 @@ async fn a_writable_database_on_a_replica_is_left_alone_and_reported() {
             loaded: true,
             ..Default::default()
         };
-        db.entries.insert(b"k".to_vec(), (1, b"precious".to_vec()));
-        db.tx_count = 1;
+        db.ledger.commit(&[(b"k".to_vec(), b"precious".to_vec())]);
         s.databases.insert("appdb".into(), db);
     });
     let report = converge(&cluster.converge_config(
@@ -386,7 +385,7 @@ async fn a_writable_database_on_a_replica_is_left_alone_and_reported() {
     nodes[1].with_state(|s| {
         let db = &s.databases["appdb"];
         assert!(!db.replication.replica);
-        assert_eq!(db.entries[&b"k".to_vec()].1, b"precious");
+        assert_eq!(db.ledger.get(b"k"), Some((1, b"precious".to_vec())));
     });
 }
 
@@ -399,8 +398,7 @@ async fn catch_up_waits_for_the_primary_transactions() {
     nodes[0].with_state(|s| {
         let db = s.databases.get_mut("appdb").unwrap();
         for i in 0..5u8 {
-            db.tx_count += 1;
-            db.entries.insert(vec![i], (db.tx_count, vec![i]));
+            db.ledger.commit(&[(vec![i], vec![i])]);
         }
     });
     let report = converge(&cluster.converge_config(
@@ -411,7 +409,17 @@ async fn catch_up_waits_for_the_primary_transactions() {
     ))
     .await;
     assert_eq!(report.exit_code(), 0, "{report}");
-    nodes[1].with_state(|s| assert_eq!(s.databases["appdb"].tx_count, 5));
+    nodes[1].with_state(|s| {
+        let (primary, replica) = (
+            nodes[0].with_state(|p| p.databases["appdb"].ledger.state()),
+            s.databases["appdb"].ledger.state(),
+        );
+        assert_eq!(replica.0, 5);
+        assert_eq!(
+            replica, primary,
+            "the replica holds the primary's transactions, Alh for Alh"
+        );
+    });
 }
 
 #[tokio::test]

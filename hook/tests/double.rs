@@ -224,3 +224,143 @@ async fn unload_and_load_answer_like_immudb() {
         (Code::Internal, "database is reserved")
     );
 }
+
+/// A raw client carrying `session`'s id, for the calls the hook's client does not wrap.
+fn with_session<T>(session: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("sessionid", session.parse().unwrap());
+    request
+}
+
+async fn raw_session(node: &immudb_double::Node, user: &str, password: &str, db: &str) -> String {
+    let mut raw = ImmuServiceClient::connect(format!("http://{}", node.options.grpc))
+        .await
+        .unwrap();
+    raw.open_session(immudb_hook::proto::OpenSessionRequest {
+        username: user.as_bytes().to_vec(),
+        password: password.as_bytes().to_vec(),
+        database_name: db.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .session_id
+}
+
+#[tokio::test]
+async fn replicas_replicate_transaction_by_transaction_and_export_needs_admin() {
+    use immudb_hook::proto::{ExportTxRequest, TxRequest};
+    use immudb_txlog::{ExportedTx, TxHeader};
+    let cluster = Cluster::new();
+    let nodes = start_all(&cluster, 1).await;
+    let report = immudb_hook::reconcile::converge(&cluster.converge_config(
+        &cluster.replica_hosts(1),
+        20,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let writer = Client::new(&target(&nodes[0]))
+        .unwrap()
+        .open_session(&admin(), "appdb")
+        .await
+        .unwrap();
+    for i in 0..3u8 {
+        writer.set(&[i], &[i; 100]).await.unwrap();
+    }
+    let primary_state = nodes[0].with_state(|s| s.databases["appdb"].ledger.state());
+    assert_eq!(primary_state.0, 3);
+    for _ in 0..100 {
+        if nodes[1].with_state(|s| s.databases["appdb"].ledger.state()) == primary_state {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    nodes[1].with_state(|s| {
+        let (replica, primary) = (&s.databases["appdb"].ledger, primary_state);
+        assert_eq!(replica.state(), primary, "same last id and Alh");
+    });
+
+    let mut raw = ImmuServiceClient::connect(format!("http://{}", nodes[0].options.grpc))
+        .await
+        .unwrap();
+    let session = raw_session(&nodes[0], "immudb", ADMIN_PASSWORD, "appdb").await;
+    let state = raw
+        .current_state(with_session(&session, ()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (state.tx_id, state.tx_hash.as_slice()),
+        (3, &primary_state.1[..])
+    );
+    let header = raw
+        .tx_by_id(with_session(&session, TxRequest { tx: 3 }))
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap();
+    let mut stream = raw
+        .export_tx(with_session(
+            &session,
+            ExportTxRequest {
+                tx: 3,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut message = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        message.extend_from_slice(&chunk.content);
+    }
+    let exported = ExportedTx::from_message(&message).unwrap();
+    let from_tx_by_id = TxHeader {
+        id: header.id,
+        prev_alh: header.prev_alh.try_into().unwrap(),
+        ts: header.ts,
+        version: header.version as u16,
+        metadata: Default::default(),
+        nentries: header.nentries as u32,
+        eh: header.e_h.try_into().unwrap(),
+        bl_tx_id: header.bl_tx_id,
+        bl_root: header.bl_root.try_into().unwrap(),
+    };
+    assert_eq!(exported.header, from_tx_by_id);
+    assert_eq!(from_tx_by_id.alh(), primary_state.1);
+
+    // A user with Read reads the state but may not export.
+    admin_session(&nodes[0])
+        .await
+        .apply(
+            &Action::CreateUser {
+                user: "reader".into(),
+                database: "appdb".into(),
+                permission: 1,
+            },
+            &Secret::new("reader-pw"),
+        )
+        .await
+        .unwrap();
+    let reader = raw_session(&nodes[0], "reader", "reader-pw", "appdb").await;
+    raw.current_state(with_session(&reader, ())).await.unwrap();
+    let status = raw
+        .export_tx(with_session(
+            &reader,
+            ExportTxRequest {
+                tx: 1,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Internal, "permission denied")
+    );
+}

@@ -5,12 +5,18 @@
 //! entries when the primary is reachable on the [`Network`], runs the same version and accepts the
 //! replication user with Admin permission, as immudb's replicator does.
 
+/// immudb names two methods in lower camel case (exportTx, replicateTx): their generated stream
+/// type keeps that case.
+#[allow(non_camel_case_types)]
 pub mod proto {
     tonic::include_proto!("immudb.schema");
 }
+pub mod ledger;
 pub mod rules;
 mod server;
+mod state;
 pub mod storage;
+mod transactions;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,7 +28,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use server::{Database, Faults, State, User, ADMIN_USER};
+pub use ledger::Ledger;
+pub use server::Faults;
+pub use state::{Database, State, User, ADMIN_USER};
 
 /// How replicas find their primary: `host:port` as written in a replica's settings → that node.
 /// `host:port` → (version, state) of every running node.
@@ -127,6 +135,7 @@ impl Node {
         let faults = Arc::new(Faults {
             latency: options.latency,
             unavailable_first: AtomicUsize::new(options.unavailable_first),
+            ..Default::default()
         });
         let service = server::Service {
             state: state.clone(),
@@ -245,8 +254,13 @@ async fn answer_health<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let _ = stream.shutdown().await;
 }
 
-/// Copies entries from each replica database's primary, when immudb would: the primary is
-/// reachable, runs the same version, and the replication user has Admin (or SysAdmin) there.
+/// Transactions a replica database fetches from its primary per round.
+const REPLICATION_BATCH: u64 = 256;
+
+/// Replicates each replica database from its primary, transaction by transaction through the
+/// exported form, when immudb would: the primary is reachable, runs the same version, and the
+/// replication user has Admin (or SysAdmin) there. A transaction that does not chain (a diverged
+/// replica) stops that database's replication, as in immudb.
 async fn replicate(
     state: Arc<Mutex<State>>,
     network: Network,
@@ -255,16 +269,16 @@ async fn replicate(
 ) {
     loop {
         tokio::time::sleep(interval).await;
-        let replicas: Vec<(String, rules::Replication)> = {
+        let replicas: Vec<(String, rules::Replication, u64)> = {
             let state = state.lock().expect("double state lock");
             state
                 .databases
                 .iter()
                 .filter(|(_, db)| db.replication.replica && !db.replication.primary_host.is_empty())
-                .map(|(name, db)| (name.clone(), db.replication.clone()))
+                .map(|(name, db)| (name.clone(), db.replication.clone(), db.tx_count()))
                 .collect()
         };
-        for (name, settings) in replicas {
+        for (name, settings, have) in replicas {
             let Some((primary_version, primary)) =
                 network.find(&settings.primary_host, settings.primary_port)
             else {
@@ -273,7 +287,7 @@ async fn replicate(
             if primary_version != version {
                 continue;
             }
-            let source = {
+            let fetched = {
                 let primary = primary.lock().expect("double state lock");
                 let allowed = primary
                     .users
@@ -285,22 +299,32 @@ async fn replicate(
                                 || u.permissions.get(&settings.primary_database)
                                     == Some(&rules::PERMISSION_ADMIN))
                     });
-                let users = primary.users.clone();
-                allowed.then(|| {
-                    (
-                        primary.databases.get(&settings.primary_database).cloned(),
-                        users,
-                    )
-                })
+                let source = primary.databases.get(&settings.primary_database);
+                match source {
+                    Some(source) if allowed => {
+                        let last = source.tx_count().min(have + REPLICATION_BATCH);
+                        let messages: Vec<Vec<u8>> = (have + 1..=last)
+                            .filter_map(|id| source.ledger.transaction(id).map(|t| t.to_message()))
+                            .collect();
+                        Some((messages, primary.users.clone()))
+                    }
+                    _ => None,
+                }
             };
-            let Some((Some(source), users)) = source else {
+            let Some((messages, users)) = fetched else {
                 continue;
             };
             let mut state = state.lock().expect("double state lock");
             let server_replica = state.server_replica;
             if let Some(db) = state.databases.get_mut(&name) {
-                db.entries = source.entries;
-                db.tx_count = source.tx_count;
+                for message in messages {
+                    let applied = immudb_txlog::ExportedTx::from_message(&message)
+                        .ok()
+                        .and_then(|tx| db.ledger.replicate(tx).ok());
+                    if applied.is_none() {
+                        break;
+                    }
+                }
             }
             if server_replica {
                 // systemdb replication carries users and their passwords too.

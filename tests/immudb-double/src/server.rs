@@ -1,199 +1,19 @@
 //! The gRPC side of one double node: authentication, sessions and the admin and key-value calls,
 //! each enforcing the rules a real immudb enforces.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::proto::immu_service_server::ImmuService;
 use crate::proto::*;
 use crate::rules::{self, unknown, Replication, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
+use crate::state::{Database, State, User, ADMIN_USER, CLOSED, READ_ONLY, SYSTEM_DB};
 use crate::storage::Storage;
-
-pub const ADMIN_USER: &str = "immudb";
-const DEFAULT_DB: &str = "defaultdb";
-const SYSTEM_DB: &str = "systemdb";
-const READ_ONLY: &str = "database is read-only because it's a replica";
-const CLOSED: &str = "already closed";
-
-#[derive(Clone, Debug, Default)]
-pub struct Database {
-    pub replication: Replication,
-    pub loaded: bool,
-    pub tx_count: u64,
-    pub entries: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
-    /// Storage settings as stored (what DatabaseListV2 and GetDatabaseSettingsV2 show).
-    pub settings: Storage,
-    /// The settings the database runs with: those stored when it was last loaded.
-    pub effective: Storage,
-    /// When LoadDatabase last loaded it, for tests that check the order of reloads.
-    pub last_loaded: Option<std::time::Instant>,
-}
-
-#[derive(Clone, Debug)]
-pub struct User {
-    pub password: String,
-    pub permissions: BTreeMap<String, u32>,
-    pub active: bool,
-    pub sys_admin: bool,
-}
-
-/// Everything one server keeps in memory. Sessions and tokens belong to this server only.
-#[derive(Debug, Default)]
-pub struct State {
-    pub databases: BTreeMap<String, Database>,
-    pub users: BTreeMap<String, User>,
-    sessions: HashMap<String, (String, String)>,
-    tokens: HashMap<String, String>,
-    /// Set in systemdb replication mode: the whole server is a read-only replica.
-    pub server_replica: bool,
-}
-
-impl State {
-    pub fn new(admin_password: &str) -> State {
-        let mut state = State::default();
-        state.users.insert(
-            ADMIN_USER.to_string(),
-            User {
-                password: admin_password.to_string(),
-                permissions: BTreeMap::new(),
-                active: true,
-                sys_admin: true,
-            },
-        );
-        state.databases.insert(
-            DEFAULT_DB.to_string(),
-            Database {
-                loaded: true,
-                ..Default::default()
-            },
-        );
-        state
-    }
-
-    pub fn session_count(&self) -> usize {
-        self.sessions.len()
-    }
-
-    fn check_credentials(&self, username: &[u8], password: &[u8]) -> Result<String, Status> {
-        let name = String::from_utf8_lossy(username).to_string();
-        let user = self
-            .users
-            .get(&name)
-            .filter(|u| u.password.as_bytes() == password)
-            .ok_or_else(|| unknown("invalid user name or password"))?;
-        if !user.active {
-            return Err(unknown("user is not active"));
-        }
-        Ok(name)
-    }
-
-    fn permission_on(&self, user: &str, db: &str) -> u32 {
-        match self.users.get(user) {
-            Some(u) if u.sys_admin => PERMISSION_SYS_ADMIN,
-            Some(u) => u.permissions.get(db).copied().unwrap_or(0),
-            None => 0,
-        }
-    }
-
-    /// Resolves the caller from `sessionid` or `authorization: Bearer` metadata.
-    fn caller(&self, metadata: &MetadataMap) -> Result<(String, String), Status> {
-        if let Some(id) = metadata.get("sessionid").and_then(|v| v.to_str().ok()) {
-            return self
-                .sessions
-                .get(id)
-                .cloned()
-                .ok_or_else(|| Status::permission_denied("session not found"));
-        }
-        if let Some(auth) = metadata.get("authorization").and_then(|v| v.to_str().ok()) {
-            let token = auth.trim_start_matches("Bearer ").trim();
-            return self
-                .tokens
-                .get(token)
-                .map(|user| (user.clone(), DEFAULT_DB.to_string()))
-                .ok_or_else(|| Status::internal("invalid token"));
-        }
-        Err(unknown("not logged in"))
-    }
-
-    fn require_sys_admin(&self, user: &str) -> Result<(), Status> {
-        if self.permission_on(user, SYSTEM_DB) == PERMISSION_SYS_ADMIN {
-            Ok(())
-        } else {
-            Err(unknown(
-                "loggedin user does not have permissions for this operation",
-            ))
-        }
-    }
-
-    /// User management on a database: it must exist and the caller must administer it.
-    fn administered_database(&self, caller: &str, database: &str) -> Result<String, Status> {
-        let db = database.to_ascii_lowercase();
-        if !self.databases.contains_key(&db) {
-            return Err(unknown(format!("database {database} does not exist")));
-        }
-        if self.permission_on(caller, &db) < PERMISSION_ADMIN {
-            return Err(unknown(
-                "loggedin user does not have permissions for this operation",
-            ));
-        }
-        Ok(db)
-    }
-
-    fn require_writable_server(&self) -> Result<(), Status> {
-        if self.server_replica {
-            Err(unknown(READ_ONLY))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn settings_of(db: &Database) -> DatabaseNullableSettings {
-        let mut settings = DatabaseNullableSettings {
-            replication_settings: Some(db.replication.to_nullable()),
-            autoload: Some(NullableBool { value: true }),
-            ..Default::default()
-        };
-        db.settings.fill(&mut settings);
-        settings
-    }
-
-    /// LoadDatabase and UnloadDatabase: the caller administers `database`, which exists and is
-    /// not reserved.
-    fn database_to_load(
-        &mut self,
-        metadata: &MetadataMap,
-        database: &str,
-    ) -> Result<&mut Database, Status> {
-        let (user, _) = self.caller(metadata)?;
-        let name = rules::database_name(database)?;
-        if self.permission_on(&user, &name) < PERMISSION_ADMIN {
-            return Err(unknown(format!(
-                "the database '{database}' does not exist or you do not have admin permission on this database"
-            )));
-        }
-        self.databases
-            .get_mut(&name)
-            .ok_or_else(|| unknown("database does not exist"))
-    }
-
-    /// The session's database, which must be loaded.
-    fn session_database(&self, metadata: &MetadataMap) -> Result<(String, &Database), Status> {
-        let (user, db_name) = self.caller(metadata)?;
-        let db = self
-            .databases
-            .get(&db_name)
-            .ok_or_else(|| unknown("database does not exist"))?;
-        if !db.loaded {
-            return Err(unknown(CLOSED));
-        }
-        Ok((user, db))
-    }
-}
+use crate::transactions;
 
 /// Fault injection and timing shared by every call of one node.
 #[derive(Debug, Default)]
@@ -201,6 +21,9 @@ pub struct Faults {
     pub latency: Duration,
     /// The first this many calls answer Unavailable, like a server that is still starting.
     pub unavailable_first: AtomicUsize,
+    /// When set, exportTx serves this many more transactions, then fails every call with
+    /// Internal (a source that dies in the middle of a backup).
+    pub failing_exports_after: Mutex<Option<usize>>,
 }
 
 #[derive(Clone)]
@@ -212,7 +35,7 @@ pub struct Service {
 }
 
 impl Service {
-    async fn gate(&self) -> Result<(), Status> {
+    pub(crate) async fn gate(&self) -> Result<(), Status> {
         if !self.faults.latency.is_zero() {
             tokio::time::sleep(self.faults.latency).await;
         }
@@ -226,7 +49,7 @@ impl Service {
         Ok(())
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("double state lock")
     }
 }
@@ -309,7 +132,7 @@ impl ImmuService for Service {
         Ok(Response::new(ServerInfoResponse {
             version: self.version.clone(),
             started_at: 0,
-            num_transactions: state.databases.values().map(|d| d.tx_count as i64).sum(),
+            num_transactions: state.databases.values().map(|d| d.tx_count() as i64).sum(),
             num_databases: visible,
             databases_disk_size: 0,
         }))
@@ -409,7 +232,7 @@ impl ImmuService for Service {
                 settings: Some(State::settings_of(db)),
                 loaded: db.loaded,
                 disk_size: 0,
-                num_transactions: db.tx_count,
+                num_transactions: db.tx_count(),
                 created_at: 0,
                 created_by: ADMIN_USER.to_string(),
             })
@@ -517,17 +340,14 @@ impl ImmuService for Service {
         if db.replication.replica || server_replica {
             return Err(unknown(READ_ONLY));
         }
-        let r = request.into_inner();
-        db.tx_count += 1;
-        let tx = db.tx_count;
-        for kv in &r.k_vs {
-            db.entries.insert(kv.key.clone(), (tx, kv.value.clone()));
-        }
-        Ok(Response::new(TxHeader {
-            id: tx,
-            ts: 0,
-            nentries: r.k_vs.len() as i32,
-        }))
+        let kvs: Vec<(Vec<u8>, Vec<u8>)> = request
+            .into_inner()
+            .k_vs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        let header = db.ledger.commit(&kvs);
+        Ok(Response::new(transactions::header_to_proto(&header)))
     }
 
     async fn get(&self, request: Request<KeyRequest>) -> Result<Response<Entry>, Status> {
@@ -536,9 +356,8 @@ impl ImmuService for Service {
         let (_, db) = state.session_database(request.metadata())?;
         let key = request.into_inner().key;
         let (tx, value) = db
-            .entries
+            .ledger
             .get(&key)
-            .cloned()
             .ok_or_else(|| unknown("key not found"))?;
         Ok(Response::new(Entry { tx, key, value }))
     }
@@ -596,6 +415,33 @@ impl ImmuService for Service {
         db.effective = db.settings.clone();
         db.last_loaded = Some(std::time::Instant::now());
         Ok(Response::new(LoadDatabaseResponse { database }))
+    }
+
+    async fn tx_by_id(&self, request: Request<TxRequest>) -> Result<Response<Tx>, Status> {
+        transactions::tx_by_id(self, request).await
+    }
+
+    async fn current_state(
+        &self,
+        request: Request<()>,
+    ) -> Result<Response<ImmutableState>, Status> {
+        transactions::current_state(self, request).await
+    }
+
+    type exportTxStream = transactions::ChunkStream;
+
+    async fn export_tx(
+        &self,
+        request: Request<ExportTxRequest>,
+    ) -> Result<Response<Self::exportTxStream>, Status> {
+        transactions::export_tx(self, request).await
+    }
+
+    async fn replicate_tx(
+        &self,
+        request: Request<Streaming<Chunk>>,
+    ) -> Result<Response<TxHeader>, Status> {
+        transactions::replicate_tx(self, request).await
     }
 }
 

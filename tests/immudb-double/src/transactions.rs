@@ -1,0 +1,162 @@
+//! The transaction calls of one double node: TxById, CurrentState, exportTx and replicateTx, with
+//! immudb's authorisation (a session or token on the database; exportTx and replicateTx need
+//! Admin) and its error texts.
+
+use std::pin::Pin;
+
+use immudb_txlog::{ExportedTx, TxHeader as Header};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::proto::{Chunk, ExportTxRequest, ImmutableState, Tx, TxHeader, TxMetadata, TxRequest};
+use crate::rules::{unknown, PERMISSION_ADMIN, PERMISSION_READ};
+use crate::server::Service;
+use crate::state::State;
+
+/// immudb's stream chunk size: messages travel in pieces of at most 64 KiB.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
+
+pub fn header_to_proto(h: &Header) -> TxHeader {
+    TxHeader {
+        id: h.id,
+        prev_alh: h.prev_alh.to_vec(),
+        ts: h.ts,
+        nentries: h.nentries as i32,
+        e_h: h.eh.to_vec(),
+        bl_tx_id: h.bl_tx_id,
+        bl_root: h.bl_root.to_vec(),
+        version: i32::from(h.version),
+        metadata: Some(TxMetadata {
+            truncated_tx_id: h.metadata.truncated_tx_id,
+            extra: h.metadata.extra.clone(),
+        }),
+    }
+}
+
+/// The caller's database, when the caller holds at least `needed` on it.
+fn authorised(
+    state: &State,
+    metadata: &tonic::metadata::MetadataMap,
+    needed: u32,
+) -> Result<String, Status> {
+    let (user, db) = state.caller(metadata)?;
+    if !state.databases.contains_key(&db) {
+        return Err(unknown("database does not exist"));
+    }
+    if state.permission_on(&user, &db) < needed {
+        return Err(Status::internal("permission denied"));
+    }
+    Ok(db)
+}
+
+pub async fn tx_by_id(
+    service: &Service,
+    request: Request<TxRequest>,
+) -> Result<Response<Tx>, Status> {
+    service.gate().await?;
+    let state = service.state();
+    let db = authorised(&state, request.metadata(), PERMISSION_READ)?;
+    let id = request.into_inner().tx;
+    let tx = state.databases[&db]
+        .ledger
+        .transaction(id)
+        .ok_or_else(|| unknown("tx not found"))?;
+    Ok(Response::new(Tx {
+        header: Some(header_to_proto(&tx.header)),
+    }))
+}
+
+pub async fn current_state(
+    service: &Service,
+    request: Request<()>,
+) -> Result<Response<ImmutableState>, Status> {
+    service.gate().await?;
+    let state = service.state();
+    let db = authorised(&state, request.metadata(), PERMISSION_READ)?;
+    let (tx_id, alh) = state.databases[&db].ledger.state();
+    Ok(Response::new(ImmutableState {
+        db,
+        tx_id,
+        tx_hash: alh.to_vec(),
+        precommitted_tx_id: tx_id,
+        precommitted_tx_hash: alh.to_vec(),
+    }))
+}
+
+fn take_export_budget(service: &Service) -> Result<(), Status> {
+    let mut budget = service
+        .faults
+        .failing_exports_after
+        .lock()
+        .expect("faults lock");
+    match budget.as_mut() {
+        Some(0) => Err(Status::internal(
+            "injected: the source failed while exporting",
+        )),
+        Some(left) => {
+            *left -= 1;
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+pub async fn export_tx(
+    service: &Service,
+    request: Request<ExportTxRequest>,
+) -> Result<Response<ChunkStream>, Status> {
+    service.gate().await?;
+    let message = {
+        let state = service.state();
+        let db = authorised(&state, request.metadata(), PERMISSION_ADMIN)?;
+        let id = request.into_inner().tx;
+        let tx = state.databases[&db]
+            .ledger
+            .transaction(id)
+            .ok_or_else(|| unknown("tx not found"))?;
+        take_export_budget(service)?;
+        tx.to_message()
+    };
+    let chunks: Vec<Result<Chunk, Status>> = message
+        .chunks(CHUNK_SIZE)
+        .map(|piece| {
+            Ok(Chunk {
+                content: piece.to_vec(),
+                metadata: Default::default(),
+            })
+        })
+        .collect();
+    Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+}
+
+pub async fn replicate_tx(
+    service: &Service,
+    request: Request<Streaming<Chunk>>,
+) -> Result<Response<TxHeader>, Status> {
+    service.gate().await?;
+    {
+        let state = service.state();
+        authorised(&state, request.metadata(), PERMISSION_ADMIN)?;
+    }
+    let metadata = request.metadata().clone();
+    let mut stream = request.into_inner();
+    let mut message = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        message.extend_from_slice(&chunk.content);
+    }
+    let tx = ExportedTx::from_message(&message)
+        .map_err(|e| unknown(format!("illegal arguments: {e}")))?;
+    let mut state = service.state();
+    let db_name = authorised(&state, &metadata, PERMISSION_ADMIN)?;
+    let db = state
+        .databases
+        .get_mut(&db_name)
+        .expect("authorised checked it exists");
+    if !db.replication.replica {
+        return Err(unknown("database is not a replica"));
+    }
+    let header = db.ledger.replicate(tx).map_err(|e| unknown(e.message()))?;
+    Ok(Response::new(header_to_proto(&header)))
+}
