@@ -26,6 +26,11 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(cli: Cli) -> anyhow::Result<Report> {
     let report = match &cli.command {
+        Command::Converge(args) if args.check => {
+            let config = args.config(&cli.topology)?;
+            println!("{}", config.desired.describe());
+            Report::checked()
+        }
         Command::Converge(args) => {
             let config = args.config(&cli.topology)?;
             tracing::info!(

@@ -108,9 +108,18 @@ pub struct Report {
     pub lines: Vec<Line>,
     /// Each node's immudb version, listed when they differ.
     pub versions: Vec<(String, String)>,
+    /// `converge --check`: the configuration was only validated.
+    pub checked_only: bool,
 }
 
 impl Report {
+    pub fn checked() -> Report {
+        Report {
+            checked_only: true,
+            ..Default::default()
+        }
+    }
+
     pub fn failures(&self) -> impl Iterator<Item = (&Line, Failure)> {
         self.lines.iter().filter_map(|l| match &l.outcome {
             Outcome::Failed { failure, .. } => Some((l, *failure)),
@@ -135,6 +144,9 @@ impl Report {
 
     /// The closing line: converged, already converged, or what failed.
     pub fn verdict(&self) -> String {
+        if self.checked_only {
+            return "result: the configuration is valid; no server was contacted".to_string();
+        }
         let failed = self.failures().count();
         if failed > 0 {
             let mut verdict = format!(
@@ -227,6 +239,7 @@ mod tests {
                 ("p".into(), "1.11.1".into()),
                 ("r2".into(), "1.10.0".into()),
             ],
+            ..Default::default()
         };
         assert_eq!(report.exit_code(), 4);
         assert!(report.verdict().contains("p=1.11.1, r2=1.10.0"));
@@ -236,13 +249,13 @@ mod tests {
     fn a_second_run_says_nothing_changed() {
         let report = Report {
             lines: vec![line(Outcome::Unchanged)],
-            versions: vec![],
+            ..Default::default()
         };
         assert_eq!(report.exit_code(), 0);
         assert!(report.verdict().contains("already converged"));
         let changed = Report {
             lines: vec![line(Outcome::Created), line(Outcome::Unchanged)],
-            versions: vec![],
+            ..Default::default()
         };
         assert_eq!(
             changed.verdict(),

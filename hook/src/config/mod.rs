@@ -54,6 +54,9 @@ pub struct ConvergeArgs {
     /// After converging, wait until every replica holds the primary's transactions seen at start.
     #[arg(long, env = "IMMUDB_HOOK_WAIT_FOR_CATCH_UP")]
     pub wait_for_catch_up: bool,
+    /// Validate the flags and the spec, print the desired state and exit; no server is touched.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Args, Debug)]

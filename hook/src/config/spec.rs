@@ -147,6 +147,43 @@ pub enum Desired {
     },
 }
 
+impl Desired {
+    /// The desired state in words, for `converge --check`.
+    pub fn describe(&self) -> String {
+        let spec = match self {
+            Desired::Systemdb {
+                primary_host_for_replicas,
+            } => {
+                return format!(
+                    "mode systemdb: replicas replicate systemdb and defaultdb from {primary_host_for_replicas}"
+                )
+            }
+            Desired::Database(spec) => spec,
+        };
+        let o = &spec.options;
+        let sync = spec
+            .sync_acks
+            .map_or("async".to_string(), |acks| format!("sync, {acks} ack(s)"));
+        let mut lines = vec![format!(
+            "mode database: replicas replicate from {} as '{}' ({sync}, prefetch {}, commit concurrency {}); settings apply {:?}",
+            spec.primary_host_for_replicas,
+            spec.replication.user,
+            o.prefetch_tx_buffer_size,
+            o.replication_commit_concurrency,
+            spec.apply_settings
+        )];
+        for db in &spec.databases {
+            let settings: Vec<String> = db
+                .storage
+                .iter()
+                .map(|(setting, value)| format!("{setting}={}", setting.display(value)))
+                .collect();
+            lines.push(format!("database {}: {}", db.name, settings.join(" ")));
+        }
+        lines.join("\n")
+    }
+}
+
 /// What validation needs besides the file: facts from the command line.
 pub struct Context<'a> {
     pub replica_count: usize,
