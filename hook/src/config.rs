@@ -33,6 +33,13 @@ pub enum Command {
     Converge(ConvergeArgs),
     /// Write a key on the primary and read it back from every replica.
     Verify(VerifyArgs),
+    /// Back up databases (from a replica by default) into a directory or S3, incrementally, in
+    /// immuadmin's hot-backup format.
+    Backup(crate::backup::config::BackupArgs),
+    /// Restore databases from their backups into the primary, verified before anything is written.
+    Restore(crate::backup::config::RestoreArgs),
+    /// Copy each database from the most advanced replica into a new, empty primary.
+    RebuildPrimary(crate::backup::config::RebuildArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -202,7 +209,7 @@ pub struct ConfigError {
     pub rule: String,
 }
 
-fn reject<T>(
+pub(crate) fn reject<T>(
     flag: &'static str,
     value: impl fmt::Display,
     rule: impl Into<String>,
@@ -286,7 +293,7 @@ pub struct VerifyConfig {
 }
 
 /// A DNS name as Kubernetes gives them: dot-separated RFC 1123 labels, or an IP address.
-fn check_host(flag: &'static str, host: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_host(flag: &'static str, host: &str) -> Result<(), ConfigError> {
     if host.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
     }
@@ -447,7 +454,7 @@ impl TopologyArgs {
             .or_else(|rule| reject("--tls-ca-file", path.display(), rule))
     }
 
-    fn admin(&self) -> Result<Credentials, ConfigError> {
+    pub(crate) fn admin(&self) -> Result<Credentials, ConfigError> {
         check_user_name("--admin-user", &self.admin_user)?;
         Ok(Credentials {
             user: self.admin_user.clone(),
@@ -455,7 +462,7 @@ impl TopologyArgs {
         })
     }
 
-    fn timeout(&self) -> Result<Duration, ConfigError> {
+    pub(crate) fn timeout(&self) -> Result<Duration, ConfigError> {
         if self.timeout_seconds == 0 {
             return reject("--timeout-seconds", 0, "must be at least 1");
         }

@@ -2,8 +2,12 @@
 //!
 //! Exit codes: 0 success; 2 invalid configuration (nothing was touched); 3 a node was not ready
 //! before the deadline; 4 immudb versions differ; 5 a server refused a change (credentials,
-//! permissions, invalid settings) or the cluster holds a state the hook will not overwrite;
-//! 6 `verify` did not see its key on a replica; 143 terminated by SIGTERM (130 by SIGINT).
+//! permissions, unknown database, invalid settings) or the cluster holds a state the hook will not
+//! overwrite; 6 `verify` did not see its key on a replica; 7 the backup storage failed (directory
+//! missing or not writable, bucket missing, credentials refused, unreachable); 8 a backup does not
+//! prove itself (checksum, gap, truncated or corrupted record, SHA-256, a file of another database,
+//! a history that does not chain); 9 a restore or rebuild target already holds transactions it
+//! will not overwrite; 143 terminated by SIGTERM (130 by SIGINT).
 
 use std::fmt;
 
@@ -15,6 +19,12 @@ pub const EXIT_CONFIG: u8 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Failure {
     VersionMismatch,
+    /// A backup, or a history being copied, does not verify.
+    Integrity,
+    /// A restore or rebuild target holds transactions it will not overwrite.
+    Conflict,
+    /// The backup storage failed.
+    Storage,
     Rejected,
     NotReady,
     NotReplicated,
@@ -29,6 +39,9 @@ impl Failure {
             Failure::VersionMismatch => 4,
             Failure::Rejected => 5,
             Failure::NotReplicated => 6,
+            Failure::Storage => 7,
+            Failure::Integrity => 8,
+            Failure::Conflict => 9,
         }
     }
 }
@@ -46,6 +59,8 @@ pub enum Outcome {
     Replicated {
         after_ms: u64,
     },
+    /// `backup`, `restore`, `rebuild-primary`: what was done to one database.
+    Completed(String),
     Failed {
         failure: Failure,
         reason: String,
@@ -60,6 +75,7 @@ impl fmt::Display for Outcome {
             Outcome::Unchanged => f.write_str("unchanged"),
             Outcome::Written { tx } => write!(f, "wrote the probe key at transaction {tx}"),
             Outcome::Replicated { after_ms } => write!(f, "replicated in {after_ms} ms"),
+            Outcome::Completed(what) => f.write_str(what),
             Outcome::Failed { reason, .. } => write!(f, "failed: {reason}"),
         }
     }
@@ -139,6 +155,14 @@ impl Report {
             .count();
         if replicated > 0 {
             return format!("result: verified, {replicated} replica(s) returned the probe key");
+        }
+        let completed = self
+            .lines
+            .iter()
+            .filter(|l| matches!(l.outcome, Outcome::Completed(_)))
+            .count();
+        if completed > 0 {
+            return format!("result: done, {completed} database(s)");
         }
         let (created, updated) = (self.count(&Outcome::Created), self.count(&Outcome::Updated));
         if created + updated == 0 {
