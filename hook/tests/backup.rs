@@ -292,3 +292,295 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap()
 }
+
+#[tokio::test]
+async fn an_interrupted_run_writes_nothing_and_the_next_run_completes() {
+    let cluster = Cluster::new();
+    let nodes = seeded(&cluster, 1, 6).await;
+    let dir = backup_dir(&cluster);
+    let replicas = cluster.replica_hosts(1);
+    *nodes[1].faults.failing_exports_after.lock().unwrap() = Some(3);
+    let broken =
+        backup_report_of(&cluster, &replicas, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert_eq!(broken.exit_code(), 5, "{broken}");
+    assert!(failure(&broken).contains("exportTx"), "{broken}");
+    assert!(
+        files(&dir).is_empty(),
+        "an interrupted run leaves nothing: {:?}",
+        files(&dir)
+    );
+    *nodes[1].faults.failing_exports_after.lock().unwrap() = None;
+    let resumed =
+        backup_report_of(&cluster, &replicas, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert!(
+        completed(&resumed)[0].starts_with("backed up tx 1..6 "),
+        "{resumed}"
+    );
+    assert_eq!(verified_records(&dir, "appdb").await, 6);
+}
+
+/// A cluster whose `appdb` (8 transactions) is backed up in two objects: 1..5 and 6..8.
+async fn backed_up(cluster: &Cluster) -> (Vec<Node>, PathBuf) {
+    let nodes = seeded(cluster, 0, 5).await;
+    let dir = backup_dir(cluster);
+    let flags = [dir_flag(&dir), "--databases=appdb".to_string()];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    assert_eq!(backup_report_of(cluster, &[], &flags).await.exit_code(), 0);
+    write(&nodes[0], 5, 3);
+    assert_eq!(backup_report_of(cluster, &[], &flags).await.exit_code(), 0);
+    (nodes, dir)
+}
+
+fn objects(dir: &Path) -> Vec<String> {
+    files(dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".immubackup"))
+        .collect()
+}
+
+/// Rewrites the manifest of `object` so that its SHA-256 matches the object's bytes again.
+fn reseal(dir: &Path, object: &str) {
+    let manifest_path = dir.join(object.replace(".immubackup", ".manifest.json"));
+    let mut manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest.sha256 = hex(&Sha256::digest(std::fs::read(dir.join(object)).unwrap()));
+    std::fs::write(manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupted_record_is_named_before_anything_is_written() {
+    let cluster = Cluster::new();
+    let (_nodes, dir) = backed_up(&cluster).await;
+    let first = &objects(&dir)[0];
+    let path = dir.join(first);
+    let original = std::fs::read(&path).unwrap();
+    let target = Cluster::new();
+    let node = target.start_node(0).await;
+    let flag = dir_flag(&dir);
+    let args = [flag.as_str(), "--databases=appdb"];
+    let restore = || restore_into(&target, &args);
+
+    // A flipped byte in the last value: only the SHA-256 of the object notices.
+    let mut corrupted = original.clone();
+    let last = corrupted.len() - 10;
+    corrupted[last] ^= 0xff;
+    std::fs::write(&path, &corrupted).unwrap();
+    let report = restore().await;
+    assert_eq!(report.exit_code(), 8, "{report}");
+    assert!(
+        failure(&report).contains(&format!("{first}: SHA-256")),
+        "{report}"
+    );
+
+    // A flipped byte in tx 3's header, with the manifest resealed: the chain check names it.
+    let mut records = RecordReader::new(&original[..]);
+    let offset_of_third = {
+        records.next().await.unwrap();
+        records.next().await.unwrap();
+        records.offset() as usize
+    };
+    let mut corrupted = original.clone();
+    corrupted[offset_of_third + 30 + 32 + 8 + 4 + 60] ^= 0x01;
+    std::fs::write(&path, &corrupted).unwrap();
+    reseal(&dir, first);
+    let report = restore().await;
+    assert_eq!(report.exit_code(), 8, "{report}");
+    let reason = failure(&report);
+    assert!(
+        reason.contains(&format!("record 2 (tx 3) at byte {offset_of_third}")),
+        "{reason}"
+    );
+
+    // Truncated: the reader names the record it could not finish.
+    std::fs::write(&path, &original[..original.len() - 5]).unwrap();
+    reseal(&dir, first);
+    let reason = failure(&restore().await);
+    assert!(
+        reason.contains("record 4 (tx 5)") && reason.contains("file ends inside the record"),
+        "{reason}"
+    );
+    node.with_state(|s| assert!(!s.databases.contains_key("appdb"), "nothing was written"));
+}
+
+#[tokio::test]
+async fn a_file_of_another_database_and_a_gap_are_refused() {
+    let cluster = Cluster::new();
+    let (_nodes, dir) = backed_up(&cluster).await;
+    let target = Cluster::new();
+    let node = target.start_node(0).await;
+    // The appdb chain copied under otherdb: its manifests still name appdb.
+    std::fs::create_dir_all(dir.join("otherdb")).unwrap();
+    let chain = std::fs::read_dir(dir.join("appdb"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::rename(chain.path(), dir.join("otherdb").join(chain.file_name())).unwrap();
+    let report = restore_into(&target, &[&dir_flag(&dir), "--databases=otherdb"]).await;
+    assert_eq!(report.exit_code(), 8, "{report}");
+    assert!(
+        failure(&report).contains("a file from another database"),
+        "{report}"
+    );
+    std::fs::rename(dir.join("otherdb").join(chain.file_name()), chain.path()).unwrap();
+
+    // The first object removed: the chain no longer starts at tx 1.
+    let first = objects(&dir)[0].clone();
+    std::fs::remove_file(dir.join(&first)).unwrap();
+    std::fs::remove_file(dir.join(first.replace(".immubackup", ".manifest.json"))).unwrap();
+    let report = restore_into(&target, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert_eq!(report.exit_code(), 8, "{report}");
+    assert!(
+        failure(&report).contains("starts at tx 6, expected tx 1"),
+        "{report}"
+    );
+    // And a backup does not append to a chain with a gap either.
+    let before = files(&dir);
+    let report = backup_report_of(&cluster, &[], &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert_eq!(report.exit_code(), 8, "{report}");
+    assert_eq!(files(&dir), before, "nothing written");
+    node.with_state(|s| assert!(!s.databases.contains_key("appdb")));
+}
+
+#[tokio::test]
+async fn restore_refuses_a_database_with_another_history_and_appends_to_its_own() {
+    let cluster = Cluster::new();
+    let (nodes, dir) = backed_up(&cluster).await;
+    let target = Cluster::new();
+    let node = target.start_node(0).await;
+    node.with_state(|s| {
+        let mut db = Database {
+            loaded: true,
+            ..Default::default()
+        };
+        db.ledger
+            .commit(&[(b"mine".to_vec(), b"precious".to_vec())]);
+        s.databases.insert("appdb".into(), db);
+    });
+    let report = restore_into(&target, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert_eq!(report.exit_code(), 9, "{report}");
+    assert!(
+        failure(&report).contains("already holds 1 transactions"),
+        "{report}"
+    );
+    let report = restore_into(&target, &[&dir_flag(&dir), "--databases=appdb", "--append"]).await;
+    assert_eq!(report.exit_code(), 9, "{report}");
+    assert!(
+        failure(&report).contains("its history is not the backup's"),
+        "{report}"
+    );
+    node.with_state(|s| {
+        assert_eq!(
+            s.databases["appdb"].ledger.get(b"mine"),
+            Some((1, b"precious".to_vec()))
+        )
+    });
+
+    // Up to tx 3 into a new name, then appended to the end.
+    let report = restore_into(
+        &target,
+        &[
+            &dir_flag(&dir),
+            "--databases=appdb",
+            "--restore-as=copy",
+            "--up-to-tx=3",
+        ],
+    )
+    .await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let at_3 = nodes[0].with_state(|s| {
+        s.databases["appdb"]
+            .ledger
+            .transaction(3)
+            .unwrap()
+            .header
+            .alh()
+    });
+    assert_eq!(state_of(&node, "copy"), (3, at_3));
+    node.with_state(|s| {
+        assert_eq!(
+            s.databases["copy"].ledger.get(b"k3"),
+            None,
+            "tx 4 was undone"
+        )
+    });
+    let report = restore_into(
+        &target,
+        &[
+            &dir_flag(&dir),
+            "--databases=appdb",
+            "--restore-as=copy",
+            "--append",
+        ],
+    )
+    .await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(state_of(&node, "copy"), state_of(&nodes[0], "appdb"));
+}
+
+#[tokio::test]
+async fn rebuild_primary_copies_the_most_advanced_replica() {
+    let cluster = Cluster::new();
+    let mut nodes = seeded(&cluster, 2, 4).await;
+    // Replica 2 stops replicating; replica 1 gets four more transactions.
+    nodes[2].with_state(|s| {
+        s.databases
+            .get_mut("appdb")
+            .unwrap()
+            .replication
+            .primary_host = "nowhere".into()
+    });
+    write(&nodes[0], 4, 4);
+    caught_up(&nodes[0], &nodes[1]).await;
+    let expected = state_of(&nodes[0], "appdb");
+    assert_eq!(state_of(&nodes[2], "appdb").0, 4);
+
+    // The primary's volume is lost: a new, empty primary at the same address.
+    drop(nodes.remove(0));
+    let fresh = loop {
+        match Node::start(cluster.options(0), &cluster.network).await {
+            Ok(node) => break node,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let cli = cluster.cli(
+        &cluster.replica_hosts(2),
+        10,
+        "rebuild-primary",
+        &["--databases=appdb"],
+    );
+    let Command::RebuildPrimary(args) = &cli.command else {
+        unreachable!()
+    };
+    let report = rebuild::rebuild_primary(&args.config(&cli.topology).unwrap()).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert!(
+        completed(&report)[0].starts_with(&format!("rebuilt from {}: tx 1..8", cluster.host(1))),
+        "{report}"
+    );
+    assert_eq!(state_of(&fresh, "appdb"), expected);
+    fresh.with_state(|s| assert!(!s.databases["appdb"].replication.replica));
+
+    // A second run refuses: the primary now holds the database.
+    let again = rebuild::rebuild_primary(&args.config(&cli.topology).unwrap()).await;
+    assert_eq!(again.exit_code(), 9, "{again}");
+
+    // Converged again (replication user, replica settings), the lagging replica catches up.
+    nodes[1].with_state(|s| {
+        s.databases
+            .get_mut("appdb")
+            .unwrap()
+            .replication
+            .primary_host = cluster.host(0)
+    });
+    let converged = immudb_hook::reconcile::converge(&cluster.converge_config(
+        &cluster.replica_hosts(2),
+        20,
+        &["--databases=appdb"],
+    ))
+    .await;
+    assert_eq!(converged.exit_code(), 0, "{converged}");
+    write(&fresh, 8, 1);
+    caught_up(&fresh, &nodes[0]).await;
+    caught_up(&fresh, &nodes[1]).await;
+}
