@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
+use immudb_hook::backup::{rebuild, restore, run as backup};
 use immudb_hook::config::{Cli, Command, LogFormat};
 use immudb_hook::report::{Report, EXIT_CONFIG};
 use immudb_hook::{reconcile, verify};
@@ -45,6 +46,21 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             let config = args.config(&cli.topology)?;
             tracing::info!(database = %config.database, "verifying replication");
             verify::verify(&config).await
+        }
+        Command::Backup(args) => {
+            let config = args.config(&cli.topology)?;
+            tracing::info!(databases = ?config.databases, "backing up");
+            backup::backup(&config).await
+        }
+        Command::Restore(args) => {
+            let config = args.config(&cli.topology)?;
+            tracing::info!(databases = ?config.databases, "restoring");
+            restore::restore(&config).await
+        }
+        Command::RebuildPrimary(args) => {
+            let config = args.config(&cli.topology)?;
+            tracing::info!(databases = ?config.databases, "rebuilding the primary");
+            rebuild::rebuild_primary(&config).await
         }
     };
     Ok(report)

@@ -2,8 +2,12 @@
 //!
 //! Exit codes: 0 success; 2 invalid configuration (nothing was touched); 3 a node was not ready
 //! before the deadline; 4 immudb versions differ; 5 a server refused a change (credentials,
-//! permissions, invalid settings) or the cluster holds a state the hook will not overwrite;
-//! 6 `verify` did not see its key on a replica; 143 terminated by SIGTERM (130 by SIGINT).
+//! permissions, unknown database, invalid settings) or the cluster holds a state the hook will not
+//! overwrite; 6 `verify` did not see its key on a replica; 7 the backup storage failed (directory
+//! missing or not writable, bucket missing, credentials refused, unreachable); 8 a backup does not
+//! prove itself (checksum, gap, truncated or corrupted record, SHA-256, a file of another database,
+//! a history that does not chain); 9 a restore or rebuild target already holds transactions it
+//! will not overwrite; 143 terminated by SIGTERM (130 by SIGINT).
 
 use std::fmt;
 
@@ -15,6 +19,12 @@ pub const EXIT_CONFIG: u8 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Failure {
     VersionMismatch,
+    /// A backup, or a history being copied, does not verify.
+    Integrity,
+    /// A restore or rebuild target holds transactions it will not overwrite.
+    Conflict,
+    /// The backup storage failed.
+    Storage,
     Rejected,
     NotReady,
     NotReplicated,
@@ -29,6 +39,9 @@ impl Failure {
             Failure::VersionMismatch => 4,
             Failure::Rejected => 5,
             Failure::NotReplicated => 6,
+            Failure::Storage => 7,
+            Failure::Integrity => 8,
+            Failure::Conflict => 9,
         }
     }
 }
@@ -54,6 +67,8 @@ pub enum Outcome {
     CaughtUp {
         after_ms: u64,
     },
+    /// `backup`, `restore`, `rebuild-primary`: what was done to one database.
+    Completed(String),
     Failed {
         failure: Failure,
         reason: String,
@@ -75,6 +90,7 @@ impl fmt::Display for Outcome {
             Outcome::CaughtUp { after_ms } => {
                 write!(f, "holds the primary's transactions after {after_ms} ms")
             }
+            Outcome::Completed(what) => f.write_str(what),
             Outcome::Failed { reason, .. } => write!(f, "failed: {reason}"),
         }
     }
@@ -172,6 +188,10 @@ impl Report {
             return format!(
                 "result: verified, {caught_up} replica(s) hold the primary's transactions"
             );
+        }
+        let completed = self.count_where(|o| matches!(o, Outcome::Completed(_)));
+        if completed > 0 {
+            return format!("result: done, {completed} database(s)");
         }
         let created = self.count(&Outcome::Created);
         let pending = self.count(&Outcome::UpdatedPendingReload);

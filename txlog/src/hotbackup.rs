@@ -107,6 +107,10 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
         self.offset
     }
 
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// The next record, `None` at a clean end of file (between records).
     pub async fn next(&mut self) -> Result<Option<Record>, ReadError> {
         let (index, offset) = (self.index, self.offset);

@@ -39,7 +39,7 @@ impl RpcError {
         }
     }
 
-    fn from_status(call: &'static str, status: Status) -> RpcError {
+    pub(crate) fn from_status(call: &'static str, status: Status) -> RpcError {
         RpcError {
             call,
             code: status.code(),
@@ -106,11 +106,11 @@ impl Client {
         })
     }
 
-    fn rpc(&self) -> ImmuServiceClient<Channel> {
+    pub(crate) fn rpc(&self) -> ImmuServiceClient<Channel> {
         self.inner.clone()
     }
 
-    fn request<T>(&self, message: T) -> Request<T> {
+    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         if let Some(session) = &self.session {
             request.metadata_mut().insert("sessionid", session.clone());

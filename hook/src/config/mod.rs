@@ -35,6 +35,13 @@ pub enum Command {
     Converge(ConvergeArgs),
     /// Write a probe key into a canary database on the primary and read it back from every replica.
     Verify(VerifyArgs),
+    /// Back up databases (from a replica by default) into a directory or S3, incrementally, in
+    /// immuadmin's hot-backup format.
+    Backup(crate::backup::config::BackupArgs),
+    /// Restore databases from their backups into the primary, verified before anything is written.
+    Restore(crate::backup::config::RestoreArgs),
+    /// Copy each database from the most advanced replica into a new, empty primary.
+    RebuildPrimary(crate::backup::config::RebuildArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -98,7 +105,7 @@ pub struct ConfigError {
     pub rule: String,
 }
 
-fn reject<T>(
+pub(crate) fn reject<T>(
     flag: impl Into<String>,
     value: impl fmt::Display,
     rule: impl Into<String>,

@@ -1,0 +1,415 @@
+//! Command-line arguments of `backup`, `restore` and `rebuild-primary`, validated into configs
+//! before anything is touched. Secrets (the admin password, S3 keys) come only from files.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::config::{
+    check_database_name, check_host, read_password, reject, ConfigError, Credentials, Secret,
+    Topology, TopologyArgs,
+};
+
+#[derive(Args, Debug)]
+pub struct StorageArgs {
+    /// Backup directory (a mounted volume); exclusive with --s3-bucket.
+    #[arg(long, env = "IMMUDB_HOOK_BACKUP_DIR")]
+    pub dir: Option<PathBuf>,
+    /// S3 bucket; exclusive with --dir.
+    #[arg(long, env = "IMMUDB_HOOK_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3-compatible endpoint URL (empty: AWS).
+    #[arg(long, env = "IMMUDB_HOOK_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "IMMUDB_HOOK_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Address buckets by path (endpoint/bucket) instead of virtual host (bucket.endpoint).
+    #[arg(long, env = "IMMUDB_HOOK_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// File holding the S3 access key id (a mounted Secret); without it, the AWS_* variables.
+    #[arg(long, env = "IMMUDB_HOOK_S3_ACCESS_KEY_ID_FILE")]
+    pub s3_access_key_id_file: Option<PathBuf>,
+    /// File holding the S3 secret access key (a mounted Secret).
+    #[arg(long, env = "IMMUDB_HOOK_S3_SECRET_ACCESS_KEY_FILE")]
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    /// Path inside the directory or bucket under which backups live.
+    #[arg(long, env = "IMMUDB_HOOK_BACKUP_PREFIX", default_value = "")]
+    pub prefix: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Databases to back up, comma separated.
+    #[arg(long, env = "IMMUDB_HOOK_DATABASES", value_delimiter = ',')]
+    pub databases: Vec<String>,
+    /// Where to read: `replica` (the first ready replica; the primary when there are none),
+    /// `primary`, or a host name.
+    #[arg(long, env = "IMMUDB_HOOK_BACKUP_SOURCE", default_value = "replica")]
+    pub source: String,
+    /// Start a new chain (a full backup) when the newest chain began this many days ago (0: never).
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_BACKUP_NEW_CHAIN_AFTER_DAYS",
+        default_value_t = 7
+    )]
+    pub new_chain_after_days: u32,
+    /// Start a new chain now.
+    #[arg(long)]
+    pub full: bool,
+    /// Retention: keep the newest N chains (0: no count rule).
+    #[arg(long, env = "IMMUDB_HOOK_BACKUP_KEEP_CHAINS", default_value_t = 4)]
+    pub keep_chains: u32,
+    /// Retention: keep chains written to in the last D days (0: no age rule).
+    #[arg(long, env = "IMMUDB_HOOK_BACKUP_KEEP_DAYS", default_value_t = 0)]
+    pub keep_days: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Databases to restore from their backups, comma separated.
+    #[arg(long, env = "IMMUDB_HOOK_DATABASES", value_delimiter = ',')]
+    pub databases: Vec<String>,
+    /// Restore the (single) database under this name instead, e.g. next to the original.
+    #[arg(long, env = "IMMUDB_HOOK_RESTORE_AS")]
+    pub restore_as: Option<String>,
+    /// The chain to restore from (its id, a directory name under the database); the newest by default.
+    #[arg(long, env = "IMMUDB_HOOK_RESTORE_CHAIN")]
+    pub chain: Option<String>,
+    /// Stop after this transaction (undoing what came later), for a single database.
+    #[arg(long, env = "IMMUDB_HOOK_RESTORE_UP_TO_TX")]
+    pub up_to_tx: Option<u64>,
+    /// Continue a database that already holds a prefix of the backup's history.
+    #[arg(long, env = "IMMUDB_HOOK_RESTORE_APPEND")]
+    pub append: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RebuildArgs {
+    /// Databases to copy from the most advanced replica into the (new, empty) primary.
+    #[arg(long, env = "IMMUDB_HOOK_DATABASES", value_delimiter = ',')]
+    pub databases: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct S3Config {
+    pub bucket: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub path_style: bool,
+    /// Access key id and secret from files; `None` leaves credentials to the AWS_* variables.
+    pub keys: Option<(Secret, Secret)>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Destination {
+    Dir(PathBuf),
+    S3(S3Config),
+}
+
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    pub destination: Destination,
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The first ready replica; the primary when there are none.
+    Replica,
+    Primary,
+    Host(String),
+}
+
+/// Retention: a chain is deleted when it is older than both rules allow; the newest chain never.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub keep_chains: u32,
+    pub keep_days: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct BackupConfig {
+    pub topology: Topology,
+    pub admin: Credentials,
+    pub timeout: Duration,
+    pub storage: StorageConfig,
+    pub databases: Vec<String>,
+    pub source: Source,
+    pub new_chain_after_days: u32,
+    pub full: bool,
+    pub retention: Retention,
+}
+
+#[derive(Clone, Debug)]
+pub struct RestoreConfig {
+    pub topology: Topology,
+    pub admin: Credentials,
+    pub timeout: Duration,
+    pub storage: StorageConfig,
+    /// (name in the backup, name to restore into).
+    pub databases: Vec<(String, String)>,
+    pub chain: Option<String>,
+    pub up_to_tx: Option<u64>,
+    pub append: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct RebuildConfig {
+    pub topology: Topology,
+    pub admin: Credentials,
+    pub timeout: Duration,
+    pub databases: Vec<String>,
+}
+
+fn databases(flag: &'static str, names: &[String]) -> Result<Vec<String>, ConfigError> {
+    let names: Vec<String> = names
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return reject(flag, "", "needs at least one database");
+    }
+    for (i, name) in names.iter().enumerate() {
+        check_database_name(flag, name)?;
+        if names[..i].contains(name) {
+            return reject(flag, name, "each database must appear once");
+        }
+    }
+    Ok(names)
+}
+
+/// S3 bucket names: 3 to 63 lower-case letters, digits, '.' and '-', starting and ending with a
+/// letter or digit.
+fn check_bucket(bucket: &str) -> Result<(), ConfigError> {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !(3..=63).contains(&bucket.len())
+        || !bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        || !edge_ok(bucket.chars().next())
+        || !edge_ok(bucket.chars().last())
+    {
+        return reject(
+            "--s3-bucket",
+            bucket,
+            "bucket names are 3 to 63 lower-case letters, digits, '.' and '-'",
+        );
+    }
+    Ok(())
+}
+
+/// Object paths: segments of letters, digits, '.', '_' and '-' separated by '/'.
+fn check_prefix(prefix: &str) -> Result<String, ConfigError> {
+    let trimmed = prefix.trim_matches('/');
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    if !trimmed.is_empty() && !trimmed.split('/').all(segment_ok) {
+        return reject(
+            "--prefix",
+            prefix,
+            "path segments of letters, digits, '.', '_' and '-' separated by '/'",
+        );
+    }
+    Ok(trimmed.to_string())
+}
+
+impl StorageArgs {
+    pub fn config(&self) -> Result<StorageConfig, ConfigError> {
+        let prefix = check_prefix(&self.prefix)?;
+        let destination = match (&self.dir, &self.s3_bucket) {
+            (Some(_), Some(bucket)) => {
+                return reject(
+                    "--s3-bucket",
+                    bucket,
+                    "give either --dir or --s3-bucket, not both",
+                )
+            }
+            (None, None) => {
+                return reject(
+                    "--dir",
+                    "",
+                    "a destination is required: --dir or --s3-bucket",
+                )
+            }
+            (Some(dir), None) => Destination::Dir(dir.clone()),
+            (None, Some(bucket)) => Destination::S3(self.s3(bucket)?),
+        };
+        Ok(StorageConfig {
+            destination,
+            prefix,
+        })
+    }
+
+    fn s3(&self, bucket: &str) -> Result<S3Config, ConfigError> {
+        check_bucket(bucket)?;
+        let endpoint = self
+            .s3_endpoint
+            .as_ref()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty());
+        if let Some(endpoint) = &endpoint {
+            let host = endpoint
+                .strip_prefix("https://")
+                .or_else(|| endpoint.strip_prefix("http://"))
+                .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
+            match host {
+                Some(host) if check_host("--s3-endpoint", host).is_ok() => {}
+                _ => {
+                    return reject(
+                        "--s3-endpoint",
+                        endpoint,
+                        "must be an http:// or https:// URL with a host name or IP address",
+                    )
+                }
+            }
+        }
+        if self.s3_region.trim().is_empty() {
+            return reject("--s3-region", "", "must not be empty");
+        }
+        let keys = match (&self.s3_access_key_id_file, &self.s3_secret_access_key_file) {
+            (Some(id), Some(secret)) => Some((
+                read_password("--s3-access-key-id-file", id)?,
+                read_password("--s3-secret-access-key-file", secret)?,
+            )),
+            (None, None) => None,
+            (Some(id), None) => {
+                return reject(
+                    "--s3-secret-access-key-file",
+                    "",
+                    format!("is required with --s3-access-key-id-file {}", id.display()),
+                )
+            }
+            (None, Some(secret)) => {
+                return reject(
+                    "--s3-access-key-id-file",
+                    "",
+                    format!(
+                        "is required with --s3-secret-access-key-file {}",
+                        secret.display()
+                    ),
+                )
+            }
+        };
+        Ok(S3Config {
+            bucket: bucket.to_string(),
+            endpoint,
+            region: self.s3_region.trim().to_string(),
+            path_style: self.s3_path_style,
+            keys,
+        })
+    }
+}
+
+impl BackupArgs {
+    pub fn config(&self, topology_args: &TopologyArgs) -> Result<BackupConfig, ConfigError> {
+        let source = match self.source.as_str() {
+            "replica" => Source::Replica,
+            "primary" => Source::Primary,
+            host => {
+                check_host("--source", host)?;
+                Source::Host(host.to_string())
+            }
+        };
+        Ok(BackupConfig {
+            storage: self.storage.config()?,
+            databases: databases("--databases", &self.databases)?,
+            source,
+            new_chain_after_days: self.new_chain_after_days,
+            full: self.full,
+            retention: Retention {
+                keep_chains: self.keep_chains,
+                keep_days: self.keep_days,
+            },
+            topology: topology_args.topology()?,
+            admin: topology_args.admin()?,
+            timeout: topology_args.timeout()?,
+        })
+    }
+}
+
+impl RestoreArgs {
+    pub fn config(&self, topology_args: &TopologyArgs) -> Result<RestoreConfig, ConfigError> {
+        let names = databases("--databases", &self.databases)?;
+        let single = names.len() == 1;
+        if let (Some(_), false) = (&self.up_to_tx, single) {
+            return reject(
+                "--up-to-tx",
+                self.up_to_tx.unwrap_or(0),
+                "restores one database only (--databases)",
+            );
+        }
+        if self.up_to_tx == Some(0) {
+            return reject("--up-to-tx", 0, "transactions are numbered from 1");
+        }
+        let databases = match &self.restore_as {
+            Some(target) if single => {
+                check_database_name("--restore-as", target)?;
+                vec![(names[0].clone(), target.clone())]
+            }
+            Some(target) => {
+                return reject(
+                    "--restore-as",
+                    target,
+                    "renames one database only (--databases)",
+                )
+            }
+            None => names.into_iter().map(|n| (n.clone(), n)).collect(),
+        };
+        if let Some(chain) = &self.chain {
+            check_prefix(chain)
+                .ok()
+                .filter(|c| !c.is_empty() && !c.contains('/'))
+                .map_or_else(
+                    || {
+                        reject(
+                            "--chain",
+                            chain,
+                            "a chain id is one path segment, as `backup` prints it",
+                        )
+                    },
+                    |_| Ok(()),
+                )?;
+        }
+        Ok(RestoreConfig {
+            storage: self.storage.config()?,
+            databases,
+            chain: self.chain.clone(),
+            up_to_tx: self.up_to_tx,
+            append: self.append,
+            topology: topology_args.topology()?,
+            admin: topology_args.admin()?,
+            timeout: topology_args.timeout()?,
+        })
+    }
+}
+
+impl RebuildArgs {
+    pub fn config(&self, topology_args: &TopologyArgs) -> Result<RebuildConfig, ConfigError> {
+        let topology = topology_args.topology()?;
+        if topology.replicas.is_empty() {
+            return reject(
+                "--replicas",
+                "",
+                "rebuild-primary copies from a replica: list at least one",
+            );
+        }
+        Ok(RebuildConfig {
+            databases: databases("--databases", &self.databases)?,
+            topology,
+            admin: topology_args.admin()?,
+            timeout: topology_args.timeout()?,
+        })
+    }
+}

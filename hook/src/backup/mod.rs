@@ -1,0 +1,97 @@
+//! Backups that prove themselves: `backup` streams databases from an immudb (a replica by
+//! default) into immuadmin's hot-backup format in a directory or S3, `restore` replays them into
+//! a new database and proves the result, `rebuild-primary` copies the most advanced replica into
+//! a new primary. Every transaction goes through `immudb-txlog`'s chain check: its checksum is the
+//! Alh of its header and its prevAlh the Alh before it.
+
+pub mod catalog;
+pub mod config;
+pub mod rebuild;
+pub mod restore;
+pub mod run;
+pub mod storage;
+pub mod tx_client;
+pub mod walk;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::client::RpcError;
+use crate::config::Role;
+use crate::report::{Failure, Line, Outcome, Report};
+use crate::retry;
+use storage::{Storage, StorageError};
+
+/// A failed step: the exit-code class and a one-line reason naming the thing.
+pub type Failed = (Failure, String);
+pub type StepResult<T> = Result<T, Failed>;
+
+pub fn integrity(reason: impl Into<String>) -> Failed {
+    (Failure::Integrity, reason.into())
+}
+
+pub fn storage_failed(error: StorageError) -> Failed {
+    (Failure::Storage, error.to_string())
+}
+
+/// One call, its transient failures retried for up to `timeout` from now: a long transfer has no
+/// overall deadline, each call has its own.
+pub async fn call<T, F, Fut>(timeout: Duration, step: &str, attempt: F) -> StepResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RpcError>>,
+{
+    retry::until(Instant::now() + timeout, attempt)
+        .await
+        .map_err(|e| crate::session::step_failed(step, e))
+}
+
+/// Every manifest of `database` in `storage`, grouped into chains (oldest first). A manifest that
+/// does not parse, or names another database or chain than its place, fails the whole listing.
+pub async fn load_chains(storage: &Storage, database: &str) -> StepResult<Vec<catalog::Chain>> {
+    let keys = storage.list(database).await.map_err(storage_failed)?;
+    let mut manifests = Vec::new();
+    for key in keys.iter().filter(|k| catalog::is_manifest(k)) {
+        let bytes = storage.read_all(key).await.map_err(storage_failed)?;
+        let manifest: catalog::Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+            integrity(format!(
+                "{} {key}: not a backup manifest: {e}",
+                storage.name
+            ))
+        })?;
+        let scope = catalog::key_scope(key);
+        if manifest.database != database || scope != Some((database, manifest.chain.as_str())) {
+            return Err(integrity(format!(
+                "{} {key}: the manifest is of database '{}' (chain {}), expected database '{database}': a file from another database",
+                storage.name, manifest.database, manifest.chain
+            )));
+        }
+        manifests.push(manifest);
+    }
+    Ok(catalog::chains(manifests))
+}
+
+/// One report line per database: what was done, or why not.
+pub fn line(role: Role, host: &str, database: &str, result: StepResult<String>) -> Line {
+    Line {
+        role,
+        host: host.to_string(),
+        database: Some(database.to_string()),
+        outcome: match result {
+            Ok(done) => Outcome::Completed(done),
+            Err((failure, reason)) => Outcome::Failed { failure, reason },
+        },
+    }
+}
+
+/// The same failure for every database, when nothing could start.
+pub fn all_failed(role: Role, host: &str, databases: &[String], failed: Failed) -> Report {
+    Report {
+        lines: databases
+            .iter()
+            .map(|db| line(role, host, db, Err(failed.clone())))
+            .collect(),
+        ..Default::default()
+    }
+}

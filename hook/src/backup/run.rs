@@ -1,0 +1,374 @@
+//! `backup`: for each database, continue the newest chain at the destination (or start one) with
+//! every transaction the source committed since, each record checked against TxById's header and
+//! the chain, the last one against CurrentState; then write the manifest and apply retention.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::select_ok;
+use immudb_txlog::{hex, Chain, ExportedTx, Record};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::catalog::{self, Manifest, MANIFEST_FORMAT};
+use super::config::{BackupConfig, Source};
+use super::storage::{ObjectWriter, Storage};
+use super::tx_client::State;
+use super::{all_failed, call, integrity, line, load_chains, storage_failed, StepResult};
+use crate::client::Client;
+use crate::config::Role;
+use crate::reconcile::node_span;
+use crate::report::{Failure, Report};
+use crate::session::Session;
+use crate::wait::{self, ReadyNode, SystemResolver};
+
+/// How long `--source replica` waits for a replica before backing up from the primary.
+const REPLICA_WAIT: Duration = Duration::from_secs(30);
+const PROGRESS_EVERY: u64 = 10_000;
+
+/// The node to read from: the first ready replica, the primary when there are none.
+async fn choose_source(
+    config: &BackupConfig,
+) -> Result<(Role, String, ReadyNode), (Failure, String)> {
+    let topology = &config.topology;
+    let resolver = SystemResolver::new(topology);
+    let ready = |host: String, budget: Duration| {
+        let (resolver, topology) = (resolver.clone(), topology.clone());
+        async move {
+            let deadline = Instant::now() + budget;
+            wait::wait_for(&resolver, &topology, &host, deadline)
+                .await
+                .map(|node| (host.clone(), node))
+        }
+    };
+    let primary = || async {
+        let (host, node) = ready(topology.primary.clone(), config.timeout)
+            .instrument(node_span(Role::Primary, &topology.primary))
+            .await
+            .map_err(|e| (Failure::NotReady, e))?;
+        Ok((Role::Primary, host, node))
+    };
+    match &config.source {
+        Source::Primary => primary().await,
+        Source::Host(host) => {
+            let (host, node) = ready(host.clone(), config.timeout)
+                .await
+                .map_err(|e| (Failure::NotReady, e))?;
+            let role = if host == topology.primary {
+                Role::Primary
+            } else {
+                Role::Replica
+            };
+            Ok((role, host, node))
+        }
+        Source::Replica if topology.replicas.is_empty() => primary().await,
+        Source::Replica => {
+            let budget = config.timeout.min(REPLICA_WAIT);
+            let waits = topology.replicas.iter().map(|host| {
+                Box::pin(ready(host.clone(), budget).instrument(node_span(Role::Replica, host)))
+            });
+            match select_ok(waits).await {
+                Ok(((host, node), _)) => Ok((Role::Replica, host, node)),
+                Err(last) => {
+                    tracing::warn!(last_error = %last, "no replica is ready; backing up from the primary");
+                    primary().await
+                }
+            }
+        }
+    }
+}
+
+pub async fn backup(config: &BackupConfig) -> Report {
+    let storage = match Storage::open(&config.storage, config.timeout) {
+        Ok(storage) => storage,
+        Err(e) => {
+            return all_failed(
+                Role::Primary,
+                &config.topology.primary,
+                &config.databases,
+                storage_failed(e),
+            )
+        }
+    };
+    let (role, host, source) = match choose_source(config).await {
+        Ok(chosen) => chosen,
+        Err(failed) => {
+            return all_failed(
+                Role::Primary,
+                &config.topology.primary,
+                &config.databases,
+                failed,
+            )
+        }
+    };
+    tracing::info!(%role, host, destination = %storage.name, "backing up");
+    let mut report = Report::default();
+    for database in &config.databases {
+        let span = tracing::info_span!("backup", database = %database, host = %host);
+        let result = backup_database(config, &storage, &source, &host, database)
+            .instrument(span)
+            .await;
+        if let Err((_, reason)) = &result {
+            tracing::error!(database, "{reason}");
+        }
+        report.lines.push(line(role, &host, database, result));
+    }
+    report
+}
+
+/// Where this run starts: a new chain, or after the newest chain's last record.
+struct Start {
+    chain_id: String,
+    chain: Chain,
+    /// The chains already at the destination, for retention.
+    existing: Vec<catalog::Chain>,
+}
+
+async fn plan_start(config: &BackupConfig, storage: &Storage, database: &str) -> StepResult<Start> {
+    let existing = load_chains(storage, database).await?;
+    let now = Utc::now();
+    let max_age = chrono::Duration::days(i64::from(config.new_chain_after_days));
+    let continuing = existing.last().filter(|c| {
+        !config.full && (config.new_chain_after_days == 0 || now - c.started() <= max_age)
+    });
+    let (chain_id, chain) = match continuing {
+        Some(newest) => {
+            newest
+                .check(database)
+                .map_err(|e| integrity(format!("{}: {e}", storage.name)))?;
+            let last = newest.last();
+            let alh = catalog::parse_hash(&last.last_alh).ok_or_else(|| {
+                integrity(format!(
+                    "{}: manifest of {} has no valid last Alh",
+                    storage.name, last.object
+                ))
+            })?;
+            (newest.id.clone(), Chain::after(last.last_tx, alh))
+        }
+        None => (catalog::chain_id(now), Chain::genesis()),
+    };
+    Ok(Start {
+        chain_id,
+        chain,
+        existing,
+    })
+}
+
+async fn backup_database(
+    config: &BackupConfig,
+    storage: &Storage,
+    source: &ReadyNode,
+    host: &str,
+    database: &str,
+) -> StepResult<String> {
+    let start = plan_start(config, storage, database).await?;
+    let session = Session::open(
+        &source.client,
+        &config.admin,
+        database,
+        Instant::now() + config.timeout,
+    )
+    .await?;
+    let result = transfer(
+        config,
+        storage,
+        &session.client,
+        source,
+        host,
+        database,
+        start,
+    )
+    .await;
+    session.close().await;
+    result
+}
+
+async fn transfer(
+    config: &BackupConfig,
+    storage: &Storage,
+    client: &Client,
+    source: &ReadyNode,
+    host: &str,
+    database: &str,
+    start: Start,
+) -> StepResult<String> {
+    let timeout = config.timeout;
+    let state = call(timeout, "CurrentState", || client.current_state()).await?;
+    let Start {
+        chain_id,
+        mut chain,
+        existing,
+    } = start;
+    let first = chain.last_id + 1;
+    if chain.last_id > 0 {
+        if state.tx_id < chain.last_id {
+            tracing::warn!(
+                source_tx = state.tx_id,
+                backed_up_tx = chain.last_id,
+                "the source is behind the backup"
+            );
+            return Ok(format!(
+                "nothing written: {host} holds tx 1..{} but chain {chain_id} already holds tx 1..{} (the source lags)",
+                state.tx_id, chain.last_id
+            ));
+        }
+        // The destination must hold this source's history before anything is appended to it.
+        let header = call(timeout, "TxById", || client.tx_header(chain.last_id)).await?;
+        if header.alh() != chain.last_alh {
+            return Err(integrity(format!(
+                "{}: chain {chain_id} ends at tx {} with Alh {}, but {host} has Alh {} there: the destination holds another database's history",
+                storage.name,
+                chain.last_id,
+                hex(&chain.last_alh),
+                hex(&header.alh())
+            )));
+        }
+    }
+    if state.tx_id < first {
+        return Ok(format!("up to date at tx {}, nothing written", state.tx_id));
+    }
+    let prev_alh = chain.last_alh;
+    let key = catalog::object_key(database, &chain_id, first, state.tx_id);
+    tracing::info!(first, last = state.tx_id, key, "streaming");
+    let started = std::time::Instant::now();
+    let mut writer = storage.writer(&key).await.map_err(storage_failed)?;
+    let streamed = stream_records(client, &mut chain, first, state, &mut writer, timeout).await;
+    let (bytes, sha256) = match streamed {
+        Ok(done) => done,
+        Err(failed) => {
+            writer.abort().await;
+            return Err(failed);
+        }
+    };
+    writer.finish().await.map_err(storage_failed)?;
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        database: database.to_string(),
+        chain: chain_id.clone(),
+        object: key.clone(),
+        first_tx: first,
+        last_tx: state.tx_id,
+        prev_alh: hex(&prev_alh),
+        last_alh: hex(&state.alh),
+        immudb_version: source.version.clone(),
+        source: host.to_string(),
+        created: Utc::now(),
+        records: state.tx_id - first + 1,
+        bytes,
+        sha256,
+    };
+    let manifest_key = catalog::manifest_key(database, &chain_id, first, state.tx_id);
+    let manifest_json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
+    storage
+        .put(&manifest_key, manifest_json)
+        .await
+        .map_err(storage_failed)?;
+    tracing::info!(
+        records = manifest.records,
+        bytes,
+        seconds = started.elapsed().as_secs_f64(),
+        last_alh = %manifest.last_alh,
+        "backed up"
+    );
+    let mut chains = existing;
+    match chains.iter_mut().find(|c| c.id == chain_id) {
+        Some(chain) => chain.manifests.push(manifest.clone()),
+        None => chains.push(catalog::Chain {
+            id: chain_id.clone(),
+            manifests: vec![manifest.clone()],
+        }),
+    }
+    let deleted = apply_retention(config, storage, database, &chains).await?;
+    let mut summary = format!(
+        "backed up tx {first}..{} ({} records, {bytes} bytes) into {key}; last Alh {}",
+        state.tx_id, manifest.records, manifest.last_alh
+    );
+    if !deleted.is_empty() {
+        summary.push_str(&format!(
+            "; retention deleted chain(s) {}",
+            deleted.join(", ")
+        ));
+    }
+    Ok(summary)
+}
+
+/// Streams transactions `first..=state.tx_id` into `writer`; returns (bytes, SHA-256 hex).
+async fn stream_records(
+    client: &Client,
+    chain: &mut Chain,
+    first: u64,
+    state: State,
+    writer: &mut ObjectWriter,
+    timeout: Duration,
+) -> StepResult<(u64, String)> {
+    let mut sha = Sha256::new();
+    let mut bytes = 0u64;
+    for id in first..=state.tx_id {
+        let header = call(timeout, "TxById", || client.tx_header(id)).await?;
+        let message = call(timeout, "exportTx", || client.export_tx(id)).await?;
+        let tx = ExportedTx::from_message(&message).map_err(|e| {
+            integrity(format!(
+                "tx {id}: exportTx sent a malformed transaction: {e}"
+            ))
+        })?;
+        if tx.header != header {
+            return Err(integrity(format!(
+                "tx {id}: the exported header differs from the one TxById returned"
+            )));
+        }
+        let alh = chain.append(&tx).map_err(|e| integrity(e.to_string()))?;
+        let record = Record {
+            tx_id: id,
+            checksum: alh,
+            content: message,
+        }
+        .to_bytes();
+        sha.update(&record);
+        bytes += record.len() as u64;
+        writer.write(&record).await.map_err(storage_failed)?;
+        if (id - first + 1).is_multiple_of(PROGRESS_EVERY) {
+            tracing::info!(tx = id, last = state.tx_id, bytes, "progress");
+        }
+    }
+    if chain.last_alh != state.alh {
+        return Err(integrity(format!(
+            "tx {}: the last record's Alh {} is not CurrentState's txHash {}",
+            state.tx_id,
+            hex(&chain.last_alh),
+            hex(&state.alh)
+        )));
+    }
+    Ok((bytes, hex(&sha.finalize())))
+}
+
+/// Deletes the chains retention lets go: manifests first (the chain stops being restorable at
+/// once), then every other object of the chain.
+async fn apply_retention(
+    config: &BackupConfig,
+    storage: &Storage,
+    database: &str,
+    chains: &[catalog::Chain],
+) -> StepResult<Vec<String>> {
+    let retention = config.retention;
+    let expired = catalog::expired(
+        chains,
+        retention.keep_chains,
+        retention.keep_days,
+        Utc::now(),
+    );
+    let mut deleted = Vec::new();
+    for chain in expired {
+        let mut keys = storage
+            .list(&format!("{database}/{}", chain.id))
+            .await
+            .map_err(storage_failed)?;
+        keys.sort_by_key(|k| !catalog::is_manifest(k));
+        for key in &keys {
+            storage.delete(key).await.map_err(storage_failed)?;
+        }
+        tracing::info!(chain = %chain.id, objects = keys.len(), "retention deleted a chain");
+        deleted.push(chain.id.clone());
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,588 @@
+//! `backup`, `restore` and `rebuild-primary` against the immudb double: round trips with
+//! incremental runs, an interrupted run, corrupted and foreign files, gaps, refused targets,
+//! restores up to a transaction, a primary rebuilt from its most advanced replica, and the real
+//! immuadmin file restored.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use immudb_double::{Database, Node};
+use immudb_hook::backup::catalog::{self, Manifest};
+use immudb_hook::backup::{rebuild, restore, run};
+use immudb_hook::config::Command;
+use immudb_hook::report::{Outcome, Report};
+use immudb_txlog::{hex, Chain, Hash, RecordReader};
+use sha2::{Digest, Sha256};
+
+fn backup_report_of(
+    cluster: &Cluster,
+    replicas: &[String],
+    extra: &[&str],
+) -> impl std::future::Future<Output = Report> {
+    let cli = cluster.cli(replicas, 10, "backup", extra);
+    async move {
+        let Command::Backup(args) = &cli.command else {
+            unreachable!()
+        };
+        run::backup(&args.config(&cli.topology).expect("valid backup config")).await
+    }
+}
+
+async fn restore_into(target: &Cluster, extra: &[&str]) -> Report {
+    let cli = target.cli(&[], 10, "restore", extra);
+    let Command::Restore(args) = &cli.command else {
+        unreachable!()
+    };
+    restore::restore(&args.config(&cli.topology).expect("valid restore config")).await
+}
+
+fn completed(report: &Report) -> Vec<String> {
+    report
+        .lines
+        .iter()
+        .map(|l| match &l.outcome {
+            Outcome::Completed(what) => what.clone(),
+            other => panic!("{}: {other}\n{report}", l.host),
+        })
+        .collect()
+}
+
+fn failure(report: &Report) -> String {
+    match &report.lines[0].outcome {
+        Outcome::Failed { reason, .. } => reason.clone(),
+        other => panic!("expected a failure, got {other}"),
+    }
+}
+
+/// A primary with `appdb` holding `count` transactions, and `replicas` replicas converged on it.
+async fn seeded(cluster: &Cluster, replicas: u8, count: u8) -> Vec<Node> {
+    let nodes = start_all(cluster, replicas).await;
+    let report = immudb_hook::reconcile::converge(&cluster.converge_config(
+        &cluster.replica_hosts(replicas),
+        20,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    write(&nodes[0], 0, count);
+    for replica in &nodes[1..] {
+        caught_up(&nodes[0], replica).await;
+    }
+    nodes
+}
+
+/// Writes transactions `from..from+count`, each one key `k<i>` with a value of 200 bytes.
+fn write(node: &Node, from: u8, count: u8) {
+    node.with_state(|s| {
+        let db = s.databases.get_mut("appdb").unwrap();
+        for i in from..from + count {
+            db.ledger
+                .commit(&[(format!("k{i}").into_bytes(), vec![i; 200])]);
+        }
+    });
+}
+
+fn state_of(node: &Node, db: &str) -> (u64, Hash) {
+    node.with_state(|s| s.databases[db].ledger.state())
+}
+
+async fn caught_up(primary: &Node, replica: &Node) {
+    for _ in 0..200 {
+        if state_of(primary, "appdb") == state_of(replica, "appdb") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the replica did not catch up");
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn backup_dir(cluster: &Cluster) -> PathBuf {
+    let dir = cluster.dir.path().join("backups");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn dir_flag(dir: &Path) -> String {
+    format!("--dir={}", dir.display())
+}
+
+/// Reads the objects of `database`'s newest chain as one hot-backup file and verifies it.
+async fn verified_records(dir: &Path, database: &str) -> u64 {
+    let mut objects: Vec<String> = files(dir)
+        .into_iter()
+        .filter(|f| f.starts_with(&format!("{database}/")) && f.ends_with(".immubackup"))
+        .collect();
+    objects.sort();
+    let concatenated: Vec<u8> = objects
+        .iter()
+        .flat_map(|o| std::fs::read(dir.join(o)).unwrap())
+        .collect();
+    let mut reader = RecordReader::new(&concatenated[..]);
+    let mut chain = Chain::genesis();
+    while let Some(record) = reader.next().await.unwrap() {
+        chain.verify(&record).unwrap();
+    }
+    chain.last_id
+}
+
+#[tokio::test]
+async fn incremental_backups_restore_to_the_source_state() {
+    let cluster = Cluster::new();
+    let nodes = seeded(&cluster, 1, 5).await;
+    let dir = backup_dir(&cluster);
+    let replicas = cluster.replica_hosts(1);
+
+    let first =
+        backup_report_of(&cluster, &replicas, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert_eq!(first.exit_code(), 0, "{first}");
+    assert!(
+        completed(&first)[0].starts_with("backed up tx 1..5 "),
+        "{first}"
+    );
+    assert_eq!(
+        first.lines[0].host,
+        cluster.host(1),
+        "a replica is the default source"
+    );
+    write(&nodes[0], 5, 3);
+    caught_up(&nodes[0], &nodes[1]).await;
+    let second =
+        backup_report_of(&cluster, &replicas, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert!(
+        completed(&second)[0].starts_with("backed up tx 6..8 "),
+        "{second}"
+    );
+    let third =
+        backup_report_of(&cluster, &replicas, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert!(
+        completed(&third)[0].starts_with("up to date at tx 8"),
+        "{third}"
+    );
+    let listed = files(&dir);
+    assert_eq!(
+        listed.len(),
+        4,
+        "two objects and their manifests: {listed:?}"
+    );
+    assert_eq!(
+        verified_records(&dir, "appdb").await,
+        8,
+        "the objects concatenate into one hot-backup file"
+    );
+
+    let manifest: Manifest = serde_json::from_slice(
+        &std::fs::read(
+            dir.join(
+                listed
+                    .iter()
+                    .find(|f| f.ends_with(".manifest.json"))
+                    .unwrap(),
+            ),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            manifest.database.as_str(),
+            manifest.first_tx,
+            manifest.last_tx
+        ),
+        ("appdb", 1, 5)
+    );
+    assert_eq!(manifest.immudb_version, "1.11.1");
+    assert_eq!(
+        manifest.bytes,
+        std::fs::metadata(dir.join(&manifest.object)).unwrap().len()
+    );
+
+    let target = Cluster::new();
+    let _new_primary = target.start_node(0).await;
+    let restored = restore_into(&target, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert_eq!(restored.exit_code(), 0, "{restored}");
+    assert!(
+        completed(&restored)[0].contains("CurrentState txId 8"),
+        "{restored}"
+    );
+    assert_eq!(
+        state_of(&_new_primary, "appdb"),
+        state_of(&nodes[0], "appdb")
+    );
+    _new_primary.with_state(|s| {
+        let db = &s.databases["appdb"];
+        assert!(!db.replication.replica, "the restored database is writable");
+        assert_eq!(db.ledger.get(b"k7"), Some((8, vec![7; 200])));
+    });
+}
+
+#[tokio::test]
+async fn the_real_immuadmin_file_restores_into_the_double() {
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../txlog/tests/fixtures/immudb-1.10.0");
+    let bytes = std::fs::read(fixture.join("fixturedb.immubackup")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("fixturedb.json")).unwrap()).unwrap();
+    let cluster = Cluster::new();
+    let dir = backup_dir(&cluster);
+    let chain_id = "20260101T000000Z";
+    let object = catalog::object_key("fixturedb", chain_id, 1, 8);
+    std::fs::create_dir_all(dir.join(&object).parent().unwrap()).unwrap();
+    std::fs::write(dir.join(&object), &bytes).unwrap();
+    let final_hash = base64_decode(json["final_state"]["txHash"].as_str().unwrap());
+    let manifest = Manifest {
+        format: catalog::MANIFEST_FORMAT,
+        database: "fixturedb".into(),
+        chain: chain_id.into(),
+        object: object.clone(),
+        first_tx: 1,
+        last_tx: 8,
+        prev_alh: hex(&immudb_txlog::EMPTY_ALH),
+        last_alh: hex(&final_hash),
+        immudb_version: "1.10.0".into(),
+        source: "immuadmin hot-backup".into(),
+        created: chrono::Utc::now(),
+        records: 8,
+        bytes: bytes.len() as u64,
+        sha256: hex(&Sha256::digest(&bytes)),
+    };
+    std::fs::write(
+        dir.join(catalog::manifest_key("fixturedb", chain_id, 1, 8)),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    let node = cluster.start_node(0).await;
+    let report = restore_into(&cluster, &[&dir_flag(&dir), "--databases=fixturedb"]).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(
+        state_of(&node, "fixturedb"),
+        (8, final_hash.try_into().unwrap())
+    );
+    node.with_state(|s| {
+        assert_eq!(
+            s.databases["fixturedb"].ledger.get(b"k1"),
+            Some((3, b"v1-second".to_vec()))
+        )
+    });
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_interrupted_run_writes_nothing_and_the_next_run_completes() {
+    let cluster = Cluster::new();
+    let nodes = seeded(&cluster, 1, 6).await;
+    let dir = backup_dir(&cluster);
+    let replicas = cluster.replica_hosts(1);
+    *nodes[1].faults.failing_exports_after.lock().unwrap() = Some(3);
+    let broken =
+        backup_report_of(&cluster, &replicas, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert_eq!(broken.exit_code(), 5, "{broken}");
+    assert!(failure(&broken).contains("exportTx"), "{broken}");
+    assert!(
+        files(&dir).is_empty(),
+        "an interrupted run leaves nothing: {:?}",
+        files(&dir)
+    );
+    *nodes[1].faults.failing_exports_after.lock().unwrap() = None;
+    let resumed =
+        backup_report_of(&cluster, &replicas, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert!(
+        completed(&resumed)[0].starts_with("backed up tx 1..6 "),
+        "{resumed}"
+    );
+    assert_eq!(verified_records(&dir, "appdb").await, 6);
+}
+
+/// A cluster whose `appdb` (8 transactions) is backed up in two objects: 1..5 and 6..8.
+async fn backed_up(cluster: &Cluster) -> (Vec<Node>, PathBuf) {
+    let nodes = seeded(cluster, 0, 5).await;
+    let dir = backup_dir(cluster);
+    let flags = [dir_flag(&dir), "--databases=appdb".to_string()];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    assert_eq!(backup_report_of(cluster, &[], &flags).await.exit_code(), 0);
+    write(&nodes[0], 5, 3);
+    assert_eq!(backup_report_of(cluster, &[], &flags).await.exit_code(), 0);
+    (nodes, dir)
+}
+
+fn objects(dir: &Path) -> Vec<String> {
+    files(dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".immubackup"))
+        .collect()
+}
+
+/// Rewrites the manifest of `object` so that its SHA-256 matches the object's bytes again.
+fn reseal(dir: &Path, object: &str) {
+    let manifest_path = dir.join(object.replace(".immubackup", ".manifest.json"));
+    let mut manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest.sha256 = hex(&Sha256::digest(std::fs::read(dir.join(object)).unwrap()));
+    std::fs::write(manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupted_record_is_named_before_anything_is_written() {
+    let cluster = Cluster::new();
+    let (_nodes, dir) = backed_up(&cluster).await;
+    let first = &objects(&dir)[0];
+    let path = dir.join(first);
+    let original = std::fs::read(&path).unwrap();
+    let target = Cluster::new();
+    let node = target.start_node(0).await;
+    let flag = dir_flag(&dir);
+    let args = [flag.as_str(), "--databases=appdb"];
+    let restore = || restore_into(&target, &args);
+
+    // A flipped byte in the last value: only the SHA-256 of the object notices.
+    let mut corrupted = original.clone();
+    let last = corrupted.len() - 10;
+    corrupted[last] ^= 0xff;
+    std::fs::write(&path, &corrupted).unwrap();
+    let report = restore().await;
+    assert_eq!(report.exit_code(), 8, "{report}");
+    assert!(
+        failure(&report).contains(&format!("{first}: SHA-256")),
+        "{report}"
+    );
+
+    // A flipped byte in tx 3's header, with the manifest resealed: the chain check names it.
+    let mut records = RecordReader::new(&original[..]);
+    let offset_of_third = {
+        records.next().await.unwrap();
+        records.next().await.unwrap();
+        records.offset() as usize
+    };
+    let mut corrupted = original.clone();
+    corrupted[offset_of_third + 30 + 32 + 8 + 4 + 60] ^= 0x01;
+    std::fs::write(&path, &corrupted).unwrap();
+    reseal(&dir, first);
+    let report = restore().await;
+    assert_eq!(report.exit_code(), 8, "{report}");
+    let reason = failure(&report);
+    assert!(
+        reason.contains(&format!("record 2 (tx 3) at byte {offset_of_third}")),
+        "{reason}"
+    );
+
+    // Truncated: the reader names the record it could not finish.
+    std::fs::write(&path, &original[..original.len() - 5]).unwrap();
+    reseal(&dir, first);
+    let reason = failure(&restore().await);
+    assert!(
+        reason.contains("record 4 (tx 5)") && reason.contains("file ends inside the record"),
+        "{reason}"
+    );
+    node.with_state(|s| assert!(!s.databases.contains_key("appdb"), "nothing was written"));
+}
+
+#[tokio::test]
+async fn a_file_of_another_database_and_a_gap_are_refused() {
+    let cluster = Cluster::new();
+    let (_nodes, dir) = backed_up(&cluster).await;
+    let target = Cluster::new();
+    let node = target.start_node(0).await;
+    // The appdb chain copied under otherdb: its manifests still name appdb.
+    std::fs::create_dir_all(dir.join("otherdb")).unwrap();
+    let chain = std::fs::read_dir(dir.join("appdb"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::rename(chain.path(), dir.join("otherdb").join(chain.file_name())).unwrap();
+    let report = restore_into(&target, &[&dir_flag(&dir), "--databases=otherdb"]).await;
+    assert_eq!(report.exit_code(), 8, "{report}");
+    assert!(
+        failure(&report).contains("a file from another database"),
+        "{report}"
+    );
+    std::fs::rename(dir.join("otherdb").join(chain.file_name()), chain.path()).unwrap();
+
+    // The first object removed: the chain no longer starts at tx 1.
+    let first = objects(&dir)[0].clone();
+    std::fs::remove_file(dir.join(&first)).unwrap();
+    std::fs::remove_file(dir.join(first.replace(".immubackup", ".manifest.json"))).unwrap();
+    let report = restore_into(&target, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert_eq!(report.exit_code(), 8, "{report}");
+    assert!(
+        failure(&report).contains("starts at tx 6, expected tx 1"),
+        "{report}"
+    );
+    // And a backup does not append to a chain with a gap either.
+    let before = files(&dir);
+    let report = backup_report_of(&cluster, &[], &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert_eq!(report.exit_code(), 8, "{report}");
+    assert_eq!(files(&dir), before, "nothing written");
+    node.with_state(|s| assert!(!s.databases.contains_key("appdb")));
+}
+
+#[tokio::test]
+async fn restore_refuses_a_database_with_another_history_and_appends_to_its_own() {
+    let cluster = Cluster::new();
+    let (nodes, dir) = backed_up(&cluster).await;
+    let target = Cluster::new();
+    let node = target.start_node(0).await;
+    node.with_state(|s| {
+        let mut db = Database {
+            loaded: true,
+            ..Default::default()
+        };
+        db.ledger
+            .commit(&[(b"mine".to_vec(), b"precious".to_vec())]);
+        s.databases.insert("appdb".into(), db);
+    });
+    let report = restore_into(&target, &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert_eq!(report.exit_code(), 9, "{report}");
+    assert!(
+        failure(&report).contains("already holds 1 transactions"),
+        "{report}"
+    );
+    let report = restore_into(&target, &[&dir_flag(&dir), "--databases=appdb", "--append"]).await;
+    assert_eq!(report.exit_code(), 9, "{report}");
+    assert!(
+        failure(&report).contains("its history is not the backup's"),
+        "{report}"
+    );
+    node.with_state(|s| {
+        assert_eq!(
+            s.databases["appdb"].ledger.get(b"mine"),
+            Some((1, b"precious".to_vec()))
+        )
+    });
+
+    // Up to tx 3 into a new name, then appended to the end.
+    let report = restore_into(
+        &target,
+        &[
+            &dir_flag(&dir),
+            "--databases=appdb",
+            "--restore-as=copy",
+            "--up-to-tx=3",
+        ],
+    )
+    .await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let at_3 = nodes[0].with_state(|s| {
+        s.databases["appdb"]
+            .ledger
+            .transaction(3)
+            .unwrap()
+            .header
+            .alh()
+    });
+    assert_eq!(state_of(&node, "copy"), (3, at_3));
+    node.with_state(|s| {
+        assert_eq!(
+            s.databases["copy"].ledger.get(b"k3"),
+            None,
+            "tx 4 was undone"
+        )
+    });
+    let report = restore_into(
+        &target,
+        &[
+            &dir_flag(&dir),
+            "--databases=appdb",
+            "--restore-as=copy",
+            "--append",
+        ],
+    )
+    .await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(state_of(&node, "copy"), state_of(&nodes[0], "appdb"));
+}
+
+#[tokio::test]
+async fn rebuild_primary_copies_the_most_advanced_replica() {
+    let cluster = Cluster::new();
+    let mut nodes = seeded(&cluster, 2, 4).await;
+    // Replica 2 stops replicating; replica 1 gets four more transactions.
+    nodes[2].with_state(|s| {
+        s.databases
+            .get_mut("appdb")
+            .unwrap()
+            .replication
+            .primary_host = "nowhere".into()
+    });
+    write(&nodes[0], 4, 4);
+    caught_up(&nodes[0], &nodes[1]).await;
+    let expected = state_of(&nodes[0], "appdb");
+    assert_eq!(state_of(&nodes[2], "appdb").0, 4);
+
+    // The primary's volume is lost: a new, empty primary at the same address.
+    drop(nodes.remove(0));
+    let fresh = loop {
+        match Node::start(cluster.options(0), &cluster.network).await {
+            Ok(node) => break node,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let cli = cluster.cli(
+        &cluster.replica_hosts(2),
+        10,
+        "rebuild-primary",
+        &["--databases=appdb"],
+    );
+    let Command::RebuildPrimary(args) = &cli.command else {
+        unreachable!()
+    };
+    let report = rebuild::rebuild_primary(&args.config(&cli.topology).unwrap()).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert!(
+        completed(&report)[0].starts_with(&format!("rebuilt from {}: tx 1..8", cluster.host(1))),
+        "{report}"
+    );
+    assert_eq!(state_of(&fresh, "appdb"), expected);
+    fresh.with_state(|s| assert!(!s.databases["appdb"].replication.replica));
+
+    // A second run refuses: the primary now holds the database.
+    let again = rebuild::rebuild_primary(&args.config(&cli.topology).unwrap()).await;
+    assert_eq!(again.exit_code(), 9, "{again}");
+
+    // Converged again (replication user, replica settings), the lagging replica catches up.
+    nodes[1].with_state(|s| {
+        s.databases
+            .get_mut("appdb")
+            .unwrap()
+            .replication
+            .primary_host = cluster.host(0)
+    });
+    let converged = immudb_hook::reconcile::converge(&cluster.converge_config(
+        &cluster.replica_hosts(2),
+        20,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
+    assert_eq!(converged.exit_code(), 0, "{converged}");
+    write(&fresh, 8, 1);
+    caught_up(&fresh, &nodes[0]).await;
+    caught_up(&fresh, &nodes[1]).await;
+}
