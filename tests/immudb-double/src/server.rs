@@ -166,13 +166,14 @@ impl ImmuService for Service {
         let replication = Replication::default().merged(update);
         replication.validate(&name)?;
         let settings = Storage::default().merged(r.settings.as_ref(), false, &name)?;
-        let db = Database {
+        let mut db = Database {
             replication,
             loaded: true,
             effective: settings.clone(),
             settings,
             ..Default::default()
         };
+        db.start_replicator();
         let settings = State::settings_of(&db);
         state.databases.insert(name.clone(), db);
         Ok(Response::new(CreateDatabaseResponse {
@@ -210,6 +211,10 @@ impl ImmuService for Service {
         // Stored now; the running database keeps `effective` until it is loaded again.
         db.settings = db.settings.merged(r.settings.as_ref(), true, &name)?;
         db.replication = replication;
+        if update.is_some() {
+            // immudb stops the replicator and starts it again with the new settings.
+            db.start_replicator();
+        }
         Ok(Response::new(UpdateDatabaseResponse {
             database: name,
             settings: Some(State::settings_of(db)),
@@ -362,6 +367,40 @@ impl ImmuService for Service {
         Ok(Response::new(Entry { tx, key, value }))
     }
 
+    async fn use_database(
+        &self,
+        request: Request<Database_>,
+    ) -> Result<Response<UseDatabaseReply>, Status> {
+        self.gate().await?;
+        let mut state = self.state();
+        let (user, _) = state.caller(request.metadata())?;
+        let session = request
+            .metadata()
+            .get("sessionid")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let wanted = request.into_inner().database_name.to_ascii_lowercase();
+        let db = state
+            .databases
+            .get(&wanted)
+            .ok_or_else(|| Status::not_found(format!("'{wanted}' does not exist")))?;
+        if !db.loaded {
+            return Err(unknown(CLOSED));
+        }
+        if state.permission_on(&user, &wanted) == 0 {
+            return Err(Status::permission_denied(
+                "Logged in user does not have permission on this database",
+            ));
+        }
+        // A session now works on the chosen database; tokens stay bound to defaultdb here.
+        if let Some(binding) = session.and_then(|id| state.sessions.get_mut(&id)) {
+            binding.1 = wanted;
+        }
+        Ok(Response::new(UseDatabaseReply {
+            token: String::new(),
+        }))
+    }
+
     async fn keep_alive(&self, request: Request<()>) -> Result<Response<()>, Status> {
         self.gate().await?;
         self.state().caller(request.metadata())?;
@@ -397,6 +436,7 @@ impl ImmuService for Service {
             return Err(unknown(CLOSED));
         }
         db.loaded = false;
+        db.stop_replicator();
         Ok(Response::new(UnloadDatabaseResponse { database }))
     }
 
@@ -413,6 +453,7 @@ impl ImmuService for Service {
         }
         db.loaded = true;
         db.effective = db.settings.clone();
+        db.start_replicator();
         db.last_loaded = Some(std::time::Instant::now());
         Ok(Response::new(LoadDatabaseResponse { database }))
     }
@@ -447,3 +488,5 @@ impl ImmuService for Service {
 
 /// The generated `User` message, renamed here so it does not clash with the stored user.
 type User_ = crate::proto::User;
+/// The generated `Database` message (UseDatabase's argument), beside the stored database.
+type Database_ = crate::proto::Database;

@@ -8,6 +8,7 @@ use tonic::Status;
 
 use crate::ledger::Ledger;
 use crate::proto::{DatabaseNullableSettings, NullableBool};
+use crate::replicator::Replicator;
 use crate::rules::{self, unknown, Replication, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
 use crate::storage::Storage;
 
@@ -29,6 +30,7 @@ pub struct Database {
     pub effective: Storage,
     /// When LoadDatabase last loaded it, for tests that check the order of reloads.
     pub last_loaded: Option<std::time::Instant>,
+    pub replicator: Replicator,
 }
 
 impl Database {
