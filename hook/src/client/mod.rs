@@ -256,6 +256,7 @@ impl Client {
                     .map_err(|s| RpcError::from_status("UpdateDatabaseV2", s))?;
             }
             Action::ReloadDatabase { name } => self.reload_database(name).await?,
+            Action::LoadDatabase { name } => self.load_database(name).await?,
             Action::CreateUser {
                 user,
                 database,

@@ -1,6 +1,8 @@
 //! The pure part of the hook: what a node should look like, what it looks like, and the actions
 //! that close the gap. No I/O here, so every rule is unit-tested.
 
+pub mod health;
+pub mod lag;
 pub mod settings;
 
 use std::collections::BTreeMap;
@@ -155,6 +157,8 @@ pub enum Action {
     },
     /// UnloadDatabase then LoadDatabase: applies stored settings and restarts the replicator.
     ReloadDatabase { name: String },
+    /// LoadDatabase of an unloaded database.
+    LoadDatabase { name: String },
     /// The password comes from the desired state when the action is applied.
     CreateUser {
         user: String,
@@ -174,7 +178,8 @@ impl Action {
         match self {
             Action::CreateDatabase { name, .. }
             | Action::UpdateDatabase { name, .. }
-            | Action::ReloadDatabase { name } => name,
+            | Action::ReloadDatabase { name }
+            | Action::LoadDatabase { name } => name,
             Action::CreateUser { database, .. } | Action::GrantPermission { database, .. } => {
                 database
             }
