@@ -9,10 +9,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::agent::metrics;
 use crate::client::RpcError;
 use crate::config::{ApplySettings, Config, DatabaseReplication, Desired, Role, Secret, Topology};
+use crate::holdings::held_by_replicas;
 use crate::node::{self, converge_node};
-use crate::plan::{self, Action, Observed, PrimaryDesired, ReplicaDesired};
+use crate::plan::{self, Action, Observed};
 use crate::report::{Failure, Line, Outcome, Report};
 use crate::session::Session;
 use crate::wait::{self, ReadyNode, SystemResolver};
@@ -67,17 +69,6 @@ fn names(spec: &DatabaseReplication) -> Vec<String> {
     spec.databases.iter().map(|d| d.name.clone()).collect()
 }
 
-fn replica_desired(spec: &DatabaseReplication, grpc_port: u16) -> ReplicaDesired {
-    ReplicaDesired {
-        databases: spec.databases.clone(),
-        primary_host: spec.primary_host_for_replicas.clone(),
-        primary_port: u32::from(grpc_port),
-        replication_user: spec.replication.user.clone(),
-        replication_password: spec.replication.password.clone(),
-        options: spec.options.clone(),
-    }
-}
-
 /// A node that converged: its open session, what was applied, and its per-database outcomes.
 struct NodeRun {
     host: String,
@@ -104,6 +95,46 @@ async fn wait_for_catch_up(session: &Session, targets: &BTreeMap<String, u64>) -
     };
     session
         .call("catch-up", caught_up)
+        .await
+        .map_err(|(_, reason)| (Failure::NotReplicated, reason))
+}
+
+/// The Job is the release gate: a replica counts once immudb runs a replicator for each of its
+/// databases (the agent restarts one a version mismatch stopped; the Job waits for that).
+async fn wait_for_replicators(
+    session: &Session,
+    ready: &ReadyNode,
+    metrics_port: u16,
+    databases: &[String],
+) -> StepResult<()> {
+    // Replicas never serve TLS: immudb's replicator could not reach a TLS primary.
+    let http = crate::tls::http_client_builder(None, std::time::Duration::from_secs(2))
+        .build()
+        .map_err(|e| (Failure::NotReady, format!("HTTP client: {e}")))?;
+    let url = format!(
+        "http://{}/metrics",
+        std::net::SocketAddr::new(ready.address.ip(), metrics_port)
+    );
+    let replicating = || async {
+        let gauges = metrics::scrape_gauge(&http, &url, metrics::REPLICATORS)
+            .await
+            .map_err(|e| RpcError::pending("replicators", e))?;
+        match databases
+            .iter()
+            .find(|db| gauges.get(*db).is_none_or(|n| *n == 0))
+        {
+            None => Ok(()),
+            Some(db) => Err(RpcError::pending(
+                "replicators",
+                format!(
+                    "database '{db}' has no running replicator yet ({} is 0)",
+                    metrics::REPLICATORS
+                ),
+            )),
+        }
+    };
+    session
+        .call("replicating", replicating)
         .await
         .map_err(|(_, reason)| (Failure::NotReplicated, reason))
 }
@@ -139,16 +170,21 @@ async fn converge_on(
     };
     let converged = match role {
         Role::Primary => {
-            let desired = PrimaryDesired {
-                databases: spec.databases.clone(),
-                sync_acks: spec.sync_acks,
-                replication_user: spec.replication.user.clone(),
+            let desired = spec.primary_desired();
+            let observed = session
+                .call("observe", || session.client.observe(true))
+                .await?;
+            let creates = plan::health::creates_databases(&desired, &observed);
+            let held = if creates.is_empty() {
+                BTreeMap::new()
+            } else {
+                held_by_replicas(&config.topology, &config.admin, &creates).await
             };
-            let plan = |observed: &Observed| plan::plan_primary(&desired, observed);
+            let plan = |observed: &Observed| plan::plan_primary_guarded(&desired, observed, &held);
             converge_node(session, true, plan, &spec.replication.password).await?
         }
         Role::Replica => {
-            let desired = replica_desired(spec, config.topology.grpc_port);
+            let desired = spec.replica_desired(config.topology.grpc_port);
             let plan = |observed: &Observed| plan::plan_replica(&desired, observed);
             let converged = converge_node(session, false, plan, &Secret::default()).await?;
             let after = session
@@ -229,6 +265,11 @@ async fn run_replica(
     };
     let converged = async {
         let result = converge_on(config, &session, Role::Replica).await?;
+        let replicated: Vec<String> = match &config.desired {
+            Desired::Database(spec) => names(spec),
+            Desired::Systemdb { .. } => vec!["defaultdb".to_string()],
+        };
+        wait_for_replicators(&session, &ready, config.topology.metrics_port, &replicated).await?;
         if let Some(targets) = catch_up {
             wait_for_catch_up(&session, targets).await?;
         }

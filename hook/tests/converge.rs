@@ -487,3 +487,43 @@ async fn two_converges_racing_on_the_same_nodes_both_succeed() {
         );
     });
 }
+
+#[tokio::test]
+async fn a_primary_that_lost_a_database_a_replica_holds_is_not_given_an_empty_one() {
+    let cluster = Cluster::new();
+    let mut nodes = start_all(&cluster, 1).await;
+    let replicas = cluster.replica_hosts(1);
+    let config = cluster.converge_config(&replicas, 20, databases(&["appdb"]), &[]);
+    assert_eq!(converge(&config).await.exit_code(), 0);
+    nodes[0].with_state(|s| {
+        s.databases
+            .get_mut("appdb")
+            .unwrap()
+            .ledger
+            .commit(&[(b"k".to_vec(), b"v".to_vec())]);
+    });
+    let replica = &nodes[1];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while replica.with_state(|s| s.databases["appdb"].tx_count()) < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // The primary comes back on a new, empty volume.
+    drop(nodes.remove(0));
+    tokio::time::sleep(Duration::from_millis(100)).await; // the aborted server releases its ports
+    nodes.insert(0, cluster.start_node(0).await);
+    let report = converge(&cluster.converge_config(&replicas, 5, databases(&["appdb"]), &[])).await;
+    assert_eq!(report.exit_code(), 5, "{report}");
+    let (_, reason) = failure_of(&report, &cluster.host(0)).unwrap();
+    assert!(
+        reason.contains(&format!("replica {} holds 1 transactions", cluster.host(1))),
+        "{reason}"
+    );
+    assert!(reason.contains("rebuild the primary"), "{reason}");
+    assert!(
+        nodes[0].with_state(|s| !s.databases.contains_key("appdb")),
+        "nothing created"
+    );
+}

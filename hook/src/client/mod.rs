@@ -334,13 +334,15 @@ impl Client {
         ))
     }
 
-    /// Keeps an idle session from being reaped.
-    pub async fn keep_alive(&self) -> Result<(), RpcError> {
-        let request = self.request(());
+    /// Points the session at `database` (immudb keeps one database per session).
+    pub async fn use_database(&self, database: &str) -> Result<(), RpcError> {
+        let request = self.request(proto::Database {
+            database_name: database.to_string(),
+        });
         self.rpc()
-            .keep_alive(request)
+            .use_database(request)
             .await
-            .map_err(|s| RpcError::from_status("KeepAlive", s))?;
+            .map_err(|s| RpcError::from_status("UseDatabase", s))?;
         Ok(())
     }
 

@@ -42,6 +42,8 @@ pub enum Command {
     Restore(crate::backup::config::RestoreArgs),
     /// Copy each database from the most advanced replica into a new, empty primary.
     RebuildPrimary(crate::backup::config::RebuildArgs),
+    /// Run beside immudb in a pod: configure it, repair it, and decide whether it is Ready.
+    Agent(crate::agent::AgentArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -10,7 +10,9 @@ use serde_json::Value;
 
 use super::{check_database_name, check_user_name, reject, ConfigError, Credentials};
 use crate::plan::settings::{parse_duration, Kind};
-use crate::plan::{DesiredDatabase, ReplicaOptions, Setting, StorageSettings};
+use crate::plan::{
+    DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions, Setting, StorageSettings,
+};
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -136,6 +138,29 @@ pub struct DatabaseReplication {
     pub sync_acks: Option<u32>,
     pub options: ReplicaOptions,
     pub apply_settings: ApplySettings,
+}
+
+impl DatabaseReplication {
+    /// The primary's side of the spec.
+    pub fn primary_desired(&self) -> PrimaryDesired {
+        PrimaryDesired {
+            databases: self.databases.clone(),
+            sync_acks: self.sync_acks,
+            replication_user: self.replication.user.clone(),
+        }
+    }
+
+    /// Every replica's side: replica databases of the primary, reached on `grpc_port`.
+    pub fn replica_desired(&self, grpc_port: u16) -> ReplicaDesired {
+        ReplicaDesired {
+            databases: self.databases.clone(),
+            primary_host: self.primary_host_for_replicas.clone(),
+            primary_port: u32::from(grpc_port),
+            replication_user: self.replication.user.clone(),
+            replication_password: self.replication.password.clone(),
+            options: self.options.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -206,6 +206,12 @@ pub enum Conflict {
         database: String,
         differs: FixedSettingDiffers,
     },
+    #[error("database '{database}' is missing on the primary while replica {replica} holds {transactions} transactions of it: the primary lost it; rebuild the primary from that replica (docs/disaster-recovery.md) instead of creating it empty")]
+    LostOnPrimary {
+        database: String,
+        replica: String,
+        transactions: u64,
+    },
     #[error("defaultdb is not replicating from '{expected}' (replica={replica}, primary host '{actual}'); check the replica's IMMUDB_REPLICATION_* env")]
     NotASystemdbReplica {
         expected: String,
@@ -309,6 +315,27 @@ pub fn plan_primary(
         database: db.name.clone(),
         permission: PERMISSION_ADMIN,
     }));
+    Ok(actions)
+}
+
+/// [`plan_primary`], refusing to create a database that a replica still holds (see `held`).
+pub fn plan_primary_guarded(
+    desired: &PrimaryDesired,
+    observed: &Observed,
+    held: &BTreeMap<String, (String, u64)>,
+) -> Result<Vec<Action>, Conflict> {
+    let actions = plan_primary(desired, observed)?;
+    for action in &actions {
+        if let Action::CreateDatabase { name, .. } = action {
+            if let Some((replica, transactions)) = held.get(name) {
+                return Err(Conflict::LostOnPrimary {
+                    database: name.clone(),
+                    replica: replica.clone(),
+                    transactions: *transactions,
+                });
+            }
+        }
+    }
     Ok(actions)
 }
 

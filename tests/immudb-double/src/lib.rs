@@ -34,8 +34,8 @@ pub use server::Faults;
 pub use state::{Database, State, User, ADMIN_USER};
 
 /// How replicas find their primary: `host:port` as written in a replica's settings → that node.
-/// `host:port` → (version, state) of every running node.
-type Registry = HashMap<String, (String, Arc<Mutex<State>>)>;
+/// `host:port` → the state of every running node.
+type Registry = HashMap<String, Arc<Mutex<State>>>;
 
 #[derive(Clone, Default)]
 pub struct Network {
@@ -43,9 +43,9 @@ pub struct Network {
 }
 
 impl Network {
-    fn register(&self, host: &str, port: u16, version: &str, state: Arc<Mutex<State>>) {
+    fn register(&self, host: &str, port: u16, state: Arc<Mutex<State>>) {
         let mut nodes = self.nodes.lock().expect("network lock");
-        nodes.insert(format!("{host}:{port}"), (version.to_string(), state));
+        nodes.insert(format!("{host}:{port}"), state);
     }
 
     fn unregister(&self, host: &str, port: u16) {
@@ -55,7 +55,7 @@ impl Network {
             .remove(&format!("{host}:{port}"));
     }
 
-    fn find(&self, host: &str, port: u32) -> Option<(String, Arc<Mutex<State>>)> {
+    fn find(&self, host: &str, port: u32) -> Option<Arc<Mutex<State>>> {
         self.nodes
             .lock()
             .expect("network lock")
@@ -122,6 +122,7 @@ impl Node {
     /// Binds both ports and starts serving; returns once the node accepts connections.
     pub async fn start(options: NodeOptions, network: &Network) -> std::io::Result<Node> {
         let mut state = State::new(&options.admin_password);
+        state.version.clone_from(&options.version);
         if let Some((host, port)) = &options.server_replica_of {
             state.server_replica = true;
             let defaultdb = state.databases.get_mut("defaultdb").expect("defaultdb");
@@ -132,6 +133,9 @@ impl Node {
                 primary_port: u32::from(*port),
                 primary_username: ADMIN_USER.into(),
                 primary_password: options.admin_password.clone(),
+                // IMMUDB_REPLICATION_* defaults.
+                prefetch_tx_buffer_size: rules::DEFAULT_PREFETCH_TX_BUFFER_SIZE,
+                replication_commit_concurrency: rules::DEFAULT_REPLICATION_COMMIT_CONCURRENCY,
                 ..Default::default()
             };
             defaultdb.start_replicator();
@@ -145,7 +149,6 @@ impl Node {
         let service = server::Service {
             state: state.clone(),
             faults: faults.clone(),
-            version: options.version.clone(),
             max_sessions: options.max_sessions,
         };
         let grpc_listener = TcpListener::bind(options.grpc).await?;
@@ -170,14 +173,12 @@ impl Node {
         let replicator = tokio::spawn(replicator::run(
             state.clone(),
             network.clone(),
-            options.version.clone(),
             options.replication_interval,
             options.replication_idle_max,
         ));
         network.register(
             &options.grpc.ip().to_string(),
             options.grpc.port(),
-            &options.version,
             state.clone(),
         );
         Ok(Node {

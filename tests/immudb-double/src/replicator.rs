@@ -60,15 +60,13 @@ enum Fetch {
 }
 
 fn fetch(network: &Network, version: &str, settings: &Replication, have: u64) -> Fetch {
-    let Some((primary_version, primary)) =
-        network.find(&settings.primary_host, settings.primary_port)
-    else {
+    let Some(primary) = network.find(&settings.primary_host, settings.primary_port) else {
         return Fetch::Failed("connection refused".into());
     };
-    if primary_version != version {
+    let primary = primary.lock().expect("double state lock");
+    if primary.version != version {
         return Fetch::VersionMismatch;
     }
-    let primary = primary.lock().expect("double state lock");
     let allowed = primary
         .users
         .get(&settings.primary_username)
@@ -98,26 +96,21 @@ fn fetch(network: &Network, version: &str, settings: &Replication, have: u64) ->
 }
 
 /// One round over every running replicator of `state`.
-fn round(
-    state: &Mutex<State>,
-    network: &Network,
-    version: &str,
-    base: Duration,
-    idle_max: Duration,
-) {
+fn round(state: &Mutex<State>, network: &Network, base: Duration, idle_max: Duration) {
     let now = Instant::now();
-    let due: Vec<(String, Replication, u64)> = {
+    let (version, due): (String, Vec<(String, Replication, u64)>) = {
         let state = state.lock().expect("double state lock");
-        state
+        let due = state
             .databases
             .iter()
             .filter(|(_, db)| db.replicator.running)
             .filter(|(_, db)| db.replicator.next_attempt.is_none_or(|at| at <= now))
             .map(|(name, db)| (name.clone(), db.replication.clone(), db.tx_count()))
-            .collect()
+            .collect();
+        (state.version.clone(), due)
     };
     for (name, settings, have) in due {
-        let fetched = fetch(network, version, &settings, have);
+        let fetched = fetch(network, &version, &settings, have);
         let mut state = state.lock().expect("double state lock");
         let server_replica = state.server_replica;
         let Some(db) = state.databases.get_mut(&name) else {
@@ -173,13 +166,12 @@ fn round(
 pub(crate) async fn run(
     state: Arc<Mutex<State>>,
     network: Network,
-    version: String,
     base: Duration,
     idle_max: Duration,
 ) {
     loop {
         tokio::time::sleep(base).await;
-        round(&state, &network, &version, base, idle_max);
+        round(&state, &network, base, idle_max);
     }
 }
 

@@ -30,7 +30,6 @@ pub struct Faults {
 pub struct Service {
     pub state: Arc<Mutex<State>>,
     pub faults: Arc<Faults>,
-    pub version: String,
     pub max_sessions: usize,
 }
 
@@ -130,7 +129,7 @@ impl ImmuService for Service {
         let state = self.state();
         let visible = state.databases.len() as i32;
         Ok(Response::new(ServerInfoResponse {
-            version: self.version.clone(),
+            version: state.version.clone(),
             started_at: 0,
             num_transactions: state.databases.values().map(|d| d.tx_count() as i64).sum(),
             num_databases: visible,

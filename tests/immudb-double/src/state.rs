@@ -56,6 +56,8 @@ pub struct State {
     pub(crate) tokens: HashMap<String, String>,
     /// Set in systemdb replication mode: the whole server is a read-only replica.
     pub server_replica: bool,
+    /// The immudb version ServerInfo reports; a test may change it, as an image change would.
+    pub version: String,
 }
 
 impl State {
