@@ -367,8 +367,10 @@ pub fn assess_primary(
     let mut repairs = Vec::new();
     for action in actions {
         let name = action.database().to_string();
+        // Nothing is made for a lost database, its replication user's grant included.
+        let lost = held.contains_key(&name) && observed.database(&name).is_none();
         match &action {
-            Action::CreateDatabase { .. } if held.contains_key(&name) => {}
+            _ if lost => {}
             Action::CreateDatabase { .. } => repairs.push((action, Repair::Created)),
             Action::UpdateDatabase { .. } => {
                 let remembered = memory.databases.entry(name).or_default();

@@ -182,3 +182,97 @@ pub fn target(node: &Node) -> Target {
         tls: None,
     }
 }
+
+pub const AGENT_PORT: u16 = 9498;
+
+/// An agent running in the test's runtime; dropping it stops it.
+pub struct RunningAgent {
+    pub address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RunningAgent {
+    /// GET `path` on the agent's port: (status code, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.address);
+        let http = immudb_hook::tls::http_client_builder(None, Duration::from_secs(2))
+            .build()
+            .unwrap();
+        match http.get(&url).send().await {
+            Ok(response) => (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            ),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    pub async fn ready(&self) -> bool {
+        self.get("/readyz").await.0 == 200
+    }
+
+    /// The value of one metric line (`name{labels}` exactly as rendered), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await;
+        body.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+impl Cluster {
+    /// An agent for node `node` (0 is the primary) with fast test timings.
+    pub fn agent(
+        &self,
+        node: u8,
+        replicas: &[String],
+        spec: serde_json::Value,
+        extra: &[&str],
+    ) -> RunningAgent {
+        let role = if node == 0 { "primary" } else { "replica" };
+        let address = SocketAddr::new(self.ip(node), AGENT_PORT);
+        let spec_flag = format!("--spec-file={}", self.write_spec(&spec));
+        let mut flags = vec![
+            format!("--role={role}"),
+            spec_flag,
+            format!("--replication-password-file={}", self.path("replication")),
+            format!("--listen={address}"),
+            format!("--local-address={}", self.ip(node)),
+            "--poll-interval=100ms".into(),
+            "--max-lag=2s".into(),
+            "--drift-grace=1s".into(),
+        ];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let cli = self.cli(replicas, 20, "agent", &flags);
+        let Command::Agent(args) = &cli.command else {
+            unreachable!()
+        };
+        let config = args.config(&cli.topology).expect("valid agent config");
+        let task = tokio::spawn(async move {
+            let _ = immudb_hook::agent::run(config).await;
+        });
+        RunningAgent { address, task }
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -198,6 +198,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.faults
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.network.unregister(
             &self.options.grpc.ip().to_string(),
             self.options.grpc.port(),

@@ -2,7 +2,7 @@
 //! each enforcing the rules a real immudb enforces.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ pub struct Faults {
     /// When set, exportTx serves this many more transactions, then fails every call with
     /// Internal (a source that dies in the middle of a backup).
     pub failing_exports_after: Mutex<Option<usize>>,
+    /// Set when the node is dropped: connections still open answer as a dead process would.
+    pub stopped: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -35,6 +37,9 @@ pub struct Service {
 
 impl Service {
     pub(crate) async fn gate(&self) -> Result<(), Status> {
+        if self.faults.stopped.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("the server is stopped"));
+        }
         if !self.faults.latency.is_zero() {
             tokio::time::sleep(self.faults.latency).await;
         }
