@@ -187,11 +187,13 @@ checkov.io/skip{{ add1 $i }}: {{ printf "%s=%s" $id (get $reasons $id) | quote }
 {{- if and .Values.immudb.s3.enabled (not .Values.immudb.s3.existingSecret) -}}
 {{- fail "immudb.s3.enabled=true needs immudb.s3.existingSecret with the S3 credentials" -}}
 {{- end -}}
+{{- include "immudb.backup.validate" . -}}
 {{- end -}}
 
 {{/*
 The hook's pod: the topology as env (declarative), passwords as files from the Secret, restricted.
-Called with (dict "ctx" $ "component" "hook"|"test" "args" (list ...) "env" (list ...)).
+Called with (dict "ctx" $ "component" "hook"|"test"|"backup"|"restore" "args" (list ...) "env" (list ...)),
+optionally "volumes", "volumeMounts" (lists) and "resources" (default hook.resources).
 */}}
 {{- define "immudb.hook.podSpec" -}}
 {{- $ctx := .ctx -}}
@@ -243,7 +245,7 @@ containers:
       {{- toYaml . | nindent 6 }}
       {{- end }}
     resources:
-      {{- toYaml $values.hook.resources | nindent 6 }}
+      {{- toYaml (.resources | default $values.hook.resources) | nindent 6 }}
     volumeMounts:
       - name: passwords
         mountPath: /var/run/secrets/immudb
@@ -258,12 +260,18 @@ containers:
         readOnly: true
       - name: tmp
         mountPath: /tmp
+      {{- with .volumeMounts }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
 volumes:
   - name: tmp
     emptyDir: {}
   - name: spec
     configMap:
       name: {{ include "immudb.specName" $ctx }}
+  {{- with .volumes }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
   - name: passwords
     secret:
       secretName: {{ include "immudb.secretName" $ctx }}

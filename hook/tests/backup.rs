@@ -586,3 +586,51 @@ async fn rebuild_primary_copies_the_most_advanced_replica() {
     caught_up(&fresh, &nodes[0]).await;
     caught_up(&fresh, &nodes[1]).await;
 }
+
+#[tokio::test]
+async fn retention_keeps_the_newest_chains_and_never_the_only_one() {
+    let cluster = Cluster::new();
+    let nodes = seeded(&cluster, 0, 2).await;
+    let dir = backup_dir(&cluster);
+    let flag = dir_flag(&dir);
+    let chains = || {
+        let mut ids: Vec<String> = std::fs::read_dir(dir.join("appdb"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    for round in 0..3u8 {
+        write(&nodes[0], 10 + round, 1);
+        let report = backup_report_of(
+            &cluster,
+            &[],
+            &[&flag, "--databases=appdb", "--full", "--keep-chains=2"],
+        )
+        .await;
+        assert_eq!(report.exit_code(), 0, "{report}");
+    }
+    let kept = chains();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let report = backup_report_of(
+        &cluster,
+        &[],
+        &[&flag, "--databases=appdb", "--keep-chains=1"],
+    )
+    .await;
+    assert!(
+        completed(&report)[0].contains(&format!("retention deleted chain(s) {}", kept[0])),
+        "{report}"
+    );
+    assert_eq!(chains(), [kept[1].clone()], "the newest chain stays");
+    let target = Cluster::new();
+    let node = target.start_node(0).await;
+    assert_eq!(
+        restore_into(&target, &[&flag, "--databases=appdb"])
+            .await
+            .exit_code(),
+        0
+    );
+    assert_eq!(state_of(&node, "appdb"), state_of(&nodes[0], "appdb"));
+}

@@ -33,7 +33,26 @@ TLS_STANDALONE = {
     "ingress": {"enabled": True},
     "metrics": {"serviceMonitor": {"enabled": True}},
 }
-SCENARIOS = {**CI_SCENARIOS, **MATRIX, "tls-standalone": TLS_STANDALONE}
+# Backups to S3 and a restore at install: their Jobs cannot run under chart-testing without an S3
+# server or a backup to restore, so they are scenarios here only.
+BACKUP_S3 = {
+    "backup": {
+        "enabled": True,
+        "destination": {
+            "type": "s3",
+            "s3": {"endpoint": "http://minio.storage:9000", "bucket": "immudb-backups", "pathStyle": True,
+                   "existingSecret": "backup-s3"},
+        },
+        "networkPolicy": {"s3Peers": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+    },
+}
+RESTORE_AT_INSTALL = {
+    "replication": {"databases": ["appdb", "audit"]},
+    "backup": {"destination": {"pvc": {"existingClaim": "old-release-backup"}}},
+    "restore": {"enabled": True},
+}
+SCENARIOS = {**CI_SCENARIOS, **MATRIX, "tls-standalone": TLS_STANDALONE, "backup-s3": BACKUP_S3,
+             "restore-at-install": RESTORE_AT_INSTALL}
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,6 +103,9 @@ def pod_specs(objects):
     for o in objects:
         if o["kind"] in ("StatefulSet", "Deployment", "Job"):
             template = o["spec"]["template"]
+            yield o, template["spec"], template["metadata"].get("labels", {})
+        elif o["kind"] == "CronJob":
+            template = o["spec"]["jobTemplate"]["spec"]["template"]
             yield o, template["spec"], template["metadata"].get("labels", {})
         elif o["kind"] == "Pod":
             yield o, o["spec"], o["metadata"].get("labels", {})

@@ -146,7 +146,18 @@ async fn plan_start(config: &BackupConfig, storage: &Storage, database: &str) ->
             })?;
             (newest.id.clone(), Chain::after(last.last_tx, alh))
         }
-        None => (catalog::chain_id(now), Chain::genesis()),
+        None => {
+            // Two chains started in the same second get distinct ids that still sort by time.
+            let base = catalog::chain_id(now);
+            let mut id = base.clone();
+            for n in 2.. {
+                if !existing.iter().any(|c| c.id == id) {
+                    break;
+                }
+                id = format!("{base}-{n}");
+            }
+            (id, Chain::genesis())
+        }
     };
     Ok(Start {
         chain_id,
@@ -181,9 +192,19 @@ async fn backup_database(
     )
     .await;
     session.close().await;
-    result
+    let (mut summary, chains) = result?;
+    let deleted = apply_retention(config, storage, database, &chains).await?;
+    if !deleted.is_empty() {
+        summary.push_str(&format!(
+            "; retention deleted chain(s) {}",
+            deleted.join(", ")
+        ));
+    }
+    Ok(summary)
 }
 
+/// Streams what the source has beyond the chain; returns what it did and the chains now at the
+/// destination.
 async fn transfer(
     config: &BackupConfig,
     storage: &Storage,
@@ -192,7 +213,7 @@ async fn transfer(
     host: &str,
     database: &str,
     start: Start,
-) -> StepResult<String> {
+) -> StepResult<(String, Vec<catalog::Chain>)> {
     let timeout = config.timeout;
     let state = call(timeout, "CurrentState", || client.current_state()).await?;
     let Start {
@@ -208,10 +229,11 @@ async fn transfer(
                 backed_up_tx = chain.last_id,
                 "the source is behind the backup"
             );
-            return Ok(format!(
+            let summary = format!(
                 "nothing written: {host} holds tx 1..{} but chain {chain_id} already holds tx 1..{} (the source lags)",
                 state.tx_id, chain.last_id
-            ));
+            );
+            return Ok((summary, existing));
         }
         // The destination must hold this source's history before anything is appended to it.
         let header = call(timeout, "TxById", || client.tx_header(chain.last_id)).await?;
@@ -226,7 +248,8 @@ async fn transfer(
         }
     }
     if state.tx_id < first {
-        return Ok(format!("up to date at tx {}, nothing written", state.tx_id));
+        let summary = format!("up to date at tx {}, nothing written", state.tx_id);
+        return Ok((summary, existing));
     }
     let prev_alh = chain.last_alh;
     let key = catalog::object_key(database, &chain_id, first, state.tx_id);
@@ -279,18 +302,11 @@ async fn transfer(
             manifests: vec![manifest.clone()],
         }),
     }
-    let deleted = apply_retention(config, storage, database, &chains).await?;
-    let mut summary = format!(
+    let summary = format!(
         "backed up tx {first}..{} ({} records, {bytes} bytes) into {key}; last Alh {}",
         state.tx_id, manifest.records, manifest.last_alh
     );
-    if !deleted.is_empty() {
-        summary.push_str(&format!(
-            "; retention deleted chain(s) {}",
-            deleted.join(", ")
-        ));
-    }
-    Ok(summary)
+    Ok((summary, chains))
 }
 
 /// Streams transactions `first..=state.tx_id` into `writer`; returns (bytes, SHA-256 hex).

@@ -50,8 +50,9 @@ impl Storage {
         let (store, name): (Arc<dyn ObjectStore>, String) = match &config.destination {
             Destination::Dir(dir) => {
                 let name = format!("directory {}", dir.display());
-                let store =
-                    LocalFileSystem::new_with_prefix(dir).map_err(|e| fail(name.clone(), e))?;
+                let store = LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| fail(name.clone(), e))?
+                    .with_automatic_cleanup(true);
                 (Arc::new(store), name)
             }
             Destination::S3(s3) => {
