@@ -21,6 +21,7 @@
 {{- define "immudb.primary.headless" -}}{{ include "immudb.primary.fullname" . }}-hl{{- end -}}
 {{- define "immudb.read.headless" -}}{{ include "immudb.read.fullname" . }}-hl{{- end -}}
 {{- define "immudb.secretName" -}}{{ .Values.auth.existingSecret | default (printf "%s-auth" (include "immudb.fullname" .)) }}{{- end -}}
+{{- define "immudb.specName" -}}{{ include "immudb.fullname" . }}-spec{{- end -}}
 {{- define "immudb.serviceAccountName" -}}{{ include "immudb.fullname" . }}{{- end -}}
 
 {{/* The DNS name replicas replicate from and the hook dials: the primary pod's stable name. */}}
@@ -143,6 +144,25 @@ checkov.io/skip{{ add1 $i }}: {{ printf "%s=%s" $id (get $reasons $id) | quote }
 {{- if and (eq .Values.replication.mode "database") (not .Values.replication.databases) -}}
 {{- fail "replication.databases is empty: database mode needs at least one database" -}}
 {{- end -}}
+{{- $repl := .Values.replication -}}
+{{- $names := list -}}
+{{- range $repl.databases -}}
+{{- if kindIs "string" . -}}
+{{- $names = append $names . -}}
+{{- else -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- end -}}
+{{- if has $repl.canaryDatabase $names -}}
+{{- fail (printf "replication.canaryDatabase=%s is also in replication.databases: helm test writes into the canary, never into a user database; choose another name" $repl.canaryDatabase) -}}
+{{- end -}}
+{{- include "immudb.validateSettings" (dict "where" "databaseSettings" "settings" .Values.databaseSettings "commitConcurrency" $repl.commitConcurrency) -}}
+{{- range $repl.databases -}}
+{{- if kindIs "map" . -}}
+{{- $effective := merge (dict) (include "immudb.settings" (.settings | default dict) | fromJson) (include "immudb.settings" $.Values.databaseSettings | fromJson) -}}
+{{- include "immudb.validateSettings" (dict "where" (printf "replication.databases[%s].settings" .name) "settings" $effective "commitConcurrency" $repl.commitConcurrency) -}}
+{{- end -}}
+{{- end -}}
 {{- if and (eq .Values.replication.mode "systemdb") .Values.replication.sync.enabled -}}
 {{- fail "replication.sync.enabled=true with replication.mode=systemdb: synchronous replication is per database; use mode database" -}}
 {{- end -}}
@@ -215,6 +235,8 @@ containers:
         value: /var/run/secrets/immudb/admin-password
       - name: IMMUDB_HOOK_LOG_FORMAT
         value: {{ $values.hook.logFormat }}
+      - name: IMMUDB_HOOK_SPEC_FILE
+        value: /etc/immudb-hook/spec.json
       {{- if $values.immudb.tls.enabled }}
       - name: IMMUDB_HOOK_TLS_CA_FILE
         value: /var/run/secrets/immudb-tls/ca.crt
@@ -233,6 +255,9 @@ containers:
         mountPath: /var/run/secrets/immudb-tls
         readOnly: true
       {{- end }}
+      - name: spec
+        mountPath: /etc/immudb-hook
+        readOnly: true
       - name: tmp
         mountPath: /tmp
       {{- with .volumeMounts }}
@@ -241,6 +266,9 @@ containers:
 volumes:
   - name: tmp
     emptyDir: {}
+  - name: spec
+    configMap:
+      name: {{ include "immudb.specName" $ctx }}
   {{- with .volumes }}
   {{- toYaml . | nindent 2 }}
   {{- end }}

@@ -1,13 +1,17 @@
 //! The immudb replication hook: waits for an immudb primary and its replicas, then converges them to
 //! the declared replication topology. `main.rs` is the thin command-line edge.
 
+pub mod agent;
 pub mod backup;
 pub mod client;
 pub mod config;
+pub mod holdings;
+pub mod node;
 pub mod plan;
 pub mod reconcile;
 pub mod report;
 pub mod retry;
+pub mod session;
 pub mod tls;
 pub mod verify;
 pub mod wait;

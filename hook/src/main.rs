@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use immudb_hook::backup::{rebuild, restore, run as backup};
 use immudb_hook::config::{Cli, Command, LogFormat};
 use immudb_hook::report::{Report, EXIT_CONFIG};
-use immudb_hook::{reconcile, verify};
+use immudb_hook::{agent, reconcile, verify};
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IMMUDB_HOOK_LOG")
@@ -27,6 +27,11 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(cli: Cli) -> anyhow::Result<Report> {
     let report = match &cli.command {
+        Command::Converge(args) if args.check => {
+            let config = args.config(&cli.topology)?;
+            println!("{}", config.desired.describe());
+            Report::checked()
+        }
         Command::Converge(args) => {
             let config = args.config(&cli.topology)?;
             tracing::info!(
@@ -57,6 +62,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             tracing::info!(databases = ?config.databases, "rebuilding the primary");
             rebuild::rebuild_primary(&config).await
         }
+        Command::Agent(args) => match agent::run(args.config(&cli.topology)?).await? {},
     };
     Ok(report)
 }

@@ -1,5 +1,6 @@
-//! The I/O around the plan: wait for every node at once, converge the primary, then converge each
-//! replica as soon as it is ready, and report per node and database.
+//! The Job (`converge`): wait for every node at once, converge the primary, then each replica as
+//! soon as it is ready; with `applySettings: immediately`, reload changed databases one node at a
+//! time; report per node and database. Sessions stay open for the whole run and close at the end.
 
 use std::collections::BTreeMap;
 
@@ -8,14 +9,19 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::client::{Client, RpcError};
-use crate::config::{Config, Credentials, DatabaseReplication, Desired, Role, Secret, Topology};
-use crate::plan::{self, Action, Observed, PrimaryDesired, ReplicaDesired};
+use crate::agent::metrics;
+use crate::client::RpcError;
+use crate::config::{ApplySettings, Config, DatabaseReplication, Desired, Role, Secret, Topology};
+use crate::holdings::held_by_replicas;
+use crate::node::{self, converge_node};
+use crate::plan::{self, Action, Observed};
 use crate::report::{Failure, Line, Outcome, Report};
-use crate::retry::{self, Retried};
+use crate::session::Session;
 use crate::wait::{self, ReadyNode, SystemResolver};
 
 type Waiting = JoinHandle<Result<ReadyNode, String>>;
+type Outcomes = Vec<(String, Outcome)>;
+type StepResult<T> = Result<T, (Failure, String)>;
 
 /// Starts waiting for every node concurrently, each in its own span.
 pub fn spawn_waits(topology: &Topology, deadline: Instant) -> (Waiting, Vec<(String, Waiting)>) {
@@ -43,86 +49,11 @@ pub async fn joined(waiting: Waiting) -> Result<ReadyNode, String> {
         .unwrap_or_else(|e| Err(format!("waiting task failed: {e}")))
 }
 
-/// A failed step: a permanent refusal fails fast, a transient error that outlasted the deadline
-/// counts as "not ready".
-pub fn step_failed(step: &str, error: Retried<RpcError>) -> (Failure, String) {
-    let failure = match &error {
-        Retried::Failed(_) => Failure::Rejected,
-        Retried::Deadline { .. } => Failure::NotReady,
-    };
-    (failure, format!("{step}: {error}"))
+pub fn node_span(role: Role, host: &str) -> tracing::Span {
+    tracing::info_span!("node", %role, host = %host)
 }
 
-/// One node's session for the whole run; closed at the end whatever happened.
-pub struct Session {
-    pub client: Client,
-    deadline: Instant,
-}
-
-impl Session {
-    pub async fn open(
-        ready: &ReadyNode,
-        who: &Credentials,
-        database: &str,
-        deadline: Instant,
-    ) -> Result<Session, (Failure, String)> {
-        // The connection that answered the readiness checks.
-        let client = retry::until(deadline, || ready.client.open_session(who, database))
-            .await
-            .map_err(|e| step_failed("open session", e))?;
-        Ok(Session { client, deadline })
-    }
-
-    pub async fn call<T, F, Fut>(&self, step: &str, call: F) -> Result<T, (Failure, String)>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, RpcError>>,
-    {
-        retry::until(self.deadline, call)
-            .await
-            .map_err(|e| step_failed(step, e))
-    }
-
-    pub async fn close(self) {
-        if let Err(error) = self.client.close_session().await {
-            tracing::warn!(%error, "could not close the session; immudb reaps it after a few minutes");
-        }
-    }
-}
-
-/// Applies `actions` in order and returns the outcome for each database in `databases`.
-async fn apply(
-    session: &Session,
-    databases: &[String],
-    actions: &[Action],
-    password: &Secret,
-) -> Result<Vec<(String, Outcome)>, (Failure, String)> {
-    for action in actions {
-        tracing::info!(?action, "applying");
-        session
-            .call("apply", || session.client.apply(action, password))
-            .await?;
-    }
-    Ok(databases
-        .iter()
-        .map(|db| {
-            let touching: Vec<&Action> = actions.iter().filter(|a| a.database() == db).collect();
-            let outcome = if touching
-                .iter()
-                .any(|a| matches!(a, Action::CreateDatabase { .. }))
-            {
-                Outcome::Created
-            } else if touching.is_empty() {
-                Outcome::Unchanged
-            } else {
-                Outcome::Updated
-            };
-            (db.clone(), outcome)
-        })
-        .collect())
-}
-
-fn lines(role: Role, host: &str, outcomes: Vec<(String, Outcome)>) -> Vec<Line> {
+fn lines(role: Role, host: &str, outcomes: Outcomes) -> Vec<Line> {
     outcomes
         .into_iter()
         .map(|(database, outcome)| Line {
@@ -134,73 +65,21 @@ fn lines(role: Role, host: &str, outcomes: Vec<(String, Outcome)>) -> Vec<Line> 
         .collect()
 }
 
-/// The primary's databases and replication user. Returns each database's transaction count as
-/// observed before any change, the catch-up target.
-async fn converge_primary(
-    session: &Session,
-    spec: &DatabaseReplication,
-) -> Result<(Vec<(String, Outcome)>, BTreeMap<String, u64>), (Failure, String)> {
-    let observed = session
-        .call("observe", || session.client.observe(true))
-        .await?;
-    let desired = PrimaryDesired {
-        databases: spec.databases.clone(),
-        sync_acks: spec.sync_acks,
-        replication_user: spec.replication.user.clone(),
-    };
-    let actions = plan::plan_primary(&desired, &observed)
-        .map_err(|conflict| (Failure::Rejected, conflict.to_string()))?;
-    tracing::info!(actions = actions.len(), "planned");
-    let outcomes = apply(
-        session,
-        &spec.databases,
-        &actions,
-        &spec.replication.password,
-    )
-    .await?;
-    let tx_counts = observed
-        .databases
-        .iter()
-        .map(|d| (d.name.clone(), d.tx_count))
-        .collect();
-    Ok((outcomes, tx_counts))
+fn names(spec: &DatabaseReplication) -> Vec<String> {
+    spec.databases.iter().map(|d| d.name.clone()).collect()
 }
 
-async fn converge_replica(
-    session: &Session,
-    desired: &ReplicaDesired,
-    catch_up: Option<&BTreeMap<String, u64>>,
-) -> Result<Vec<(String, Outcome)>, (Failure, String)> {
-    let observed = session
-        .call("observe", || session.client.observe(false))
-        .await?;
-    let actions = plan::plan_replica(desired, &observed)
-        .map_err(|conflict| (Failure::Rejected, conflict.to_string()))?;
-    tracing::info!(actions = actions.len(), "planned");
-    let mut outcomes = apply(session, &desired.databases, &actions, &Secret::default()).await?;
-    let after = session
-        .call("verify", || session.client.observe(false))
-        .await?;
-    for (database, problem) in plan::replica_problems(desired, &after) {
-        let outcome = outcomes.iter_mut().find(|(db, _)| *db == database);
-        if let Some((_, outcome)) = outcome {
-            *outcome = Outcome::Failed {
-                failure: Failure::Rejected,
-                reason: problem,
-            };
-        }
-    }
-    if let Some(targets) = catch_up {
-        wait_for_catch_up(session, targets).await?;
-    }
-    Ok(outcomes)
+/// A node that converged: its open session, what was applied, and its per-database outcomes.
+struct NodeRun {
+    host: String,
+    role: Role,
+    session: Session,
+    applied: Vec<Action>,
+    outcomes: Outcomes,
 }
 
 /// Polls until the replica holds at least the primary's transaction count for every database.
-async fn wait_for_catch_up(
-    session: &Session,
-    targets: &BTreeMap<String, u64>,
-) -> Result<(), (Failure, String)> {
+async fn wait_for_catch_up(session: &Session, targets: &BTreeMap<String, u64>) -> StepResult<()> {
     let behind = |observed: &Observed| -> Option<String> {
         targets.iter().find_map(|(db, target)| {
             let have = observed.database(db).map_or(0, |d| d.tx_count);
@@ -220,12 +99,48 @@ async fn wait_for_catch_up(
         .map_err(|(_, reason)| (Failure::NotReplicated, reason))
 }
 
-/// systemdb mode: the primary must be writable and every replica's defaultdb must replicate it.
-async fn check_systemdb(
+/// The Job is the release gate: a replica counts once immudb runs a replicator for each of its
+/// databases (the agent restarts one a version mismatch stopped; the Job waits for that).
+async fn wait_for_replicators(
     session: &Session,
-    role: Role,
-    primary_host: &str,
-) -> Result<Vec<(String, Outcome)>, (Failure, String)> {
+    ready: &ReadyNode,
+    metrics_port: u16,
+    databases: &[String],
+) -> StepResult<()> {
+    // Replicas never serve TLS: immudb's replicator could not reach a TLS primary.
+    let http = crate::tls::http_client_builder(None, std::time::Duration::from_secs(2))
+        .build()
+        .map_err(|e| (Failure::NotReady, format!("HTTP client: {e}")))?;
+    let url = format!(
+        "http://{}/metrics",
+        std::net::SocketAddr::new(ready.address.ip(), metrics_port)
+    );
+    let replicating = || async {
+        let gauges = metrics::scrape_gauge(&http, &url, metrics::REPLICATORS)
+            .await
+            .map_err(|e| RpcError::pending("replicators", e))?;
+        match databases
+            .iter()
+            .find(|db| gauges.get(*db).is_none_or(|n| *n == 0))
+        {
+            None => Ok(()),
+            Some(db) => Err(RpcError::pending(
+                "replicators",
+                format!(
+                    "database '{db}' has no running replicator yet ({} is 0)",
+                    metrics::REPLICATORS
+                ),
+            )),
+        }
+    };
+    session
+        .call("replicating", replicating)
+        .await
+        .map_err(|(_, reason)| (Failure::NotReplicated, reason))
+}
+
+/// systemdb mode: the primary must be writable and every replica's defaultdb must replicate it.
+async fn check_systemdb(session: &Session, role: Role, primary_host: &str) -> StepResult<Outcomes> {
     let observed = session
         .call("observe", || session.client.observe(false))
         .await?;
@@ -237,51 +152,101 @@ async fn check_systemdb(
     Ok(vec![("defaultdb".to_string(), Outcome::Unchanged)])
 }
 
-fn replica_desired(spec: &DatabaseReplication, grpc_port: u16) -> ReplicaDesired {
-    ReplicaDesired {
-        databases: spec.databases.clone(),
-        primary_host: spec.primary_host_for_replicas.clone(),
-        primary_port: u32::from(grpc_port),
-        replication_user: spec.replication.user.clone(),
-        replication_password: spec.replication.password.clone(),
-        options: spec.options.clone(),
-    }
+/// Converges (database mode) or checks (systemdb mode) one node over `session`. Returns what was
+/// applied, the outcomes and, on the primary, each database's transaction count before any change.
+async fn converge_on(
+    config: &Config,
+    session: &Session,
+    role: Role,
+) -> StepResult<(Vec<Action>, Outcomes, BTreeMap<String, u64>)> {
+    let spec = match &config.desired {
+        Desired::Systemdb {
+            primary_host_for_replicas,
+        } => {
+            let outcomes = check_systemdb(session, role, primary_host_for_replicas).await?;
+            return Ok((Vec::new(), outcomes, BTreeMap::new()));
+        }
+        Desired::Database(spec) => spec,
+    };
+    let converged = match role {
+        Role::Primary => {
+            let desired = spec.primary_desired();
+            let observed = session
+                .call("observe", || session.client.observe(true))
+                .await?;
+            let creates = plan::health::creates_databases(&desired, &observed);
+            let held = if creates.is_empty() {
+                BTreeMap::new()
+            } else {
+                held_by_replicas(&config.topology, &config.admin, &creates).await
+            };
+            let plan = |observed: &Observed| plan::plan_primary_guarded(&desired, observed, &held);
+            converge_node(session, true, plan, &spec.replication.password).await?
+        }
+        Role::Replica => {
+            let desired = spec.replica_desired(config.topology.grpc_port);
+            let plan = |observed: &Observed| plan::plan_replica(&desired, observed);
+            let converged = converge_node(session, false, plan, &Secret::default()).await?;
+            let after = session
+                .call("verify", || session.client.observe(false))
+                .await?;
+            if let Some((database, problem)) =
+                plan::replica_problems(&desired, &after).into_iter().next()
+            {
+                return Err((
+                    Failure::Rejected,
+                    format!("database '{database}': {problem}"),
+                ));
+            }
+            converged
+        }
+    };
+    let outcomes = node::outcomes(&names(spec), &converged.applied);
+    let tx_counts = converged
+        .before
+        .databases
+        .iter()
+        .map(|d| (d.name.clone(), d.tx_count))
+        .collect();
+    Ok((converged.applied, outcomes, tx_counts))
 }
 
-type Outcomes = Vec<(String, Outcome)>;
-type StepResult<T> = Result<T, (Failure, String)>;
-
-/// The primary: ready, then converged (database mode) or checked (systemdb mode). Returns the
-/// catch-up targets when the replicas should wait for them.
+/// The primary: ready, a session, converged.
 async fn run_primary(
     config: &Config,
     waiting: Waiting,
     deadline: Instant,
-) -> StepResult<(ReadyNode, Outcomes, Option<BTreeMap<String, u64>>)> {
+) -> StepResult<(NodeRun, String, BTreeMap<String, u64>)> {
     let ready = joined(waiting).await.map_err(|e| (Failure::NotReady, e))?;
-    let session = Session::open(&ready, &config.admin, "defaultdb", deadline).await?;
-    let result = match &config.desired {
-        Desired::Database(spec) => converge_primary(&session, spec)
-            .await
-            .map(|(outcomes, counts)| (outcomes, config.wait_for_catch_up.then_some(counts))),
-        Desired::Systemdb { .. } => check_systemdb(&session, Role::Primary, "")
-            .await
-            .map(|outcomes| (outcomes, None)),
-    };
-    session.close().await;
-    let (outcomes, catch_up) = result?;
-    Ok((ready, outcomes, catch_up))
+    let session = Session::open(&ready.client, &config.admin, "defaultdb", deadline).await?;
+    match converge_on(config, &session, Role::Primary).await {
+        Ok((applied, outcomes, tx_counts)) => {
+            let run = NodeRun {
+                host: config.topology.primary.clone(),
+                role: Role::Primary,
+                session,
+                applied,
+                outcomes,
+            };
+            Ok((run, ready.version, tx_counts))
+        }
+        Err(failed) => {
+            session.close().await;
+            Err(failed)
+        }
+    }
 }
 
 /// One replica once it is ready and the primary is converged. Returns the replica's version
 /// whenever it answered, for the version listing.
 async fn run_replica(
     config: &Config,
+    host: String,
     waiting: Waiting,
     primary_version: &str,
     catch_up: Option<&BTreeMap<String, u64>>,
     deadline: Instant,
-) -> (Option<String>, StepResult<Outcomes>) {
+) -> (Option<String>, StepResult<NodeRun>) {
     let ready = match joined(waiting).await {
         Ok(ready) => ready,
         Err(reason) => return (None, Err((Failure::NotReady, reason))),
@@ -294,25 +259,88 @@ async fn run_replica(
         );
         return (version, Err((Failure::VersionMismatch, reason)));
     }
-    let session = match Session::open(&ready, &config.admin, "defaultdb", deadline).await {
+    let session = match Session::open(&ready.client, &config.admin, "defaultdb", deadline).await {
         Ok(session) => session,
         Err(failed) => return (version, Err(failed)),
     };
-    let result = match &config.desired {
-        Desired::Database(spec) => {
-            let desired = replica_desired(spec, config.topology.grpc_port);
-            converge_replica(&session, &desired, catch_up).await
+    let converged = async {
+        let result = converge_on(config, &session, Role::Replica).await?;
+        let replicated: Vec<String> = match &config.desired {
+            Desired::Database(spec) => names(spec),
+            Desired::Systemdb { .. } => vec!["defaultdb".to_string()],
+        };
+        wait_for_replicators(&session, &ready, config.topology.metrics_port, &replicated).await?;
+        if let Some(targets) = catch_up {
+            wait_for_catch_up(&session, targets).await?;
         }
-        Desired::Systemdb {
-            primary_host_for_replicas,
-        } => check_systemdb(&session, Role::Replica, primary_host_for_replicas).await,
-    };
-    session.close().await;
-    (version, result)
+        Ok(result)
+    }
+    .await;
+    match converged {
+        Ok((applied, outcomes, _)) => (
+            version,
+            Ok(NodeRun {
+                host,
+                role: Role::Replica,
+                session,
+                applied,
+                outcomes,
+            }),
+        ),
+        Err(failed) => {
+            session.close().await;
+            (version, Err(failed))
+        }
+    }
 }
 
-pub fn node_span(role: Role, host: &str) -> tracing::Span {
-    tracing::info_span!("node", %role, host = %host)
+/// Settings stored by updates take effect on load: reload them now (`immediately`), one node
+/// at a time in the planned order, or report them as pending (`onReload`).
+async fn apply_stored_settings(runs: &mut [NodeRun], apply: ApplySettings) {
+    let Some(primary_index) = runs.iter().position(|r| r.role == Role::Primary) else {
+        return;
+    };
+    let replicas: Vec<(String, Vec<Action>)> = runs
+        .iter()
+        .filter(|r| r.role == Role::Replica)
+        .map(|r| (r.host.clone(), r.applied.clone()))
+        .collect();
+    let primary_actions = runs[primary_index].applied.clone();
+    let primary_host = runs[primary_index].host.clone();
+    let order: Vec<(String, Vec<String>)> =
+        plan::reload_order((&primary_host, &primary_actions), &replicas)
+            .into_iter()
+            .map(|(host, dbs)| (host.to_string(), dbs))
+            .collect();
+    for (host, databases) in order {
+        let run = runs
+            .iter_mut()
+            .find(|r| r.host == host)
+            .expect("the reload order names converged nodes");
+        for database in databases {
+            let outcome = match apply {
+                ApplySettings::OnReload => Outcome::UpdatedPendingReload,
+                ApplySettings::Immediately => {
+                    let span = node_span(run.role, &run.host);
+                    let reloaded = async {
+                        tracing::info!(%database, "reloading to apply the new settings");
+                        run.session
+                            .call("reload", || run.session.client.reload_database(&database))
+                            .await
+                    }
+                    .instrument(span)
+                    .await;
+                    match reloaded {
+                        Ok(()) => Outcome::Reloaded,
+                        Err((failure, reason)) => Outcome::Failed { failure, reason },
+                    }
+                }
+            };
+            if let Some((_, slot)) = run.outcomes.iter_mut().find(|(db, _)| *db == database) {
+                *slot = outcome;
+            }
+        }
+    }
 }
 
 pub async fn converge(config: &Config) -> Report {
@@ -324,16 +352,8 @@ pub async fn converge(config: &Config) -> Report {
     let primary = run_primary(config, primary_wait, deadline)
         .instrument(node_span(Role::Primary, &topology.primary))
         .await;
-    let (primary_version, catch_up) = match primary {
-        Ok((ready, outcomes, catch_up)) => {
-            report
-                .versions
-                .push((topology.primary.clone(), ready.version.clone()));
-            report
-                .lines
-                .extend(lines(Role::Primary, &topology.primary, outcomes));
-            (ready.version, catch_up)
-        }
+    let (primary_run, primary_version, tx_counts) = match primary {
+        Ok(converged) => converged,
         Err((failure, reason)) => {
             report.lines.push(Line::failed(
                 Role::Primary,
@@ -353,29 +373,50 @@ pub async fn converge(config: &Config) -> Report {
             return report;
         }
     };
+    report
+        .versions
+        .push((topology.primary.clone(), primary_version.clone()));
+    let catch_up = config.wait_for_catch_up.then_some(tx_counts);
 
     let replicas = replica_waits.into_iter().map(|(host, waiting)| {
         let span = node_span(Role::Replica, &host);
         let (primary_version, catch_up) = (&primary_version, catch_up.as_ref());
         async move {
-            let (version, result) =
-                run_replica(config, waiting, primary_version, catch_up, deadline).await;
-            (host, version, result)
+            let result = run_replica(
+                config,
+                host.clone(),
+                waiting,
+                primary_version,
+                catch_up,
+                deadline,
+            )
+            .await;
+            (host, result)
         }
         .instrument(span)
     });
-    for (host, version, result) in join_all(replicas).await {
+    let mut runs = vec![primary_run];
+    let mut failed = Vec::new();
+    for (host, (version, result)) in join_all(replicas).await {
         if let Some(version) = version {
             report.versions.push((host.clone(), version));
         }
         match result {
-            Ok(outcomes) => report.lines.extend(lines(Role::Replica, &host, outcomes)),
+            Ok(run) => runs.push(run),
             Err((failure, reason)) => {
-                report
-                    .lines
-                    .push(Line::failed(Role::Replica, &host, failure, reason))
+                failed.push(Line::failed(Role::Replica, &host, failure, reason))
             }
         }
     }
+    if let Desired::Database(spec) = &config.desired {
+        apply_stored_settings(&mut runs, spec.apply_settings).await;
+    }
+    for run in runs {
+        report
+            .lines
+            .extend(lines(run.role, &run.host, run.outcomes));
+        run.session.close().await;
+    }
+    report.lines.extend(failed);
     report
 }

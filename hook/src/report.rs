@@ -50,6 +50,10 @@ impl Failure {
 pub enum Outcome {
     Created,
     Updated,
+    /// Updated; immudb applies the stored settings the next time the database loads.
+    UpdatedPendingReload,
+    /// Updated, then unloaded and loaded so the new settings are in effect.
+    Reloaded,
     Unchanged,
     /// `verify`: the probe key was written on the primary at this transaction.
     Written {
@@ -57,6 +61,10 @@ pub enum Outcome {
     },
     /// `verify`: the replica returned the probe key this long after it was written.
     Replicated {
+        after_ms: u64,
+    },
+    /// `verify --read-only`: the replica held the primary's transactions this long after start.
+    CaughtUp {
         after_ms: u64,
     },
     /// `backup`, `restore`, `rebuild-primary`: what was done to one database.
@@ -72,9 +80,16 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Created => f.write_str("created"),
             Outcome::Updated => f.write_str("updated"),
+            Outcome::UpdatedPendingReload => f.write_str(
+                "updated; new settings take effect at the next restart (applySettings: onReload)",
+            ),
+            Outcome::Reloaded => f.write_str("updated and reloaded (new settings in effect)"),
             Outcome::Unchanged => f.write_str("unchanged"),
             Outcome::Written { tx } => write!(f, "wrote the probe key at transaction {tx}"),
             Outcome::Replicated { after_ms } => write!(f, "replicated in {after_ms} ms"),
+            Outcome::CaughtUp { after_ms } => {
+                write!(f, "holds the primary's transactions after {after_ms} ms")
+            }
             Outcome::Completed(what) => f.write_str(what),
             Outcome::Failed { reason, .. } => write!(f, "failed: {reason}"),
         }
@@ -109,9 +124,18 @@ pub struct Report {
     pub lines: Vec<Line>,
     /// Each node's immudb version, listed when they differ.
     pub versions: Vec<(String, String)>,
+    /// `converge --check`: the configuration was only validated.
+    pub checked_only: bool,
 }
 
 impl Report {
+    pub fn checked() -> Report {
+        Report {
+            checked_only: true,
+            ..Default::default()
+        }
+    }
+
     pub fn failures(&self) -> impl Iterator<Item = (&Line, Failure)> {
         self.lines.iter().filter_map(|l| match &l.outcome {
             Outcome::Failed { failure, .. } => Some((l, *failure)),
@@ -127,11 +151,18 @@ impl Report {
     }
 
     fn count(&self, wanted: &Outcome) -> usize {
-        self.lines.iter().filter(|l| &l.outcome == wanted).count()
+        self.count_where(|o| o == wanted)
+    }
+
+    fn count_where(&self, matching: impl Fn(&Outcome) -> bool) -> usize {
+        self.lines.iter().filter(|l| matching(&l.outcome)).count()
     }
 
     /// The closing line: converged, already converged, or what failed.
     pub fn verdict(&self) -> String {
+        if self.checked_only {
+            return "result: the configuration is valid; no server was contacted".to_string();
+        }
         let failed = self.failures().count();
         if failed > 0 {
             let mut verdict = format!(
@@ -148,30 +179,42 @@ impl Report {
             }
             return verdict;
         }
-        let replicated = self
-            .lines
-            .iter()
-            .filter(|l| matches!(l.outcome, Outcome::Replicated { .. }))
-            .count();
+        let replicated = self.count_where(|o| matches!(o, Outcome::Replicated { .. }));
         if replicated > 0 {
             return format!("result: verified, {replicated} replica(s) returned the probe key");
         }
-        let completed = self
-            .lines
-            .iter()
-            .filter(|l| matches!(l.outcome, Outcome::Completed(_)))
-            .count();
+        let caught_up = self.count_where(|o| matches!(o, Outcome::CaughtUp { .. }));
+        if caught_up > 0 {
+            return format!(
+                "result: verified, {caught_up} replica(s) hold the primary's transactions"
+            );
+        }
+        let completed = self.count_where(|o| matches!(o, Outcome::Completed(_)));
         if completed > 0 {
             return format!("result: done, {completed} database(s)");
         }
-        let (created, updated) = (self.count(&Outcome::Created), self.count(&Outcome::Updated));
+        let created = self.count(&Outcome::Created);
+        let pending = self.count(&Outcome::UpdatedPendingReload);
+        let reloaded = self.count(&Outcome::Reloaded);
+        let updated = self.count(&Outcome::Updated) + pending + reloaded;
         if created + updated == 0 {
             return "result: nothing to change, the cluster was already converged".to_string();
         }
-        format!(
+        let mut verdict = format!(
             "result: converged ({created} created, {updated} updated, {} unchanged)",
             self.count(&Outcome::Unchanged)
-        )
+        );
+        if reloaded > 0 {
+            verdict.push_str(&format!(
+                "; {reloaded} database(s) reloaded to apply new settings"
+            ));
+        }
+        if pending > 0 {
+            verdict.push_str(&format!(
+                "; {pending} database(s) hold new settings that take effect at their next restart"
+            ));
+        }
+        verdict
     }
 }
 
@@ -216,6 +259,7 @@ mod tests {
                 ("p".into(), "1.11.1".into()),
                 ("r2".into(), "1.10.0".into()),
             ],
+            ..Default::default()
         };
         assert_eq!(report.exit_code(), 4);
         assert!(report.verdict().contains("p=1.11.1, r2=1.10.0"));
@@ -225,13 +269,13 @@ mod tests {
     fn a_second_run_says_nothing_changed() {
         let report = Report {
             lines: vec![line(Outcome::Unchanged)],
-            versions: vec![],
+            ..Default::default()
         };
         assert_eq!(report.exit_code(), 0);
         assert!(report.verdict().contains("already converged"));
         let changed = Report {
             lines: vec![line(Outcome::Created), line(Outcome::Unchanged)],
-            versions: vec![],
+            ..Default::default()
         };
         assert_eq!(
             changed.verdict(),

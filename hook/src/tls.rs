@@ -56,6 +56,17 @@ pub fn https_config(ca: Option<&TrustedCa>) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
+/// An HTTP client for immudb's metrics port (and the agents'): no proxy, TLS trusting only `ca`.
+pub fn http_client_builder(
+    ca: Option<&TrustedCa>,
+    timeout: std::time::Duration,
+) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .use_preconfigured_tls(https_config(ca))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,9 @@
-//! `verify`, the chart's `helm test`: write a probe key on the primary and read it back from every
-//! replica before the deadline. Async replicas may pick up a write only after their idle backoff
-//! (up to about two minutes), so the deadline should be minutes.
+//! `verify`, the chart's `helm test`. It writes a probe key into a dedicated canary database on
+//! the primary and reads it back from every replica; with `--read-only` it writes nothing and
+//! waits until every replica holds the transactions the primary had at the start. The chart
+//! never writes into a user's database: an immutable database keeps every write forever.
+//! Async replicas may pick up a write only after their idle backoff (up to about two minutes),
+//! so the deadline should be minutes.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,8 +13,17 @@ use tracing::Instrument;
 
 use crate::client::RpcError;
 use crate::config::{Role, VerifyConfig};
-use crate::reconcile::{joined, node_span, spawn_waits, Session};
+use crate::reconcile::{joined, node_span, spawn_waits};
 use crate::report::{Failure, Line, Outcome, Report};
+use crate::session::Session;
+
+/// What every replica must show.
+enum Expectation {
+    /// The probe key with this value.
+    Probe { key: Vec<u8>, value: Vec<u8> },
+    /// At least this many transactions in the database.
+    Transactions(u64),
+}
 
 fn outcome_line(
     role: Role,
@@ -28,84 +40,122 @@ fn outcome_line(
     }
 }
 
+async fn transactions(session: &Session, database: &str) -> Result<u64, RpcError> {
+    let databases = session.client.list_databases().await?;
+    databases
+        .iter()
+        .find(|d| d.name == database)
+        .map(|d| d.tx_count)
+        .ok_or_else(|| RpcError::pending("read", format!("database '{database}' is not there yet")))
+}
+
+/// One check of a replica: Ok when it shows what is expected, a pending error while it does not.
+async fn shows(session: &Session, database: &str, expected: &Expectation) -> Result<(), RpcError> {
+    match expected {
+        Expectation::Probe { key, value } => match session.client.get(key).await {
+            Ok(found) if &found == value => Ok(()),
+            Ok(_) => Err(RpcError::pending(
+                "read",
+                "the key holds another value".into(),
+            )),
+            Err(e) if e.message.contains("key not found") || e.code == tonic::Code::NotFound => {
+                Err(RpcError::pending(
+                    "read",
+                    "the probe key has not arrived yet".into(),
+                ))
+            }
+            Err(e) => Err(e),
+        },
+        Expectation::Transactions(target) => {
+            let have = transactions(session, database).await?;
+            if have >= *target {
+                Ok(())
+            } else {
+                Err(RpcError::pending(
+                    "read",
+                    format!("database '{database}' has {have} of {target} transactions"),
+                ))
+            }
+        }
+    }
+}
+
 pub async fn verify(config: &VerifyConfig) -> Report {
     let deadline = Instant::now() + config.timeout;
     let (primary_wait, replica_waits) = spawn_waits(&config.topology, deadline);
     let database = config.database.as_str();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let key = format!("immudb-hook/verify/{nanos}").into_bytes();
-    let value = format!("probe-{nanos}").into_bytes();
     let mut report = Report::default();
 
-    let written = async {
+    let on_primary = async {
         let ready = joined(primary_wait)
             .await
             .map_err(|e| (Failure::NotReady, e))?;
-        let session = Session::open(&ready, &config.admin, database, deadline).await?;
-        let tx = session
-            .call("write", || session.client.set(&key, &value))
-            .await;
+        let session = Session::open(&ready.client, &config.admin, database, deadline).await?;
+        let result = if config.read_only {
+            session
+                .call("read", || transactions(&session, database))
+                .await
+                .map(|count| (Outcome::Unchanged, Expectation::Transactions(count)))
+        } else {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let key = format!("immudb-hook/verify/{nanos}").into_bytes();
+            let value = format!("probe-{nanos}").into_bytes();
+            let written = session
+                .call("write", || session.client.set(&key, &value))
+                .await;
+            written.map(|tx| {
+                tracing::info!(tx, "wrote the probe key");
+                (Outcome::Written { tx }, Expectation::Probe { key, value })
+            })
+        };
         session.close().await;
-        tracing::info!("wrote the probe key");
-        Ok(Outcome::Written { tx: tx? })
+        result
     }
     .instrument(node_span(Role::Primary, &config.topology.primary))
     .await;
-    let primary_failed = written.is_err();
+    let (primary_outcome, expected) = match on_primary {
+        Ok((outcome, expected)) => (Ok(outcome), Some(expected)),
+        Err(failed) => (Err(failed), None),
+    };
     report.lines.push(outcome_line(
         Role::Primary,
         &config.topology.primary,
         database,
-        written,
+        primary_outcome,
     ));
-    let written_at = Instant::now();
+    let started = Instant::now();
 
     let replicas = replica_waits.into_iter().map(|(host, waiting)| {
         let span = node_span(Role::Replica, &host);
-        let (key, value) = (&key, &value);
+        let expected = expected.as_ref();
         async move {
-            if primary_failed {
+            let Some(expected) = expected else {
                 waiting.abort();
-                return (
-                    host,
-                    Err((Failure::Skipped, "skipped: the primary failed".to_string())),
-                );
-            }
-            let read_back = async {
+                let skipped = Err((Failure::Skipped, "skipped: the primary failed".to_string()));
+                return (host, skipped);
+            };
+            let checked = async {
                 let ready = joined(waiting).await.map_err(|e| (Failure::NotReady, e))?;
-                let session = Session::open(&ready, &config.admin, database, deadline).await?;
-                let read = || async {
-                    match session.client.get(key).await {
-                        Ok(found) if &found == value => Ok(()),
-                        Ok(_) => Err(RpcError::pending(
-                            "read",
-                            "the key holds another value".into(),
-                        )),
-                        Err(e)
-                            if e.message.contains("key not found")
-                                || e.code == tonic::Code::NotFound =>
-                        {
-                            Err(RpcError::pending(
-                                "read",
-                                "the probe key has not arrived yet".into(),
-                            ))
-                        }
-                        Err(e) => Err(e),
-                    }
-                };
-                let result = session.call("read", read).await;
+                let session =
+                    Session::open(&ready.client, &config.admin, database, deadline).await?;
+                let result = session
+                    .call("read", || shows(&session, database, expected))
+                    .await;
                 session.close().await;
                 result.map_err(|(failure, reason)| match failure {
                     Failure::NotReady => (Failure::NotReplicated, reason),
                     other => (other, reason),
                 })?;
-                let after_ms = written_at.elapsed().as_millis() as u64;
-                tracing::info!(after_ms, "the probe key arrived");
-                Ok(Outcome::Replicated { after_ms })
+                let after_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(after_ms, "the replica shows the primary's data");
+                Ok(match expected {
+                    Expectation::Probe { .. } => Outcome::Replicated { after_ms },
+                    Expectation::Transactions(_) => Outcome::CaughtUp { after_ms },
+                })
             };
-            (host, read_back.await)
+            (host, checked.await)
         }
         .instrument(span)
     });

@@ -126,11 +126,8 @@ struct Readyz {
 impl Readyz {
     fn new(topology: &Topology, host: &str) -> Result<Readyz, String> {
         let pinned = PinnedAddress::default();
-        let http = reqwest::Client::builder()
-            .timeout(PROBE_TIMEOUT)
-            .no_proxy()
+        let http = tls::http_client_builder(topology.tls.as_ref(), PROBE_TIMEOUT)
             .dns_resolver(Arc::new(pinned.clone()))
-            .use_preconfigured_tls(tls::https_config(topology.tls.as_ref()))
             .build()
             .map_err(|e| format!("cannot build the HTTP client for /readyz: {e}"))?;
         let scheme = if topology.tls.is_some() {

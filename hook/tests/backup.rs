@@ -63,7 +63,8 @@ async fn seeded(cluster: &Cluster, replicas: u8, count: u8) -> Vec<Node> {
     let report = immudb_hook::reconcile::converge(&cluster.converge_config(
         &cluster.replica_hosts(replicas),
         20,
-        &["--databases=appdb"],
+        databases(&["appdb"]),
+        &[],
     ))
     .await;
     assert_eq!(report.exit_code(), 0, "{report}");
@@ -576,7 +577,8 @@ async fn rebuild_primary_copies_the_most_advanced_replica() {
     let converged = immudb_hook::reconcile::converge(&cluster.converge_config(
         &cluster.replica_hosts(2),
         20,
-        &["--databases=appdb"],
+        databases(&["appdb"]),
+        &[],
     ))
     .await;
     assert_eq!(converged.exit_code(), 0, "{converged}");

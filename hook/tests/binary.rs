@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use tokio::process::Command;
 
-fn hook(cluster: &Cluster, replicas: &[String]) -> Command {
+fn hook(cluster: &Cluster, replicas: &[String], spec: serde_json::Value) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_immudb-hook"));
     command
         .env("IMMUDB_HOOK_PRIMARY_HOST", cluster.host(0))
@@ -18,7 +18,7 @@ fn hook(cluster: &Cluster, replicas: &[String]) -> Command {
             "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE",
             cluster.path("replication"),
         )
-        .env("IMMUDB_HOOK_DATABASES", "appdb")
+        .env("IMMUDB_HOOK_SPEC_FILE", cluster.write_spec(&spec))
         .env("IMMUDB_HOOK_HOSTS_FILE", cluster.path("hosts"))
         .env("IMMUDB_HOOK_RESOLV_CONF", cluster.path("resolv.conf"))
         .env("IMMUDB_HOOK_LOG", "debug")
@@ -32,7 +32,7 @@ async fn converges_from_env_alone_and_never_prints_a_secret() {
     let cluster = Cluster::new();
     let _nodes = start_all(&cluster, 2).await;
     for format in ["text", "json"] {
-        let output = hook(&cluster, &cluster.replica_hosts(2))
+        let output = hook(&cluster, &cluster.replica_hosts(2), databases(&["appdb"]))
             .env("IMMUDB_HOOK_LOG_FORMAT", format)
             .arg("converge")
             .output()
@@ -57,15 +57,19 @@ async fn converges_from_env_alone_and_never_prints_a_secret() {
 #[tokio::test]
 async fn invalid_flags_exit_2_before_touching_a_server() {
     let cluster = Cluster::new();
-    let output = hook(&cluster, &["r0".to_string()])
-        .args(["converge", "--sync-replication", "--sync-acks=2"])
+    let spec = serde_json::json!({
+        "databases": ["appdb"],
+        "replication": {"sync": {"enabled": true, "acks": 2}},
+    });
+    let output = hook(&cluster, &["r0".to_string()], spec)
+        .arg("converge")
         .output()
         .await
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("--sync-acks") && stderr.contains("cannot exceed"),
+        stderr.contains("replication.sync.acks") && stderr.contains("cannot exceed"),
         "{stderr}"
     );
 }
@@ -73,7 +77,10 @@ async fn invalid_flags_exit_2_before_touching_a_server() {
 #[tokio::test]
 async fn sigterm_ends_the_wait_cleanly() {
     let cluster = Cluster::new();
-    let mut child = hook(&cluster, &[]).arg("converge").spawn().unwrap();
+    let mut child = hook(&cluster, &[], databases(&["appdb"]))
+        .arg("converge")
+        .spawn()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")

@@ -1,21 +1,23 @@
-//! Invalid combinations are rejected before any server is touched, naming the flag and the rule.
+//! Invalid specs and flags are rejected before any server is touched, naming the key and the rule.
 
 use clap::Parser;
 use immudb_hook::config::{Cli, Command};
 
-fn converge_error(extra: &[&str]) -> String {
+fn converge_error(spec: serde_json::Value) -> String {
     let dir = tempfile::tempdir().unwrap();
     let password = dir.path().join("pw");
     std::fs::write(&password, "pw\n").unwrap();
-    let mut args = vec![
+    let spec_file = dir.path().join("spec.json");
+    std::fs::write(&spec_file, spec.to_string()).unwrap();
+    let args = vec![
         "immudb-hook".to_string(),
         "--primary-host=immudb-primary-0".into(),
         format!("--admin-password-file={}", password.display()),
         "--replicas=r0,r1".into(),
         "converge".into(),
+        format!("--spec-file={}", spec_file.display()),
         format!("--replication-password-file={}", password.display()),
     ];
-    args.extend(extra.iter().map(|s| s.to_string()));
     let cli = Cli::try_parse_from(args).expect("parses");
     let Command::Converge(converge) = &cli.command else {
         unreachable!()
@@ -27,57 +29,68 @@ fn converge_error(extra: &[&str]) -> String {
 }
 
 #[test]
-fn every_invalid_combination_names_its_flag_and_rule() {
-    let cases: &[(&[&str], &str, &str)] = &[
+fn every_invalid_combination_names_its_key_and_rule() {
+    use serde_json::json;
+    let sync = |enabled: bool, acks: u32| json!({"databases": ["appdb"], "replication": {"sync": {"enabled": enabled, "acks": acks}}});
+    let cases: Vec<(serde_json::Value, &str, &str)> = vec![
         (
-            &["--databases=appdb", "--sync-replication", "--sync-acks=3"],
-            "--sync-acks",
+            sync(true, 3),
+            "replication.sync.acks",
             "cannot exceed the number of replicas (2)",
         ),
         (
-            &["--databases=appdb", "--sync-acks=1"],
-            "--sync-acks",
-            "need --sync-replication",
+            sync(false, 1),
+            "replication.sync.acks",
+            "need replication.sync.enabled",
+        ),
+        (sync(true, 0), "replication.sync.acks", "at least 1"),
+        (json!({"databases": ["systemdb"]}), "databases", "reserved"),
+        (
+            json!({"databases": ["DefaultDB"]}),
+            "databases",
+            "lower-case",
         ),
         (
-            &["--databases=appdb", "--sync-replication"],
-            "--sync-acks",
-            "at least 1",
-        ),
-        (&["--databases=systemdb"], "--databases", "reserved"),
-        (&["--databases=DefaultDB"], "--databases", "lower-case"),
-        (
-            &["--databases=app-db"],
-            "--databases",
+            json!({"databases": ["app-db"]}),
+            "databases",
             "lower-case letters, digits and '_'",
         ),
-        (&["--databases=a,a"], "--databases", "appear once"),
-        (&[], "--databases", "at least one database"),
+        (json!({"databases": ["a", "a"]}), "databases", "appear once"),
+        (json!({}), "databases", "at least one database"),
         (
-            &["--databases=appdb", "--replication-user=repl-user"],
-            "--replication-user",
+            json!({"databases": ["appdb"], "replicationUser": "repl-user"}),
+            "replicationUser",
             "letters, digits and '_'",
         ),
         (
-            &["--databases=appdb", "--prefetch-tx-buffer-size=0"],
-            "--prefetch-tx-buffer-size",
+            json!({"databases": ["appdb"], "replication": {"prefetchTxBufferSize": 0}}),
+            "replication.prefetchTxBufferSize",
             "at least 1",
         ),
         (
-            &["--mode=systemdb", "--databases=appdb"],
-            "--databases",
+            json!({"mode": "systemdb", "databases": ["appdb"]}),
+            "databases",
             "systemdb mode",
         ),
+        (
+            json!({"databases": ["appdb"], "replication": {"commitConcurrency": 40}}),
+            "replication.commitConcurrency",
+            "exceeds maxConcurrency 30",
+        ),
+        (
+            json!({"databases": ["appdb"], "mode": "sharded"}),
+            "--spec-file",
+            "unknown variant",
+        ),
     ];
-    for (extra, flag, rule) in cases {
-        let error = converge_error(extra);
+    for (spec, key, rule) in cases {
+        let error = converge_error(spec.clone());
         assert!(
-            error.contains(flag) && error.contains(rule),
-            "{extra:?} gave: {error}"
+            error.contains(key) && error.contains(rule),
+            "{spec} gave: {error}"
         );
     }
-    let long = format!("--databases={}", "a".repeat(129));
-    assert!(converge_error(&[&long]).contains("1 to 128"));
+    assert!(converge_error(json!({"databases": ["a".repeat(129)]})).contains("1 to 128"));
 }
 
 #[test]
@@ -92,6 +105,7 @@ fn topology_errors_are_named() {
         ];
         all.extend(args.iter().map(|s| s.to_string()));
         all.push("verify".into());
+        all.push("--database=chart_canary".into());
         let cli = Cli::try_parse_from(all).unwrap();
         let Command::Verify(verify) = &cli.command else {
             unreachable!()
@@ -131,6 +145,7 @@ fn the_statefulset_form_expands_to_pod_dns_names() {
         "--namespace=ns".into(),
         "--replica-count=3".into(),
         "verify".into(),
+        "--database=chart_canary".into(),
     ])
     .unwrap();
     let Command::Verify(verify) = &cli.command else {

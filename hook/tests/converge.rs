@@ -36,7 +36,7 @@ async fn fresh_cluster_converges_then_a_second_run_changes_nothing() {
     let cluster = Cluster::new();
     let nodes = start_all(&cluster, 2).await;
     let replicas = cluster.replica_hosts(2);
-    let config = cluster.converge_config(&replicas, 20, &["--databases=appdb,audit"]);
+    let config = cluster.converge_config(&replicas, 20, databases(&["appdb", "audit"]), &[]);
 
     let first = converge(&config).await;
     assert_eq!(first.exit_code(), 0, "{first}");
@@ -75,8 +75,26 @@ async fn fresh_cluster_converges_then_a_second_run_changes_nothing() {
         "{second}"
     );
     assert!(second.verdict().contains("already converged"));
+}
 
-    let verified = verify(&cluster.verify_config(&replicas, &["--database=appdb"])).await;
+fn tx_counts(nodes: &[immudb_double::Node], database: &str) -> Vec<u64> {
+    nodes
+        .iter()
+        .map(|n| n.with_state(|s| s.databases[database].tx_count()))
+        .collect()
+}
+
+#[tokio::test]
+async fn verify_writes_only_into_the_canary_database() {
+    let cluster = Cluster::new();
+    let nodes = start_all(&cluster, 2).await;
+    let replicas = cluster.replica_hosts(2);
+    let spec = databases(&["appdb", "chart_canary"]);
+    let converged = converge(&cluster.converge_config(&replicas, 20, spec, &[])).await;
+    assert_eq!(converged.exit_code(), 0, "{converged}");
+    let before = tx_counts(&nodes, "appdb");
+
+    let verified = verify(&cluster.verify_config(&replicas, &["--database=chart_canary"])).await;
     assert_eq!(verified.exit_code(), 0, "{verified}");
     let replicated = verified
         .lines
@@ -84,22 +102,49 @@ async fn fresh_cluster_converges_then_a_second_run_changes_nothing() {
         .filter(|l| matches!(l.outcome, Outcome::Replicated { .. }))
         .count();
     assert_eq!(replicated, 2);
+    assert_eq!(
+        tx_counts(&nodes, "appdb"),
+        before,
+        "no write reaches a user database"
+    );
+    assert_eq!(tx_counts(&nodes, "chart_canary"), vec![1, 1, 1]);
+
+    // --read-only writes nothing at all, defaultdb included.
+    let read_only =
+        verify(&cluster.verify_config(&replicas, &["--database=defaultdb", "--read-only"])).await;
+    assert_eq!(read_only.exit_code(), 0, "{read_only}");
+    assert!(
+        read_only
+            .verdict()
+            .contains("2 replica(s) hold the primary's transactions"),
+        "{read_only}"
+    );
+    assert_eq!(tx_counts(&nodes, "chart_canary"), vec![1, 1, 1]);
+    assert_eq!(tx_counts(&nodes, "defaultdb"), vec![0, 0, 0]);
 }
 
 #[tokio::test]
 async fn scale_up_configures_only_the_new_replicas() {
     let cluster = Cluster::new();
     let mut nodes = start_all(&cluster, 2).await;
-    let converged =
-        converge(&cluster.converge_config(&cluster.replica_hosts(2), 20, &["--databases=appdb"]))
-            .await;
+    let converged = converge(&cluster.converge_config(
+        &cluster.replica_hosts(2),
+        20,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
     assert_eq!(converged.exit_code(), 0, "{converged}");
     for n in 3..=5 {
         nodes.push(cluster.start_node(n).await);
     }
-    let scaled =
-        converge(&cluster.converge_config(&cluster.replica_hosts(5), 20, &["--databases=appdb"]))
-            .await;
+    let scaled = converge(&cluster.converge_config(
+        &cluster.replica_hosts(5),
+        20,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
     assert_eq!(scaled.exit_code(), 0, "{scaled}");
     for n in 0..=2 {
         assert_eq!(
@@ -119,7 +164,7 @@ async fn wrong_admin_password_fails_fast_without_printing_it() {
     options.admin_password = "the-real-one".into();
     let _primary = cluster.start(options).await;
     let started = Instant::now();
-    let report = converge(&cluster.converge_config(&[], 60, &["--databases=appdb"])).await;
+    let report = converge(&cluster.converge_config(&[], 60, databases(&["appdb"]), &[])).await;
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
     assert_eq!(report.exit_code(), 5, "{report}");
@@ -145,7 +190,8 @@ async fn a_name_that_resolves_late_is_waited_for() {
     });
     let started = Instant::now();
     let report =
-        converge(&cluster.converge_config(&[name.to_string()], 20, &["--databases=appdb"])).await;
+        converge(&cluster.converge_config(&[name.to_string()], 20, databases(&["appdb"]), &[]))
+            .await;
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(outcomes(&report, name), vec![Outcome::Created]);
     assert!(started.elapsed() >= Duration::from_secs(2));
@@ -161,9 +207,13 @@ async fn a_port_that_opens_late_is_waited_for() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         immudb_double::Node::start(late, &network).await.unwrap()
     });
-    let report =
-        converge(&cluster.converge_config(&cluster.replica_hosts(1), 20, &["--databases=appdb"]))
-            .await;
+    let report = converge(&cluster.converge_config(
+        &cluster.replica_hosts(1),
+        20,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
     assert_eq!(report.exit_code(), 0, "{report}");
     let replica = replica.await.unwrap();
     replica.with_state(|s| assert!(s.databases["appdb"].replication.replica));
@@ -176,9 +226,13 @@ async fn unavailable_answers_are_retried() {
     options.unavailable_first = 6;
     let primary = cluster.start(options).await;
     let _replica = cluster.start_node(1).await;
-    let report =
-        converge(&cluster.converge_config(&cluster.replica_hosts(1), 20, &["--databases=appdb"]))
-            .await;
+    let report = converge(&cluster.converge_config(
+        &cluster.replica_hosts(1),
+        20,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(
         primary
@@ -194,7 +248,7 @@ async fn a_replica_that_never_comes_up_is_named_and_the_others_are_configured() 
     let cluster = Cluster::new();
     let _nodes = start_all(&cluster, 2).await;
     let replicas = cluster.replica_hosts(3);
-    let report = converge(&cluster.converge_config(&replicas, 3, &["--databases=appdb"])).await;
+    let report = converge(&cluster.converge_config(&replicas, 3, databases(&["appdb"]), &[])).await;
     assert_eq!(report.exit_code(), 3, "{report}");
     assert_eq!(outcomes(&report, &replicas[0]), vec![Outcome::Created]);
     assert_eq!(outcomes(&report, &replicas[1]), vec![Outcome::Created]);
@@ -215,9 +269,13 @@ async fn a_version_mismatch_fails_listing_every_version() {
     let mut old = cluster.options(2);
     old.version = "1.10.0".into();
     let _old = cluster.start(old).await;
-    let report =
-        converge(&cluster.converge_config(&cluster.replica_hosts(2), 20, &["--databases=appdb"]))
-            .await;
+    let report = converge(&cluster.converge_config(
+        &cluster.replica_hosts(2),
+        20,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
     assert_eq!(report.exit_code(), 4, "{report}");
     let verdict = report.verdict();
     assert!(
@@ -237,7 +295,8 @@ async fn synchronous_replication_sets_acks_on_the_primary_only() {
     let report = converge(&cluster.converge_config(
         &cluster.replica_hosts(3),
         20,
-        &["--databases=appdb", "--sync-replication", "--sync-acks=2"],
+        serde_json::json!({"databases": ["appdb"], "replication": {"sync": {"enabled": true, "acks": 2}}}),
+        &[],
     ))
     .await;
     assert_eq!(report.exit_code(), 0, "{report}");
@@ -253,7 +312,8 @@ async fn synchronous_replication_sets_acks_on_the_primary_only() {
     let lowered = converge(&cluster.converge_config(
         &cluster.replica_hosts(3),
         20,
-        &["--databases=appdb", "--sync-replication", "--sync-acks=1"],
+        serde_json::json!({"databases": ["appdb"], "replication": {"sync": {"enabled": true, "acks": 1}}}),
+        &[],
     ))
     .await;
     assert_eq!(outcomes(&lowered, &cluster.host(0)), vec![Outcome::Updated]);
@@ -283,9 +343,13 @@ async fn a_moved_primary_updates_the_replica_settings() {
             },
         );
     });
-    let report =
-        converge(&cluster.converge_config(&cluster.replica_hosts(1), 20, &["--databases=appdb"]))
-            .await;
+    let report = converge(&cluster.converge_config(
+        &cluster.replica_hosts(1),
+        20,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(outcomes(&report, &cluster.host(1)), vec![Outcome::Updated]);
     nodes[1].with_state(|s| {
@@ -308,9 +372,13 @@ async fn a_writable_database_on_a_replica_is_left_alone_and_reported() {
         db.ledger.commit(&[(b"k".to_vec(), b"precious".to_vec())]);
         s.databases.insert("appdb".into(), db);
     });
-    let report =
-        converge(&cluster.converge_config(&cluster.replica_hosts(1), 20, &["--databases=appdb"]))
-            .await;
+    let report = converge(&cluster.converge_config(
+        &cluster.replica_hosts(1),
+        20,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
     assert_eq!(report.exit_code(), 5, "{report}");
     let (_, reason) = failure_of(&report, &cluster.host(1)).unwrap();
     assert!(reason.contains("is not a replica"), "{reason}");
@@ -325,7 +393,7 @@ async fn a_writable_database_on_a_replica_is_left_alone_and_reported() {
 async fn catch_up_waits_for_the_primary_transactions() {
     let cluster = Cluster::new();
     let nodes = start_all(&cluster, 1).await;
-    let config = cluster.converge_config(&cluster.replica_hosts(1), 20, &["--databases=appdb"]);
+    let config = cluster.converge_config(&cluster.replica_hosts(1), 20, databases(&["appdb"]), &[]);
     assert_eq!(converge(&config).await.exit_code(), 0);
     nodes[0].with_state(|s| {
         let db = s.databases.get_mut("appdb").unwrap();
@@ -336,7 +404,8 @@ async fn catch_up_waits_for_the_primary_transactions() {
     let report = converge(&cluster.converge_config(
         &cluster.replica_hosts(1),
         20,
-        &["--databases=appdb", "--wait-for-catch-up"],
+        databases(&["appdb"]),
+        &["--wait-for-catch-up"],
     ))
     .await;
     assert_eq!(report.exit_code(), 0, "{report}");
@@ -361,9 +430,13 @@ async fn systemdb_mode_checks_the_replicas_env_setup() {
     replicating.server_replica_of = Some((cluster.host(0), GRPC_PORT));
     let _replica = cluster.start(replicating).await;
     let _plain = cluster.start_node(2).await;
-    let report =
-        converge(&cluster.converge_config(&cluster.replica_hosts(2), 20, &["--mode=systemdb"]))
-            .await;
+    let report = converge(&cluster.converge_config(
+        &cluster.replica_hosts(2),
+        20,
+        serde_json::json!({"mode": "systemdb"}),
+        &[],
+    ))
+    .await;
     assert_eq!(report.exit_code(), 5, "{report}");
     assert_eq!(
         outcomes(&report, &cluster.host(1)),
@@ -377,12 +450,80 @@ async fn systemdb_mode_checks_the_replicas_env_setup() {
 async fn an_unreachable_primary_skips_the_replicas() {
     let cluster = Cluster::new();
     let _replica = cluster.start_node(1).await;
-    let report =
-        converge(&cluster.converge_config(&cluster.replica_hosts(1), 2, &["--databases=appdb"]))
-            .await;
+    let report = converge(&cluster.converge_config(
+        &cluster.replica_hosts(1),
+        2,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
     assert_eq!(report.exit_code(), 3, "{report}");
     assert_eq!(
         failure_of(&report, &cluster.host(1)).unwrap().0,
         Failure::Skipped
+    );
+}
+
+#[tokio::test]
+async fn two_converges_racing_on_the_same_nodes_both_succeed() {
+    // The agents and the Job act on the same nodes: whoever loses a create observes and re-plans.
+    let cluster = Cluster::new();
+    let mut nodes = Vec::new();
+    for n in 0..=2 {
+        let mut options = cluster.options(n);
+        options.latency = Duration::from_millis(20);
+        nodes.push(cluster.start(options).await);
+    }
+    let replicas = cluster.replica_hosts(2);
+    let spec = databases(&["appdb", "audit"]);
+    let config = cluster.converge_config(&replicas, 20, spec, &[]);
+    let (a, b) = tokio::join!(converge(&config), converge(&config));
+    assert_eq!((a.exit_code(), b.exit_code()), (0, 0), "{a}\n{b}");
+    nodes[0].with_state(|s| {
+        let user = &s.users["replicator"];
+        assert_eq!(
+            (user.permissions["appdb"], user.permissions["audit"]),
+            (254, 254)
+        );
+    });
+}
+
+#[tokio::test]
+async fn a_primary_that_lost_a_database_a_replica_holds_is_not_given_an_empty_one() {
+    let cluster = Cluster::new();
+    let mut nodes = start_all(&cluster, 1).await;
+    let replicas = cluster.replica_hosts(1);
+    let config = cluster.converge_config(&replicas, 20, databases(&["appdb"]), &[]);
+    assert_eq!(converge(&config).await.exit_code(), 0);
+    nodes[0].with_state(|s| {
+        s.databases
+            .get_mut("appdb")
+            .unwrap()
+            .ledger
+            .commit(&[(b"k".to_vec(), b"v".to_vec())]);
+    });
+    let replica = &nodes[1];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while replica.with_state(|s| s.databases["appdb"].tx_count()) < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // The primary comes back on a new, empty volume.
+    drop(nodes.remove(0));
+    tokio::time::sleep(Duration::from_millis(100)).await; // the aborted server releases its ports
+    nodes.insert(0, cluster.start_node(0).await);
+    let report = converge(&cluster.converge_config(&replicas, 5, databases(&["appdb"]), &[])).await;
+    assert_eq!(report.exit_code(), 5, "{report}");
+    let (_, reason) = failure_of(&report, &cluster.host(0)).unwrap();
+    assert!(
+        reason.contains(&format!("replica {} holds 1 transactions", cluster.host(1))),
+        "{reason}"
+    );
+    assert!(reason.contains("rebuild the primary"), "{reason}");
+    assert!(
+        nodes[0].with_state(|s| !s.databases.contains_key("appdb")),
+        "nothing created"
     );
 }

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use immudb_hook::client::Client;
 use immudb_hook::config::{Credentials, Secret};
-use immudb_hook::plan::{Action, ReplicationSettings};
+use immudb_hook::plan::{Action, ReplicationSettings, StorageSettings};
 use immudb_hook::proto::immu_service_client::ImmuServiceClient;
 use immudb_hook::proto::DatabaseListRequestV2;
 use tonic::Code;
@@ -66,9 +66,10 @@ async fn server_rules_and_texts() {
     let nodes = start_all(&cluster, 0).await;
     let c = admin_session(&nodes[0]).await;
     let none = Secret::default();
-    let create = |name: &str, settings: ReplicationSettings| Action::CreateDatabase {
+    let create = |name: &str, replication: ReplicationSettings| Action::CreateDatabase {
         name: name.into(),
-        settings,
+        replication,
+        storage: StorageSettings::default(),
     };
 
     let err = c
@@ -126,7 +127,7 @@ async fn server_rules_and_texts() {
         .into_iter()
         .find(|d| d.name == "mydb")
         .unwrap();
-    assert!(!mydb.settings.sync_replication);
+    assert!(!mydb.replication.sync_replication);
 
     let user = |permission| Action::CreateUser {
         user: "u".into(),
@@ -162,7 +163,8 @@ async fn replica_databases_are_read_only() {
     c.apply(
         &Action::CreateDatabase {
             name: "r".into(),
-            settings: replica,
+            replication: replica,
+            storage: StorageSettings::default(),
         },
         &Secret::default(),
     )
@@ -182,7 +184,45 @@ async fn replica_databases_are_read_only() {
         .into_iter()
         .find(|d| d.name == "r")
         .unwrap();
-    assert!(listed.settings.replica && listed.settings.primary_database == "r");
+    assert!(listed.replication.replica && listed.replication.primary_database == "r");
+}
+
+#[tokio::test]
+async fn unload_and_load_answer_like_immudb() {
+    let cluster = Cluster::new();
+    let nodes = start_all(&cluster, 0).await;
+    let admin_client = admin_session(&nodes[0]).await;
+    let create = Action::CreateDatabase {
+        name: "appdb".into(),
+        replication: ReplicationSettings::default(),
+        storage: StorageSettings::default(),
+    };
+    admin_client
+        .apply(&create, &Secret::default())
+        .await
+        .unwrap();
+    let on_appdb = Client::new(&target(&nodes[0]))
+        .unwrap()
+        .open_session(&admin(), "appdb")
+        .await
+        .unwrap();
+    admin_client.reload_database("appdb").await.unwrap();
+    admin_client.unload_database("appdb").await.unwrap();
+    let err = admin_client.unload_database("appdb").await.unwrap_err();
+    assert_eq!(err.message, "already closed");
+    let err = on_appdb.get(b"k").await.unwrap_err();
+    assert_eq!(
+        err.message, "already closed",
+        "a closed database serves nothing"
+    );
+    admin_client.load_database("appdb").await.unwrap();
+    let err = admin_client.load_database("appdb").await.unwrap_err();
+    assert_eq!(err.message, "database already loaded");
+    let err = admin_client.reload_database("defaultdb").await.unwrap_err();
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (Code::Internal, "database is reserved")
+    );
 }
 
 /// A raw client carrying `session`'s id, for the calls the hook's client does not wrap.
@@ -218,7 +258,8 @@ async fn replicas_replicate_transaction_by_transaction_and_export_needs_admin() 
     let report = immudb_hook::reconcile::converge(&cluster.converge_config(
         &cluster.replica_hosts(1),
         20,
-        &["--databases=appdb"],
+        databases(&["appdb"]),
+        &[],
     ))
     .await;
     assert_eq!(report.exit_code(), 0, "{report}");

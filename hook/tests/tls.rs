@@ -33,7 +33,7 @@ fn converge_trusting(cluster: &Cluster, ca_file: Option<&str>, timeout_s: u64) -
         mut topology,
         command,
         ..
-    } = cluster.cli(&[], timeout_s, "converge", &["--databases=appdb"]);
+    } = cluster.converge_cli(&[], timeout_s, databases(&["appdb"]), &[]);
     let Command::Converge(args) = command else {
         unreachable!()
     };
@@ -85,7 +85,9 @@ async fn an_untrusted_or_missing_ca_never_reaches_the_server() {
 fn a_ca_file_without_certificates_is_a_configuration_error() {
     let cluster = Cluster::new();
     std::fs::write(cluster.path("empty.pem"), "").unwrap();
-    let mut args = cluster.cli(&[], 2, "converge", &[]).topology;
+    let mut args = cluster
+        .converge_cli(&[], 2, databases(&["appdb"]), &[])
+        .topology;
     args.tls_ca_file = Some(cluster.path("empty.pem").into());
     let error = args.topology().unwrap_err().to_string();
     assert!(

@@ -44,7 +44,7 @@ where
 {
     retry::until(Instant::now() + timeout, attempt)
         .await
-        .map_err(|e| crate::reconcile::step_failed(step, e))
+        .map_err(|e| crate::session::step_failed(step, e))
 }
 
 /// Every manifest of `database` in `storage`, grouped into chains (oldest first). A manifest that
@@ -92,6 +92,6 @@ pub fn all_failed(role: Role, host: &str, databases: &[String], failed: Failed) 
             .iter()
             .map(|db| line(role, host, db, Err(failed.clone())))
             .collect(),
-        versions: Vec::new(),
+        ..Default::default()
     }
 }

@@ -13,8 +13,9 @@ use super::config::RebuildConfig;
 use super::tx_client::State;
 use super::{all_failed, call, integrity, line, StepResult};
 use crate::config::Role;
-use crate::reconcile::{joined, node_span, spawn_waits, Session};
+use crate::reconcile::{joined, node_span, spawn_waits};
 use crate::report::{Failure, Report};
+use crate::session::Session;
 use crate::wait::ReadyNode;
 
 pub async fn rebuild_primary(config: &RebuildConfig) -> Report {
@@ -70,7 +71,7 @@ async fn most_advanced(
         let span = node_span(Role::Replica, host);
         let observed = async {
             let session = Session::open(
-                ready,
+                &ready.client,
                 &config.admin,
                 database,
                 Instant::now() + config.timeout,
@@ -124,7 +125,7 @@ async fn rebuild_database(
 ) -> StepResult<String> {
     let timeout = config.timeout;
     let deadline = Instant::now() + timeout;
-    let admin = Session::open(primary, &config.admin, "defaultdb", deadline).await?;
+    let admin = Session::open(&primary.client, &config.admin, "defaultdb", deadline).await?;
     let result = async {
         let listed = call(timeout, "DatabaseListV2", || admin.client.list_databases()).await?;
         let existing = listed.into_iter().find(|d| d.name == database);
@@ -143,7 +144,7 @@ async fn rebuild_database(
         let copied = async {
             match &existing {
                 None => call(timeout, "CreateDatabaseV2", || admin.client.create_replica_target(database)).await?,
-                Some(e) if !e.settings.replica => {
+                Some(e) if !e.replication.replica => {
                     call(timeout, "UpdateDatabaseV2", || admin.client.set_replica(database, true)).await?
                 }
                 Some(_) => {}
@@ -154,7 +155,7 @@ async fn rebuild_database(
         .await;
         replica.close().await;
         copied?;
-        let session = Session::open(primary, &config.admin, database, deadline).await?;
+        let session = Session::open(&primary.client, &config.admin, database, deadline).await?;
         let rebuilt = call(timeout, "CurrentState", || session.client.current_state()).await;
         session.close().await;
         let rebuilt = rebuilt?;
@@ -190,7 +191,13 @@ async fn copy(
     source: &str,
 ) -> StepResult<()> {
     let timeout = config.timeout;
-    let target = Session::open(primary, &config.admin, database, Instant::now() + timeout).await?;
+    let target = Session::open(
+        &primary.client,
+        &config.admin,
+        database,
+        Instant::now() + timeout,
+    )
+    .await?;
     let result = async {
         let mut chain = Chain::genesis();
         for id in 1..=state.tx_id {

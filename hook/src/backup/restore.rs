@@ -13,8 +13,9 @@ use super::tx_client::State;
 use super::walk::walk;
 use super::{all_failed, call, integrity, line, load_chains, storage_failed, StepResult};
 use crate::config::Role;
-use crate::reconcile::{node_span, Session};
+use crate::reconcile::node_span;
 use crate::report::{Failure, Report};
+use crate::session::Session;
 use crate::wait::{self, ReadyNode, SystemResolver};
 
 pub async fn restore(config: &RestoreConfig) -> Report {
@@ -64,7 +65,7 @@ async fn observe_target(
     into: &str,
 ) -> StepResult<Option<Existing>> {
     let deadline = Instant::now() + config.timeout;
-    let admin = Session::open(target, &config.admin, "defaultdb", deadline).await?;
+    let admin = Session::open(&target.client, &config.admin, "defaultdb", deadline).await?;
     let listed = call(config.timeout, "DatabaseListV2", || {
         admin.client.list_databases()
     })
@@ -73,7 +74,7 @@ async fn observe_target(
     let Some(database) = listed?.into_iter().find(|d| d.name == into) else {
         return Ok(None);
     };
-    let session = Session::open(target, &config.admin, into, deadline).await?;
+    let session = Session::open(&target.client, &config.admin, into, deadline).await?;
     let state = call(config.timeout, "CurrentState", || {
         session.client.current_state()
     })
@@ -81,7 +82,7 @@ async fn observe_target(
     session.close().await;
     Ok(Some(Existing {
         state: state?,
-        replica: database.settings.replica,
+        replica: database.replication.replica,
     }))
 }
 
@@ -186,7 +187,7 @@ async fn restore_database(
 
     // Write pass.
     let deadline = Instant::now() + config.timeout;
-    let admin = Session::open(target, &config.admin, "defaultdb", deadline).await?;
+    let admin = Session::open(&target.client, &config.admin, "defaultdb", deadline).await?;
     let prepared = match &existing {
         None => {
             call(config.timeout, "CreateDatabaseV2", || {
@@ -218,7 +219,7 @@ async fn restore_database(
     admin.close().await;
     promoted?;
 
-    let session = Session::open(target, &config.admin, into, deadline).await?;
+    let session = Session::open(&target.client, &config.admin, into, deadline).await?;
     let state = call(config.timeout, "CurrentState", || {
         session.client.current_state()
     })
@@ -250,8 +251,13 @@ async fn replay(
     have: u64,
     end: u64,
 ) -> StepResult<()> {
-    let session =
-        Session::open(target, &config.admin, into, Instant::now() + config.timeout).await?;
+    let session = Session::open(
+        &target.client,
+        &config.admin,
+        into,
+        Instant::now() + config.timeout,
+    )
+    .await?;
     let client = &session.client;
     let replayed = walk(storage, chain, end, &mut async |record| {
         if record.tx_id <= have {

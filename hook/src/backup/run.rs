@@ -18,8 +18,9 @@ use super::tx_client::State;
 use super::{all_failed, call, integrity, line, load_chains, storage_failed, StepResult};
 use crate::client::Client;
 use crate::config::Role;
-use crate::reconcile::{node_span, Session};
+use crate::reconcile::node_span;
 use crate::report::{Failure, Report};
+use crate::session::Session;
 use crate::wait::{self, ReadyNode, SystemResolver};
 
 /// How long `--source replica` waits for a replica before backing up from the primary.
@@ -171,7 +172,7 @@ async fn backup_database(
 ) -> StepResult<String> {
     let start = plan_start(config, storage, database).await?;
     let session = Session::open(
-        source,
+        &source.client,
         &config.admin,
         database,
         Instant::now() + config.timeout,

@@ -56,7 +56,7 @@ fn replica_only(replica: bool) -> proto::DatabaseNullableSettings {
             replica: Some(NullableBool { value: replica }),
             ..Default::default()
         }),
-        autoload: None,
+        ..Default::default()
     }
 }
 

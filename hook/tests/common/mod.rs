@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -18,6 +18,12 @@ pub const ADMIN_PASSWORD: &str = "admin-Secret-1";
 pub const REPLICATION_PASSWORD: &str = "repl-Secret-2";
 
 static NEXT_SUBNET: AtomicU8 = AtomicU8::new(1);
+static NEXT_SPEC: AtomicUsize = AtomicUsize::new(0);
+
+/// A spec that replicates these databases with every other value at its default.
+pub fn databases(names: &[&str]) -> serde_json::Value {
+    serde_json::json!({ "databases": names })
+}
 
 pub struct Cluster {
     pub network: Network,
@@ -78,6 +84,13 @@ impl Cluster {
         self.dir.path().join(name).display().to_string()
     }
 
+    /// Writes a spec file and returns its path.
+    pub fn write_spec(&self, spec: &serde_json::Value) -> String {
+        let name = format!("spec-{}.json", NEXT_SPEC.fetch_add(1, Ordering::SeqCst));
+        std::fs::write(self.dir.path().join(&name), spec.to_string()).unwrap();
+        self.path(&name)
+    }
+
     /// The hook's command line with the cluster's files; `extra` goes after the subcommand.
     pub fn cli(
         &self,
@@ -110,8 +123,28 @@ impl Cluster {
         Cli::try_parse_from(args).expect("valid command line")
     }
 
-    pub fn converge_config(&self, replicas: &[String], timeout_s: u64, extra: &[&str]) -> Config {
-        let cli = self.cli(replicas, timeout_s, "converge", extra);
+    /// `converge` with `spec` and `extra` flags.
+    pub fn converge_cli(
+        &self,
+        replicas: &[String],
+        timeout_s: u64,
+        spec: serde_json::Value,
+        extra: &[&str],
+    ) -> Cli {
+        let spec_flag = format!("--spec-file={}", self.write_spec(&spec));
+        let mut flags = vec![spec_flag.as_str()];
+        flags.extend(extra);
+        self.cli(replicas, timeout_s, "converge", &flags)
+    }
+
+    pub fn converge_config(
+        &self,
+        replicas: &[String],
+        timeout_s: u64,
+        spec: serde_json::Value,
+        extra: &[&str],
+    ) -> Config {
+        let cli = self.converge_cli(replicas, timeout_s, spec, extra);
         let Command::Converge(args) = &cli.command else {
             unreachable!()
         };
@@ -148,4 +181,98 @@ pub fn target(node: &Node) -> Target {
         address: node.options.grpc,
         tls: None,
     }
+}
+
+pub const AGENT_PORT: u16 = 9498;
+
+/// An agent running in the test's runtime; dropping it stops it.
+pub struct RunningAgent {
+    pub address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RunningAgent {
+    /// GET `path` on the agent's port: (status code, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.address);
+        let http = immudb_hook::tls::http_client_builder(None, Duration::from_secs(2))
+            .build()
+            .unwrap();
+        match http.get(&url).send().await {
+            Ok(response) => (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            ),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    pub async fn ready(&self) -> bool {
+        self.get("/readyz").await.0 == 200
+    }
+
+    /// The value of one metric line (`name{labels}` exactly as rendered), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await;
+        body.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+impl Cluster {
+    /// An agent for node `node` (0 is the primary) with fast test timings.
+    pub fn agent(
+        &self,
+        node: u8,
+        replicas: &[String],
+        spec: serde_json::Value,
+        extra: &[&str],
+    ) -> RunningAgent {
+        let role = if node == 0 { "primary" } else { "replica" };
+        let address = SocketAddr::new(self.ip(node), AGENT_PORT);
+        let spec_flag = format!("--spec-file={}", self.write_spec(&spec));
+        let mut flags = vec![
+            format!("--role={role}"),
+            spec_flag,
+            format!("--replication-password-file={}", self.path("replication")),
+            format!("--listen={address}"),
+            format!("--local-address={}", self.ip(node)),
+            "--poll-interval=100ms".into(),
+            "--max-lag=2s".into(),
+            "--drift-grace=1s".into(),
+        ];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let cli = self.cli(replicas, 20, "agent", &flags);
+        let Command::Agent(args) = &cli.command else {
+            unreachable!()
+        };
+        let config = args.config(&cli.topology).expect("valid agent config");
+        let task = tokio::spawn(async move {
+            let _ = immudb_hook::agent::run(config).await;
+        });
+        RunningAgent { address, task }
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

@@ -12,9 +12,11 @@ pub mod proto {
     tonic::include_proto!("immudb.schema");
 }
 pub mod ledger;
+pub mod replicator;
 pub mod rules;
 mod server;
 mod state;
+pub mod storage;
 mod transactions;
 
 use std::collections::HashMap;
@@ -32,8 +34,8 @@ pub use server::Faults;
 pub use state::{Database, State, User, ADMIN_USER};
 
 /// How replicas find their primary: `host:port` as written in a replica's settings → that node.
-/// `host:port` → (version, state) of every running node.
-type Registry = HashMap<String, (String, Arc<Mutex<State>>)>;
+/// `host:port` → the state of every running node.
+type Registry = HashMap<String, Arc<Mutex<State>>>;
 
 #[derive(Clone, Default)]
 pub struct Network {
@@ -41,9 +43,9 @@ pub struct Network {
 }
 
 impl Network {
-    fn register(&self, host: &str, port: u16, version: &str, state: Arc<Mutex<State>>) {
+    fn register(&self, host: &str, port: u16, state: Arc<Mutex<State>>) {
         let mut nodes = self.nodes.lock().expect("network lock");
-        nodes.insert(format!("{host}:{port}"), (version.to_string(), state));
+        nodes.insert(format!("{host}:{port}"), state);
     }
 
     fn unregister(&self, host: &str, port: u16) {
@@ -53,7 +55,7 @@ impl Network {
             .remove(&format!("{host}:{port}"));
     }
 
-    fn find(&self, host: &str, port: u32) -> Option<(String, Arc<Mutex<State>>)> {
+    fn find(&self, host: &str, port: u32) -> Option<Arc<Mutex<State>>> {
         self.nodes
             .lock()
             .expect("network lock")
@@ -74,8 +76,10 @@ pub struct NodeOptions {
     pub max_sessions: usize,
     /// systemdb replication: the server is a read-only replica of this `host:port` primary.
     pub server_replica_of: Option<(String, u16)>,
-    /// How often replica databases poll their primary.
+    /// How often replica databases poll their primary, and the first idle backoff.
     pub replication_interval: Duration,
+    /// The longest idle backoff of a replicator that found nothing new (immudb: 2 minutes).
+    pub replication_idle_max: Duration,
     /// Serve gRPC and the metrics port over TLS with this certificate and key (PEM), as immudb
     /// does with IMMUDB_CERTIFICATE and IMMUDB_PKEY.
     pub tls: Option<TlsIdentity>,
@@ -99,6 +103,7 @@ impl NodeOptions {
             max_sessions: 100,
             server_replica_of: None,
             replication_interval: Duration::from_millis(50),
+            replication_idle_max: Duration::from_millis(800),
             tls: None,
         }
     }
@@ -117,6 +122,7 @@ impl Node {
     /// Binds both ports and starts serving; returns once the node accepts connections.
     pub async fn start(options: NodeOptions, network: &Network) -> std::io::Result<Node> {
         let mut state = State::new(&options.admin_password);
+        state.version.clone_from(&options.version);
         if let Some((host, port)) = &options.server_replica_of {
             state.server_replica = true;
             let defaultdb = state.databases.get_mut("defaultdb").expect("defaultdb");
@@ -127,8 +133,12 @@ impl Node {
                 primary_port: u32::from(*port),
                 primary_username: ADMIN_USER.into(),
                 primary_password: options.admin_password.clone(),
+                // IMMUDB_REPLICATION_* defaults.
+                prefetch_tx_buffer_size: rules::DEFAULT_PREFETCH_TX_BUFFER_SIZE,
+                replication_commit_concurrency: rules::DEFAULT_REPLICATION_COMMIT_CONCURRENCY,
                 ..Default::default()
             };
+            defaultdb.start_replicator();
         }
         let state = Arc::new(Mutex::new(state));
         let faults = Arc::new(Faults {
@@ -139,7 +149,6 @@ impl Node {
         let service = server::Service {
             state: state.clone(),
             faults: faults.clone(),
-            version: options.version.clone(),
             max_sessions: options.max_sessions,
         };
         let grpc_listener = TcpListener::bind(options.grpc).await?;
@@ -169,17 +178,16 @@ impl Node {
                 .serve_with_incoming(incoming)
                 .await;
         });
-        let metrics = tokio::spawn(serve_health(metrics_listener, https));
-        let replicator = tokio::spawn(replicate(
+        let metrics = tokio::spawn(serve_health(metrics_listener, https, state.clone()));
+        let replicator = tokio::spawn(replicator::run(
             state.clone(),
             network.clone(),
-            options.version.clone(),
             options.replication_interval,
+            options.replication_idle_max,
         ));
         network.register(
             &options.grpc.ip().to_string(),
             options.grpc.port(),
-            &options.version,
             state.clone(),
         );
         Ok(Node {
@@ -199,6 +207,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.faults
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.network.unregister(
             &self.options.grpc.ip().to_string(),
             self.options.grpc.port(),
@@ -209,22 +220,27 @@ impl Drop for Node {
     }
 }
 
-/// immudb's port 9497: `/readyz`, `/livez` and `/initz` answer 200 as soon as the process is up.
-/// With server TLS on, immudb serves this port over HTTPS too.
-async fn serve_health(listener: TcpListener, https: Option<tokio_rustls::TlsAcceptor>) {
+/// immudb's port 9497: `/readyz`, `/livez` and `/initz` answer 200 as soon as the process is up,
+/// whatever the replicators do; `/metrics` has the replication gauges. With server TLS on, immudb
+/// serves this port over HTTPS too.
+async fn serve_health(
+    listener: TcpListener,
+    https: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<Mutex<State>>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let https = https.clone();
+        let (https, state) = (https.clone(), state.clone());
         tokio::spawn(async move {
             match https {
                 Some(acceptor) => {
                     if let Ok(stream) = acceptor.accept(stream).await {
-                        answer_health(stream).await;
+                        answer_health(stream, &state).await;
                     }
                 }
-                None => answer_health(stream).await,
+                None => answer_health(stream, &state).await,
             }
         });
     }
@@ -248,96 +264,26 @@ fn tls_acceptor(tls: &TlsIdentity) -> std::io::Result<tokio_rustls::TlsAcceptor>
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-async fn answer_health<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S) {
+async fn answer_health<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    state: &Mutex<State>,
+) {
     let mut buffer = [0u8; 1024];
     let n = stream.read(&mut buffer).await.unwrap_or(0);
     let request = String::from_utf8_lossy(&buffer[..n]);
     let path = request.split_whitespace().nth(1).unwrap_or("");
-    let status = match path {
-        "/readyz" | "/livez" | "/initz" => "200 OK",
-        _ => "404 Not Found",
+    let (status, body) = match path {
+        "/readyz" | "/livez" | "/initz" => ("200 OK", String::new()),
+        "/metrics" => (
+            "200 OK",
+            replicator::metrics(&state.lock().expect("double state lock")),
+        ),
+        _ => ("404 Not Found", String::new()),
     };
-    let response = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
-}
-
-/// Transactions a replica database fetches from its primary per round.
-const REPLICATION_BATCH: u64 = 256;
-
-/// Replicates each replica database from its primary, transaction by transaction through the
-/// exported form, when immudb would: the primary is reachable, runs the same version, and the
-/// replication user has Admin (or SysAdmin) there. A transaction that does not chain (a diverged
-/// replica) stops that database's replication, as in immudb.
-async fn replicate(
-    state: Arc<Mutex<State>>,
-    network: Network,
-    version: String,
-    interval: Duration,
-) {
-    loop {
-        tokio::time::sleep(interval).await;
-        let replicas: Vec<(String, rules::Replication, u64)> = {
-            let state = state.lock().expect("double state lock");
-            state
-                .databases
-                .iter()
-                .filter(|(_, db)| db.replication.replica && !db.replication.primary_host.is_empty())
-                .map(|(name, db)| (name.clone(), db.replication.clone(), db.tx_count()))
-                .collect()
-        };
-        for (name, settings, have) in replicas {
-            let Some((primary_version, primary)) =
-                network.find(&settings.primary_host, settings.primary_port)
-            else {
-                continue;
-            };
-            if primary_version != version {
-                continue;
-            }
-            let fetched = {
-                let primary = primary.lock().expect("double state lock");
-                let allowed = primary
-                    .users
-                    .get(&settings.primary_username)
-                    .is_some_and(|u| {
-                        u.active
-                            && u.password == settings.primary_password
-                            && (u.sys_admin
-                                || u.permissions.get(&settings.primary_database)
-                                    == Some(&rules::PERMISSION_ADMIN))
-                    });
-                let source = primary.databases.get(&settings.primary_database);
-                match source {
-                    Some(source) if allowed => {
-                        let last = source.tx_count().min(have + REPLICATION_BATCH);
-                        let messages: Vec<Vec<u8>> = (have + 1..=last)
-                            .filter_map(|id| source.ledger.transaction(id).map(|t| t.to_message()))
-                            .collect();
-                        Some((messages, primary.users.clone()))
-                    }
-                    _ => None,
-                }
-            };
-            let Some((messages, users)) = fetched else {
-                continue;
-            };
-            let mut state = state.lock().expect("double state lock");
-            let server_replica = state.server_replica;
-            if let Some(db) = state.databases.get_mut(&name) {
-                for message in messages {
-                    let applied = immudb_txlog::ExportedTx::from_message(&message)
-                        .ok()
-                        .and_then(|tx| db.ledger.replicate(tx).ok());
-                    if applied.is_none() {
-                        break;
-                    }
-                }
-            }
-            if server_replica {
-                // systemdb replication carries users and their passwords too.
-                state.users = users;
-            }
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //! each enforcing the rules a real immudb enforces.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::proto::immu_service_server::ImmuService;
 use crate::proto::*;
 use crate::rules::{self, unknown, Replication, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
-use crate::state::{Database, State, User, ADMIN_USER, READ_ONLY, SYSTEM_DB};
+use crate::state::{Database, State, User, ADMIN_USER, CLOSED, READ_ONLY, SYSTEM_DB};
+use crate::storage::Storage;
 use crate::transactions;
 
 /// Fault injection and timing shared by every call of one node.
@@ -23,18 +24,22 @@ pub struct Faults {
     /// When set, exportTx serves this many more transactions, then fails every call with
     /// Internal (a source that dies in the middle of a backup).
     pub failing_exports_after: Mutex<Option<usize>>,
+    /// Set when the node is dropped: connections still open answer as a dead process would.
+    pub stopped: AtomicBool,
 }
 
 #[derive(Clone)]
 pub struct Service {
     pub state: Arc<Mutex<State>>,
     pub faults: Arc<Faults>,
-    pub version: String,
     pub max_sessions: usize,
 }
 
 impl Service {
     pub(crate) async fn gate(&self) -> Result<(), Status> {
+        if self.faults.stopped.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("the server is stopped"));
+        }
         if !self.faults.latency.is_zero() {
             tokio::time::sleep(self.faults.latency).await;
         }
@@ -129,7 +134,7 @@ impl ImmuService for Service {
         let state = self.state();
         let visible = state.databases.len() as i32;
         Ok(Response::new(ServerInfoResponse {
-            version: self.version.clone(),
+            version: state.version.clone(),
             started_at: 0,
             num_transactions: state.databases.values().map(|d| d.tx_count() as i64).sum(),
             num_databases: visible,
@@ -164,11 +169,15 @@ impl ImmuService for Service {
             .and_then(|s| s.replication_settings.as_ref());
         let replication = Replication::default().merged(update);
         replication.validate(&name)?;
-        let db = Database {
+        let settings = Storage::default().merged(r.settings.as_ref(), false, &name)?;
+        let mut db = Database {
             replication,
             loaded: true,
+            effective: settings.clone(),
+            settings,
             ..Default::default()
         };
+        db.start_replicator();
         let settings = State::settings_of(&db);
         state.databases.insert(name.clone(), db);
         Ok(Response::new(CreateDatabaseResponse {
@@ -203,7 +212,13 @@ impl ImmuService for Service {
             .and_then(|s| s.replication_settings.as_ref());
         let replication = db.replication.merged(update);
         replication.validate(&name)?;
+        // Stored now; the running database keeps `effective` until it is loaded again.
+        db.settings = db.settings.merged(r.settings.as_ref(), true, &name)?;
         db.replication = replication;
+        if update.is_some() {
+            // immudb stops the replicator and starts it again with the new settings.
+            db.start_replicator();
+        }
         Ok(Response::new(UpdateDatabaseResponse {
             database: name,
             settings: Some(State::settings_of(db)),
@@ -328,6 +343,9 @@ impl ImmuService for Service {
             .databases
             .get_mut(&db_name)
             .ok_or_else(|| unknown("database does not exist"))?;
+        if !db.loaded {
+            return Err(unknown(CLOSED));
+        }
         if db.replication.replica || server_replica {
             return Err(unknown(READ_ONLY));
         }
@@ -344,17 +362,104 @@ impl ImmuService for Service {
     async fn get(&self, request: Request<KeyRequest>) -> Result<Response<Entry>, Status> {
         self.gate().await?;
         let state = self.state();
-        let (_, db_name) = state.caller(request.metadata())?;
-        let db = state
-            .databases
-            .get(&db_name)
-            .ok_or_else(|| unknown("database does not exist"))?;
+        let (_, db) = state.session_database(request.metadata())?;
         let key = request.into_inner().key;
         let (tx, value) = db
             .ledger
             .get(&key)
             .ok_or_else(|| unknown("key not found"))?;
         Ok(Response::new(Entry { tx, key, value }))
+    }
+
+    async fn use_database(
+        &self,
+        request: Request<Database_>,
+    ) -> Result<Response<UseDatabaseReply>, Status> {
+        self.gate().await?;
+        let mut state = self.state();
+        let (user, _) = state.caller(request.metadata())?;
+        let session = request
+            .metadata()
+            .get("sessionid")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let wanted = request.into_inner().database_name.to_ascii_lowercase();
+        let db = state
+            .databases
+            .get(&wanted)
+            .ok_or_else(|| Status::not_found(format!("'{wanted}' does not exist")))?;
+        if !db.loaded {
+            return Err(unknown(CLOSED));
+        }
+        if state.permission_on(&user, &wanted) == 0 {
+            return Err(Status::permission_denied(
+                "Logged in user does not have permission on this database",
+            ));
+        }
+        // A session now works on the chosen database; tokens stay bound to defaultdb here.
+        if let Some(binding) = session.and_then(|id| state.sessions.get_mut(&id)) {
+            binding.1 = wanted;
+        }
+        Ok(Response::new(UseDatabaseReply {
+            token: String::new(),
+        }))
+    }
+
+    async fn keep_alive(&self, request: Request<()>) -> Result<Response<()>, Status> {
+        self.gate().await?;
+        self.state().caller(request.metadata())?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_database_settings_v2(
+        &self,
+        request: Request<DatabaseSettingsRequest>,
+    ) -> Result<Response<DatabaseSettingsResponse>, Status> {
+        self.gate().await?;
+        let state = self.state();
+        let (_, db_name) = state.caller(request.metadata())?;
+        let db = state
+            .databases
+            .get(&db_name)
+            .ok_or_else(|| unknown("database does not exist"))?;
+        Ok(Response::new(DatabaseSettingsResponse {
+            database: db_name.clone(),
+            settings: Some(State::settings_of(db)),
+        }))
+    }
+
+    async fn unload_database(
+        &self,
+        request: Request<UnloadDatabaseRequest>,
+    ) -> Result<Response<UnloadDatabaseResponse>, Status> {
+        self.gate().await?;
+        let mut state = self.state();
+        let database = request.get_ref().database.clone();
+        let db = state.database_to_load(request.metadata(), &database)?;
+        if !db.loaded {
+            return Err(unknown(CLOSED));
+        }
+        db.loaded = false;
+        db.stop_replicator();
+        Ok(Response::new(UnloadDatabaseResponse { database }))
+    }
+
+    async fn load_database(
+        &self,
+        request: Request<LoadDatabaseRequest>,
+    ) -> Result<Response<LoadDatabaseResponse>, Status> {
+        self.gate().await?;
+        let mut state = self.state();
+        let database = request.get_ref().database.clone();
+        let db = state.database_to_load(request.metadata(), &database)?;
+        if db.loaded {
+            return Err(unknown("database already loaded"));
+        }
+        db.loaded = true;
+        db.effective = db.settings.clone();
+        db.start_replicator();
+        db.last_loaded = Some(std::time::Instant::now());
+        Ok(Response::new(LoadDatabaseResponse { database }))
     }
 
     async fn tx_by_id(&self, request: Request<TxRequest>) -> Result<Response<Tx>, Status> {
@@ -387,3 +492,5 @@ impl ImmuService for Service {
 
 /// The generated `User` message, renamed here so it does not clash with the stored user.
 type User_ = crate::proto::User;
+/// The generated `Database` message (UseDatabase's argument), beside the stored database.
+type Database_ = crate::proto::Database;

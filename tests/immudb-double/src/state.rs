@@ -8,12 +8,15 @@ use tonic::Status;
 
 use crate::ledger::Ledger;
 use crate::proto::{DatabaseNullableSettings, NullableBool};
-use crate::rules::{unknown, Replication, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
+use crate::replicator::Replicator;
+use crate::rules::{self, unknown, Replication, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
+use crate::storage::Storage;
 
 pub const ADMIN_USER: &str = "immudb";
 pub(crate) const DEFAULT_DB: &str = "defaultdb";
 pub(crate) const SYSTEM_DB: &str = "systemdb";
 pub(crate) const READ_ONLY: &str = "database is read-only because it's a replica";
+pub(crate) const CLOSED: &str = "already closed";
 
 #[derive(Clone, Debug, Default)]
 pub struct Database {
@@ -21,6 +24,13 @@ pub struct Database {
     pub loaded: bool,
     /// Every transaction, chained by its Alh; the key index Get reads.
     pub ledger: Ledger,
+    /// Storage settings as stored (what DatabaseListV2 and GetDatabaseSettingsV2 show).
+    pub settings: Storage,
+    /// The settings the database runs with: those stored when it was last loaded.
+    pub effective: Storage,
+    /// When LoadDatabase last loaded it, for tests that check the order of reloads.
+    pub last_loaded: Option<std::time::Instant>,
+    pub replicator: Replicator,
 }
 
 impl Database {
@@ -46,6 +56,8 @@ pub struct State {
     pub(crate) tokens: HashMap<String, String>,
     /// Set in systemdb replication mode: the whole server is a read-only replica.
     pub server_replica: bool,
+    /// The immudb version ServerInfo reports; a test may change it, as an image change would.
+    pub version: String,
 }
 
 impl State {
@@ -156,9 +168,47 @@ impl State {
     }
 
     pub(crate) fn settings_of(db: &Database) -> DatabaseNullableSettings {
-        DatabaseNullableSettings {
+        let mut settings = DatabaseNullableSettings {
             replication_settings: Some(db.replication.to_nullable()),
             autoload: Some(NullableBool { value: true }),
+            ..Default::default()
+        };
+        db.settings.fill(&mut settings);
+        settings
+    }
+
+    /// LoadDatabase and UnloadDatabase: the caller administers `database`, which exists and is
+    /// not reserved.
+    pub(crate) fn database_to_load(
+        &mut self,
+        metadata: &MetadataMap,
+        database: &str,
+    ) -> Result<&mut Database, Status> {
+        let (user, _) = self.caller(metadata)?;
+        let name = rules::database_name(database)?;
+        if self.permission_on(&user, &name) < PERMISSION_ADMIN {
+            return Err(unknown(format!(
+                "the database '{database}' does not exist or you do not have admin permission on this database"
+            )));
         }
+        self.databases
+            .get_mut(&name)
+            .ok_or_else(|| unknown("database does not exist"))
+    }
+
+    /// The session's database, which must be loaded.
+    pub(crate) fn session_database(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<(String, &Database), Status> {
+        let (user, db_name) = self.caller(metadata)?;
+        let db = self
+            .databases
+            .get(&db_name)
+            .ok_or_else(|| unknown("database does not exist"))?;
+        if !db.loaded {
+            return Err(unknown(CLOSED));
+        }
+        Ok((user, db))
     }
 }

@@ -41,7 +41,7 @@ async fn run_hook(
             "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE",
             dir.join("replication"),
         )
-        .env("IMMUDB_HOOK_DATABASES", "appdb")
+        .env("IMMUDB_HOOK_SPEC_FILE", dir.join("spec.json"))
         .env("IMMUDB_HOOK_LOG", "warn")
         .arg("converge")
         .stdout(std::process::Stdio::null())
@@ -64,6 +64,7 @@ async fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("admin"), "bench-admin").unwrap();
     std::fs::write(dir.join("replication"), "bench-replication").unwrap();
+    std::fs::write(dir.join("spec.json"), r#"{"databases": ["appdb"]}"#).unwrap();
     let network = Network::default();
 
     println!("# Benchmarks\n");

@@ -2,6 +2,8 @@
 //! password are built here and never logged; errors carry the call name, the gRPC code and the
 //! server's text, none of which contains a secret.
 
+mod convert;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -10,9 +12,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::config::{Credentials, Secret};
-use crate::plan::{Action, Observed, ObservedDatabase, ObservedUser, ReplicationSettings};
+use crate::plan::{Action, Observed, ObservedDatabase, ObservedUser, StorageSettings};
+use crate::proto;
 use crate::proto::immu_service_client::ImmuServiceClient;
-use crate::proto::{self, NullableBool, NullableString, NullableUint32};
 use crate::retry::Transient;
 use crate::tls::TrustedCa;
 
@@ -74,65 +76,6 @@ pub struct Target {
 pub struct Client {
     inner: ImmuServiceClient<Channel>,
     session: Option<MetadataValue<tonic::metadata::Ascii>>,
-}
-
-fn bool_(value: bool) -> Option<NullableBool> {
-    Some(NullableBool { value })
-}
-fn u32_(value: u32) -> Option<NullableUint32> {
-    Some(NullableUint32 { value })
-}
-fn string(value: &str) -> Option<NullableString> {
-    Some(NullableString {
-        value: value.to_string(),
-    })
-}
-
-/// Every field is sent explicitly: unset means "unchanged" to immudb, and explicit zero values
-/// are accepted on a primary.
-fn to_proto(s: &ReplicationSettings) -> proto::DatabaseNullableSettings {
-    proto::DatabaseNullableSettings {
-        replication_settings: Some(proto::ReplicationNullableSettings {
-            replica: bool_(s.replica),
-            primary_database: string(&s.primary_database),
-            primary_host: string(&s.primary_host),
-            primary_port: u32_(s.primary_port),
-            primary_username: string(&s.primary_username),
-            primary_password: string(s.primary_password.expose()),
-            sync_replication: bool_(s.sync_replication),
-            sync_acks: u32_(s.sync_acks),
-            prefetch_tx_buffer_size: u32_(s.prefetch_tx_buffer_size),
-            replication_commit_concurrency: u32_(s.replication_commit_concurrency),
-            allow_tx_discarding: bool_(s.allow_tx_discarding),
-            skip_integrity_check: bool_(s.skip_integrity_check),
-            wait_for_indexing: bool_(s.wait_for_indexing),
-        }),
-        autoload: None,
-    }
-}
-
-fn from_proto(settings: Option<proto::DatabaseNullableSettings>) -> ReplicationSettings {
-    let r = settings
-        .and_then(|s| s.replication_settings)
-        .unwrap_or_default();
-    let b = |v: Option<NullableBool>| v.is_some_and(|v| v.value);
-    let n = |v: Option<NullableUint32>| v.map_or(0, |v| v.value);
-    let s = |v: Option<NullableString>| v.map(|v| v.value).unwrap_or_default();
-    ReplicationSettings {
-        replica: b(r.replica),
-        primary_database: s(r.primary_database),
-        primary_host: s(r.primary_host),
-        primary_port: n(r.primary_port),
-        primary_username: s(r.primary_username),
-        primary_password: Secret::new(s(r.primary_password)),
-        sync_replication: b(r.sync_replication),
-        sync_acks: n(r.sync_acks),
-        prefetch_tx_buffer_size: n(r.prefetch_tx_buffer_size),
-        replication_commit_concurrency: n(r.replication_commit_concurrency),
-        allow_tx_discarding: b(r.allow_tx_discarding),
-        skip_integrity_check: b(r.skip_integrity_check),
-        wait_for_indexing: b(r.wait_for_indexing),
-    }
 }
 
 impl Client {
@@ -239,7 +182,8 @@ impl Client {
             .into_iter()
             .map(|d| ObservedDatabase {
                 name: d.name,
-                settings: from_proto(d.settings),
+                replication: convert::replication_from_proto(d.settings.as_ref()),
+                storage: convert::storage_from_proto(d.settings.as_ref()),
                 loaded: d.loaded,
                 tx_count: d.num_transactions,
             })
@@ -282,10 +226,14 @@ impl Client {
     /// Applies one planned action. `password` is the replication user's, for CreateUser.
     pub async fn apply(&self, action: &Action, password: &Secret) -> Result<(), RpcError> {
         match action {
-            Action::CreateDatabase { name, settings } => {
+            Action::CreateDatabase {
+                name,
+                replication,
+                storage,
+            } => {
                 let request = self.request(proto::CreateDatabaseRequest {
                     name: name.clone(),
-                    settings: Some(to_proto(settings)),
+                    settings: Some(convert::settings_to_proto(Some(replication), storage)),
                     if_not_exists: true,
                 });
                 self.rpc()
@@ -293,16 +241,22 @@ impl Client {
                     .await
                     .map_err(|s| RpcError::from_status("CreateDatabaseV2", s))?;
             }
-            Action::UpdateDatabase { name, settings } => {
+            Action::UpdateDatabase {
+                name,
+                replication,
+                storage,
+            } => {
                 let request = self.request(proto::UpdateDatabaseRequest {
                     database: name.clone(),
-                    settings: Some(to_proto(settings)),
+                    settings: Some(convert::settings_to_proto(replication.as_ref(), storage)),
                 });
                 self.rpc()
                     .update_database_v2(request)
                     .await
                     .map_err(|s| RpcError::from_status("UpdateDatabaseV2", s))?;
             }
+            Action::ReloadDatabase { name } => self.reload_database(name).await?,
+            Action::LoadDatabase { name } => self.load_database(name).await?,
             Action::CreateUser {
                 user,
                 database,
@@ -336,6 +290,59 @@ impl Client {
                     .map_err(|s| RpcError::from_status("ChangePermission", s))?;
             }
         }
+        Ok(())
+    }
+
+    /// Unload then load: immudb applies stored settings and restarts the replicator on load.
+    pub async fn reload_database(&self, name: &str) -> Result<(), RpcError> {
+        self.unload_database(name).await?;
+        self.load_database(name).await
+    }
+
+    pub async fn unload_database(&self, name: &str) -> Result<(), RpcError> {
+        let request = self.request(proto::UnloadDatabaseRequest {
+            database: name.to_string(),
+        });
+        self.rpc()
+            .unload_database(request)
+            .await
+            .map_err(|s| RpcError::from_status("UnloadDatabase", s))?;
+        Ok(())
+    }
+
+    pub async fn load_database(&self, name: &str) -> Result<(), RpcError> {
+        let request = self.request(proto::LoadDatabaseRequest {
+            database: name.to_string(),
+        });
+        self.rpc()
+            .load_database(request)
+            .await
+            .map_err(|s| RpcError::from_status("LoadDatabase", s))?;
+        Ok(())
+    }
+
+    /// The stored settings of the session's database.
+    pub async fn database_settings(&self) -> Result<StorageSettings, RpcError> {
+        let request = self.request(proto::DatabaseSettingsRequest {});
+        let response = self
+            .rpc()
+            .get_database_settings_v2(request)
+            .await
+            .map_err(|s| RpcError::from_status("GetDatabaseSettingsV2", s))?;
+        Ok(convert::storage_from_proto(
+            response.into_inner().settings.as_ref(),
+        ))
+    }
+
+    /// Points the session at `database` (immudb keeps one database per session).
+    pub async fn use_database(&self, database: &str) -> Result<(), RpcError> {
+        let request = self.request(proto::Database {
+            database_name: database.to_string(),
+        });
+        self.rpc()
+            .use_database(request)
+            .await
+            .map_err(|s| RpcError::from_status("UseDatabase", s))?;
         Ok(())
     }
 
@@ -374,24 +381,6 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn settings_survive_the_round_trip() {
-        let settings = ReplicationSettings {
-            replica: true,
-            primary_database: "a".into(),
-            primary_host: "p".into(),
-            primary_port: 3322,
-            primary_username: "r".into(),
-            primary_password: Secret::new("pw"),
-            sync_replication: true,
-            prefetch_tx_buffer_size: 100,
-            replication_commit_concurrency: 10,
-            wait_for_indexing: true,
-            ..Default::default()
-        };
-        assert_eq!(from_proto(Some(to_proto(&settings))), settings);
-    }
 
     #[test]
     fn only_passing_failures_are_transient() {

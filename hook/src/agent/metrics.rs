@@ -1,0 +1,245 @@
+//! Prometheus text format both ways: reading one gauge per database from immudb's `/metrics`,
+//! and writing the agent's own metrics.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::plan::health::{Assessment, Repair, State};
+
+/// immudb's gauge of running replicators per replica database (its commit concurrency; 0 stopped).
+pub const REPLICATORS: &str = "immudb_replication_replicators";
+
+/// `name{db="x",...} value` lines of `text` → value per database. Other labels are ignored.
+pub fn gauge_by_database(text: &str, name: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = rest.split_once('}')?;
+            let db = labels.split(',').find_map(|label| {
+                let quoted = label.trim().strip_prefix("db=")?;
+                Some(quoted.trim_matches('"').to_string())
+            })?;
+            let value: f64 = value.split_whitespace().next()?.parse().ok()?;
+            Some((db, value.max(0.0) as u64))
+        })
+        .collect()
+}
+
+/// Fetches `url` (an immudb `/metrics`) and reads `name` per database.
+pub async fn scrape_gauge(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+) -> Result<BTreeMap<String, u64>, String> {
+    let text = async { http.get(url).send().await?.error_for_status()?.text().await }
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    Ok(gauge_by_database(&text, name))
+}
+
+/// Everything the agent counts across polls.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    pub repairs: BTreeMap<(String, Repair), u64>,
+    pub polls: u64,
+    pub poll_errors: u64,
+    pub logins: u64,
+}
+
+/// The agent's state after a poll, as the HTTP server shows it.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// Set after the first poll that reached the local server.
+    pub assessment: Option<Assessment>,
+    pub primary_reachable: bool,
+    /// Why the last poll could not assess (the local server down, ...).
+    pub error: Option<String>,
+    pub last_poll_seconds: f64,
+    pub counters: Counters,
+}
+
+impl Status {
+    pub fn ready(&self) -> bool {
+        self.error.is_none() && self.assessment.as_ref().is_some_and(|a| a.ready)
+    }
+
+    /// One line per reason the pod is not Ready, for the probe's body and the log.
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        if let Some(error) = &self.error {
+            return vec![error.clone()];
+        }
+        let Some(assessment) = &self.assessment else {
+            return vec!["no poll has finished yet".into()];
+        };
+        assessment
+            .databases
+            .iter()
+            .filter(|d| !d.ready)
+            .map(|d| {
+                let detail = d
+                    .detail
+                    .as_deref()
+                    .map_or(String::new(), |t| format!(": {t}"));
+                format!("database '{}' is {}{detail}", d.name, d.state.name())
+            })
+            .collect()
+    }
+}
+
+fn family(text: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The agent's `/metrics`.
+pub fn render(status: &Status) -> String {
+    let mut text = String::new();
+    family(&mut text, "immudb_agent_ready", "gauge", "1 when the pod is Ready: every database replicates and is within the lag bound (replicas), or is loaded (primary).");
+    let _ = writeln!(text, "immudb_agent_ready {}", u8::from(status.ready()));
+    family(
+        &mut text,
+        "immudb_agent_primary_reachable",
+        "gauge",
+        "1 when the agent reached the primary in its last poll.",
+    );
+    let _ = writeln!(
+        text,
+        "immudb_agent_primary_reachable {}",
+        u8::from(status.primary_reachable)
+    );
+    if let Some(assessment) = &status.assessment {
+        family(&mut text, "immudb_agent_replicating", "gauge", "1 when the database's replicator runs against a reachable primary of the same version.");
+        for db in &assessment.databases {
+            let _ = writeln!(
+                text,
+                "immudb_agent_replicating{{db=\"{}\"}} {}",
+                db.name,
+                u8::from(db.replicating)
+            );
+        }
+        family(
+            &mut text,
+            "immudb_agent_lag_transactions",
+            "gauge",
+            "Transactions the primary has committed that this replica lacks.",
+        );
+        for db in &assessment.databases {
+            if let Some(lag) = db.lag {
+                let _ = writeln!(
+                    text,
+                    "immudb_agent_lag_transactions{{db=\"{}\"}} {}",
+                    db.name, lag.transactions
+                );
+            }
+        }
+        family(&mut text, "immudb_agent_lag_seconds", "gauge", "How long ago the primary first had a transaction this replica still lacks (0 when caught up).");
+        for db in &assessment.databases {
+            if let Some(lag) = db.lag {
+                let _ = writeln!(
+                    text,
+                    "immudb_agent_lag_seconds{{db=\"{}\"}} {}",
+                    db.name, lag.seconds
+                );
+            }
+        }
+        family(
+            &mut text,
+            "immudb_agent_database_state",
+            "gauge",
+            "1 for the state each database is in.",
+        );
+        for db in &assessment.databases {
+            for state in State::ALL {
+                let value = u8::from(db.state == state);
+                let _ = writeln!(
+                    text,
+                    "immudb_agent_database_state{{db=\"{}\",state=\"{}\"}} {value}",
+                    db.name,
+                    state.name()
+                );
+            }
+        }
+    }
+    family(
+        &mut text,
+        "immudb_agent_repairs_total",
+        "counter",
+        "Changes the agent made, by database and reason.",
+    );
+    for ((db, repair), count) in &status.counters.repairs {
+        let _ = writeln!(
+            text,
+            "immudb_agent_repairs_total{{db=\"{db}\",reason=\"{}\"}} {count}",
+            repair.name()
+        );
+    }
+    family(
+        &mut text,
+        "immudb_agent_polls_total",
+        "counter",
+        "Polls run.",
+    );
+    let _ = writeln!(text, "immudb_agent_polls_total {}", status.counters.polls);
+    family(
+        &mut text,
+        "immudb_agent_poll_errors_total",
+        "counter",
+        "Polls that could not reach the local immudb.",
+    );
+    let _ = writeln!(
+        text,
+        "immudb_agent_poll_errors_total {}",
+        status.counters.poll_errors
+    );
+    family(
+        &mut text,
+        "immudb_agent_logins_total",
+        "counter",
+        "Sessions the agent opened or tried to open (each login costs immudb about 100 ms of CPU).",
+    );
+    let _ = writeln!(text, "immudb_agent_logins_total {}", status.counters.logins);
+    family(
+        &mut text,
+        "immudb_agent_poll_duration_seconds",
+        "gauge",
+        "Duration of the last poll.",
+    );
+    let _ = writeln!(
+        text,
+        "immudb_agent_poll_duration_seconds {}",
+        status.last_poll_seconds
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauges_are_read_per_database() {
+        let text = "# HELP immudb_replication_replicators x\n\
+            # TYPE immudb_replication_replicators gauge\n\
+            immudb_replication_replicators{db=\"appdb\"} 30\n\
+            immudb_replication_replicators{db=\"audit\"} 0\n\
+            immudb_replication_replicators_active{db=\"appdb\"} 3\n\
+            immudb_last_committed_trx_id{db=\"appdb\",index=\"index_00\"} 1.234e+03\n";
+        let replicators = gauge_by_database(text, "immudb_replication_replicators");
+        assert_eq!(
+            replicators,
+            BTreeMap::from([("appdb".into(), 30), ("audit".into(), 0)])
+        );
+        let committed = gauge_by_database(text, "immudb_last_committed_trx_id");
+        assert_eq!(committed, BTreeMap::from([("appdb".into(), 1234)]));
+    }
+
+    #[test]
+    fn before_the_first_poll_the_pod_is_not_ready_and_says_why() {
+        let status = Status::default();
+        assert!(!status.ready());
+        assert_eq!(status.not_ready_reasons(), vec!["no poll has finished yet"]);
+        let text = render(&status);
+        assert!(text.contains("immudb_agent_ready 0\n"));
+        assert!(text.contains("# TYPE immudb_agent_repairs_total counter"));
+    }
+}

@@ -1,0 +1,282 @@
+//! One poll: observe, assess (pure, `plan::health`), repair, report.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use super::link::{Dial, Link};
+use super::metrics::{self, Counters, Status};
+use super::{AgentConfig, AgentRole};
+use crate::client::{Client, RpcError};
+use crate::config::{Credentials, DatabaseReplication, Desired};
+use crate::holdings::held_by_replicas;
+use crate::plan::health::{self, Assessment, Memory, PrimaryView, ReplicaView};
+use crate::plan::{PrimaryDesired, ReplicaDesired};
+use crate::wait::SystemResolver;
+
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Agent {
+    pub config: AgentConfig,
+    started: Instant,
+    local: Link,
+    /// The primary, for a replica's agent.
+    primary: Link,
+    http: reqwest::Client,
+    memory: Memory,
+    counters: Counters,
+    /// The last spec that validated: a broken edit keeps the agent on the previous one.
+    desired: Option<DatabaseReplication>,
+}
+
+fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
+    format!("{step}: {error}")
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Agent {
+        let topology = &config.topology;
+        let local = Link::new(
+            &topology.primary,
+            Dial::Fixed(config.local_address),
+            topology,
+        );
+        let primary = Link::new(
+            &topology.primary,
+            Dial::Resolve(SystemResolver::new(topology)),
+            topology,
+        );
+        // The local metrics port is plaintext on replicas, the only agents that read it.
+        let http = crate::tls::http_client_builder(None, SCRAPE_TIMEOUT)
+            .build()
+            .expect("a plain HTTP client builds");
+        Agent {
+            config,
+            started: Instant::now(),
+            local,
+            primary,
+            http,
+            memory: Memory::default(),
+            counters: Counters::default(),
+            desired: None,
+        }
+    }
+
+    /// Re-reads the spec; on an error the previous one stays in force.
+    fn refresh_desired(&mut self) -> Result<DatabaseReplication, String> {
+        match self.config.desired() {
+            Ok(Desired::Database(spec)) => {
+                self.desired = Some(spec.clone());
+                Ok(spec)
+            }
+            Ok(Desired::Systemdb { .. }) => {
+                Err("the spec is in systemdb mode; the agent manages database mode only".into())
+            }
+            Err(error) => {
+                tracing::error!(%error, "the spec file is invalid; keeping the previous one");
+                self.desired.clone().ok_or_else(|| error.to_string())
+            }
+        }
+    }
+
+    pub async fn poll(&mut self) -> Status {
+        let started = Instant::now();
+        self.counters.polls += 1;
+        let role = self.config.role;
+        let span = tracing::info_span!("poll", ?role);
+        let outcome = self.poll_role().instrument(span).await;
+        let mut status = Status {
+            last_poll_seconds: started.elapsed().as_secs_f64(),
+            ..Default::default()
+        };
+        match outcome {
+            Ok((assessment, primary_reachable)) => {
+                status.primary_reachable = primary_reachable;
+                status.assessment = Some(assessment);
+            }
+            Err(error) => {
+                self.counters.poll_errors += 1;
+                tracing::warn!(%error, "poll failed");
+                status.error = Some(error);
+            }
+        }
+        if !status.ready() {
+            tracing::info!(reasons = ?status.not_ready_reasons(), "not ready");
+        }
+        status.counters = self.counters.clone();
+        status
+    }
+
+    async fn poll_role(&mut self) -> Result<(Assessment, bool), String> {
+        let spec = self.refresh_desired()?;
+        let now = self.started.elapsed();
+        let (assessment, primary_reachable) = match self.config.role {
+            AgentRole::Replica => {
+                let names: Vec<String> = spec.databases.iter().map(|d| d.name.clone()).collect();
+                let primary = self.primary_view(&spec.replication, &names).await;
+                let desired = spec.replica_desired(self.config.topology.grpc_port);
+                let assessment = self.assess_replica(&desired, primary.as_ref(), now).await?;
+                (assessment, primary.is_some())
+            }
+            AgentRole::Primary => (
+                self.assess_primary(&spec.primary_desired(), now).await?,
+                true,
+            ),
+        };
+        self.repair(&assessment, &spec).await;
+        Ok((assessment, primary_reachable))
+    }
+
+    /// A session on the local server, reopened after a failure.
+    async fn local_session(&mut self) -> Result<Client, String> {
+        let admin = self.config.admin.clone();
+        self.local
+            .session(
+                &admin,
+                &["defaultdb".to_string()],
+                &mut self.counters.logins,
+            )
+            .await
+            .cloned()
+            .map_err(|e| poll_failed("local immudb", e))
+    }
+
+    /// Runs `call` on the local session; a failure drops the session so the next poll reopens it.
+    async fn on_local<T, F, Fut>(&mut self, call: F) -> Result<T, String>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RpcError>>,
+    {
+        let session = self.local_session().await?;
+        let result = call(session).await;
+        if result.is_err() {
+            self.local.reset();
+        }
+        result.map_err(|e| poll_failed("local immudb", e))
+    }
+
+    /// The local `immudb_replication_replicators` gauges.
+    async fn replicator_gauges(&self) -> Result<BTreeMap<String, u64>, String> {
+        let metrics = SocketAddr::new(self.config.local_address, self.config.topology.metrics_port);
+        let url = format!("http://{metrics}/metrics");
+        metrics::scrape_gauge(&self.http, &url, metrics::REPLICATORS)
+            .await
+            .map_err(|e| poll_failed("local metrics", e))
+    }
+
+    /// The primary's version and each database's last committed transaction, over one session
+    /// of the replication user; None when the primary does not answer.
+    async fn primary_view(
+        &mut self,
+        who: &Credentials,
+        databases: &[String],
+    ) -> Option<PrimaryView> {
+        let view = async {
+            let session = self
+                .primary
+                .session(who, databases, &mut self.counters.logins)
+                .await?
+                .clone();
+            let version = session.server_version().await?;
+            let mut transactions = BTreeMap::new();
+            for database in databases {
+                match session.use_database(database).await {
+                    Ok(()) => {}
+                    Err(e) if e.code == tonic::Code::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+                transactions.insert(database.clone(), session.current_state().await?.tx_id);
+            }
+            Ok::<_, RpcError>(PrimaryView {
+                version,
+                transactions,
+            })
+        }
+        .await;
+        match view {
+            Ok(view) => Some(view),
+            Err(error) => {
+                tracing::info!(primary = %self.primary.host, %error, "the primary did not answer");
+                self.primary.reset();
+                None
+            }
+        }
+    }
+
+    async fn assess_replica(
+        &mut self,
+        desired: &ReplicaDesired,
+        primary: Option<&PrimaryView>,
+        now: Duration,
+    ) -> Result<Assessment, String> {
+        let observed = self
+            .on_local(|s| async move { s.observe(false).await })
+            .await?;
+        let version = self
+            .on_local(|s| async move { s.server_version().await })
+            .await?;
+        let replicators = self.replicator_gauges().await?;
+        let view = ReplicaView {
+            observed: &observed,
+            replicators: &replicators,
+            local_version: &version,
+            primary,
+        };
+        Ok(health::assess_replica(
+            desired,
+            &view,
+            &mut self.memory,
+            now,
+            &self.config.limits,
+        ))
+    }
+
+    async fn assess_primary(
+        &mut self,
+        desired: &PrimaryDesired,
+        now: Duration,
+    ) -> Result<Assessment, String> {
+        let observed = self
+            .on_local(|s| async move { s.observe(true).await })
+            .await?;
+        let creates = health::creates_databases(desired, &observed);
+        let held = if creates.is_empty() {
+            BTreeMap::new()
+        } else {
+            held_by_replicas(&self.config.topology, &self.config.admin, &creates).await
+        };
+        Ok(health::assess_primary(
+            desired,
+            &observed,
+            &held,
+            &mut self.memory,
+            now,
+            &self.config.limits,
+        ))
+    }
+
+    /// Applies the assessment's repairs on the local server, counting those that took.
+    async fn repair(&mut self, assessment: &Assessment, spec: &DatabaseReplication) {
+        for (action, reason) in &assessment.repairs {
+            let database = action.database().to_string();
+            tracing::info!(%database, reason = reason.name(), ?action, "repairing");
+            let password = &spec.replication.password;
+            let applied = self
+                .on_local(|s| async move { s.apply(action, password).await })
+                .await;
+            match applied {
+                Ok(()) => {
+                    *self
+                        .counters
+                        .repairs
+                        .entry((database, *reason))
+                        .or_default() += 1;
+                }
+                // Another writer (the Job) may have done it first; the next poll observes again.
+                Err(error) => tracing::warn!(%database, %error, "repair failed"),
+            }
+        }
+    }
+}

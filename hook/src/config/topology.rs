@@ -1,0 +1,232 @@
+//! Where the nodes are and how to reach them: the flags every subcommand shares.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{check_user_name, read_password, reject, ConfigError, Credentials};
+use crate::tls::TrustedCa;
+
+#[derive(Args, Debug)]
+pub struct TopologyArgs {
+    /// Address the hook dials for the primary.
+    #[arg(long, env = "IMMUDB_HOOK_PRIMARY_HOST")]
+    pub primary_host: String,
+    /// Host the replicas replicate from (e.g. the primary Service); defaults to --primary-host.
+    #[arg(long, env = "IMMUDB_HOOK_REPLICATION_PRIMARY_HOST")]
+    pub replication_primary_host: Option<String>,
+    /// Replica addresses, comma separated (instead of the StatefulSet form).
+    #[arg(long, env = "IMMUDB_HOOK_REPLICAS", value_delimiter = ',')]
+    pub replicas: Vec<String>,
+    /// StatefulSet form: the replica StatefulSet's name (pods are NAME-0 … NAME-{count-1}).
+    #[arg(long, env = "IMMUDB_HOOK_REPLICA_STATEFULSET")]
+    pub replica_statefulset: Option<String>,
+    /// StatefulSet form: the headless Service that gives the replica pods their DNS names.
+    #[arg(long, env = "IMMUDB_HOOK_REPLICA_SERVICE")]
+    pub replica_service: Option<String>,
+    /// StatefulSet form: the namespace of the replica pods.
+    #[arg(long, env = "IMMUDB_HOOK_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// StatefulSet form: how many replica pods there are.
+    #[arg(long, env = "IMMUDB_HOOK_REPLICA_COUNT")]
+    pub replica_count: Option<u32>,
+    /// StatefulSet form: the cluster's DNS domain.
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+    /// immudb's gRPC port on every node.
+    #[arg(long, env = "IMMUDB_HOOK_GRPC_PORT", default_value_t = 3322)]
+    pub grpc_port: u16,
+    /// immudb's metrics and health port on every node.
+    #[arg(long, env = "IMMUDB_HOOK_METRICS_PORT", default_value_t = 9497)]
+    pub metrics_port: u16,
+    /// The system administrator's user name.
+    #[arg(long, env = "IMMUDB_HOOK_ADMIN_USER", default_value = "immudb")]
+    pub admin_user: String,
+    /// File holding the administrator's password (a mounted Secret).
+    #[arg(long, env = "IMMUDB_HOOK_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: PathBuf,
+    /// Overall deadline, in seconds, for waiting and converging.
+    #[arg(long, env = "IMMUDB_HOOK_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub timeout_seconds: u64,
+    /// CA certificate (PEM) of the immudb servers, when they serve TLS; plaintext without it.
+    #[arg(long, env = "IMMUDB_HOOK_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The hosts file the resolver reads first.
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_HOSTS_FILE",
+        default_value = "/etc/hosts",
+        hide = true
+    )]
+    pub hosts_file: PathBuf,
+    /// The resolver configuration (nameservers, search domains, ndots).
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_RESOLV_CONF",
+        default_value = "/etc/resolv.conf",
+        hide = true
+    )]
+    pub resolv_conf: PathBuf,
+}
+/// Where the nodes are and how to reach them.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub primary: String,
+    pub replicas: Vec<String>,
+    pub grpc_port: u16,
+    pub metrics_port: u16,
+    pub hosts_file: PathBuf,
+    pub resolv_conf: PathBuf,
+    /// Set when the servers speak TLS on gRPC and on the metrics port.
+    pub tls: Option<TrustedCa>,
+}
+
+/// A DNS name as Kubernetes gives them: dot-separated RFC 1123 labels, or an IP address.
+pub fn check_host(flag: &'static str, host: &str) -> Result<(), ConfigError> {
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
+        return reject(
+            flag,
+            host,
+            "must be an IP address or a DNS name of letters, digits, '-' and '.'",
+        );
+    }
+    Ok(())
+}
+
+impl TopologyArgs {
+    fn replica_hosts(&self) -> Result<Vec<String>, ConfigError> {
+        // An empty value (IMMUDB_HOOK_REPLICAS="" with no replicas) means no replicas.
+        let listed: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect();
+        let statefulset_form = self.replica_statefulset.is_some() || self.replica_count.is_some();
+        if !listed.is_empty() && statefulset_form {
+            return reject(
+                "--replicas",
+                self.replicas.join(","),
+                "give replicas either as a list or in the StatefulSet form (--replica-statefulset, --replica-count), not both",
+            );
+        }
+        if !statefulset_form {
+            return Ok(listed);
+        }
+        let Some(statefulset) = &self.replica_statefulset else {
+            return reject(
+                "--replica-statefulset",
+                "",
+                "is required with --replica-count",
+            );
+        };
+        let Some(service) = &self.replica_service else {
+            return reject(
+                "--replica-service",
+                "",
+                "is required with --replica-statefulset",
+            );
+        };
+        let Some(namespace) = &self.namespace else {
+            return reject("--namespace", "", "is required with --replica-statefulset");
+        };
+        let count = self.replica_count.unwrap_or(0);
+        Ok((0..count)
+            .map(|i| {
+                format!(
+                    "{statefulset}-{i}.{service}.{namespace}.svc.{}",
+                    self.cluster_domain
+                )
+            })
+            .collect())
+    }
+
+    pub fn topology(&self) -> Result<Topology, ConfigError> {
+        check_host("--primary-host", &self.primary_host)?;
+        let replicas = self.replica_hosts()?;
+        let mut seen = BTreeSet::from([self.primary_host.as_str()]);
+        for host in &replicas {
+            check_host("--replicas", host)?;
+            if !seen.insert(host) {
+                return reject(
+                    "--replicas",
+                    host,
+                    "each node must appear once (and not be the primary)",
+                );
+            }
+        }
+        if self.grpc_port == 0 {
+            return reject("--grpc-port", 0, "ports are 1 to 65535");
+        }
+        if self.metrics_port == 0 {
+            return reject("--metrics-port", 0, "ports are 1 to 65535");
+        }
+        Ok(Topology {
+            primary: self.primary_host.clone(),
+            replicas,
+            grpc_port: self.grpc_port,
+            metrics_port: self.metrics_port,
+            hosts_file: self.hosts_file.clone(),
+            resolv_conf: self.resolv_conf.clone(),
+            tls: self.trusted_ca()?,
+        })
+    }
+
+    /// The host written into replica databases: --replication-primary-host or the primary.
+    pub fn primary_host_for_replicas(&self) -> Result<String, ConfigError> {
+        let host = self
+            .replication_primary_host
+            .clone()
+            .unwrap_or_else(|| self.primary_host.clone());
+        check_host("--replication-primary-host", &host)?;
+        Ok(host)
+    }
+
+    fn trusted_ca(&self) -> Result<Option<TrustedCa>, ConfigError> {
+        let Some(path) = &self.tls_ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).or_else(|e| {
+            reject(
+                "--tls-ca-file",
+                path.display(),
+                format!("cannot read the CA file: {e}"),
+            )
+        })?;
+        TrustedCa::from_pem(&pem)
+            .map(Some)
+            .or_else(|rule| reject("--tls-ca-file", path.display(), rule))
+    }
+
+    pub fn admin(&self) -> Result<Credentials, ConfigError> {
+        check_user_name("--admin-user", &self.admin_user)?;
+        Ok(Credentials {
+            user: self.admin_user.clone(),
+            password: read_password("--admin-password-file", &self.admin_password_file)?,
+        })
+    }
+
+    pub fn timeout(&self) -> Result<Duration, ConfigError> {
+        if self.timeout_seconds == 0 {
+            return reject("--timeout-seconds", 0, "must be at least 1");
+        }
+        Ok(Duration::from_secs(self.timeout_seconds))
+    }
+}

@@ -1,0 +1,75 @@
+//! Before a database is created on the primary: do replicas still hold transactions of it? Then
+//! the primary lost it (a new volume), and creating it empty would let writers diverge from the
+//! replicas' history; it must be rebuilt from a replica instead (`rebuild-primary`). Asked only
+//! when a create is planned, of every replica that answers within a few seconds.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use crate::client::{Client, RpcError, Target};
+use crate::config::{Credentials, Topology};
+use crate::wait::SystemResolver;
+
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn transactions_on(
+    topology: &Topology,
+    admin: &Credentials,
+    host: &str,
+) -> Result<BTreeMap<String, u64>, RpcError> {
+    let unavailable = |message: String| RpcError {
+        call: "resolve",
+        code: tonic::Code::Unavailable,
+        message,
+    };
+    let ip = SystemResolver::new(topology)
+        .resolve(host)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let connection = Client::new(&Target {
+        host: host.to_string(),
+        address: SocketAddr::new(ip, topology.grpc_port),
+        tls: topology.tls.clone(),
+    })?;
+    let session = connection.open_session(admin, "defaultdb").await?;
+    let databases = session.list_databases().await;
+    let _ = session.close_session().await;
+    // Only replica databases carry the primary's history; a writable one is another matter.
+    Ok(databases?
+        .into_iter()
+        .filter(|db| db.replication.replica)
+        .map(|db| (db.name, db.tx_count))
+        .collect())
+}
+
+/// For each of `databases` that some replica holds transactions of: that replica and its count.
+pub async fn held_by_replicas(
+    topology: &Topology,
+    admin: &Credentials,
+    databases: &[String],
+) -> BTreeMap<String, (String, u64)> {
+    let asks = topology.replicas.iter().map(|host| async move {
+        let answer =
+            tokio::time::timeout(ASK_TIMEOUT, transactions_on(topology, admin, host)).await;
+        match answer {
+            Ok(Ok(counts)) => Some((host.clone(), counts)),
+            Ok(Err(error)) => {
+                tracing::info!(replica = %host, %error, "could not ask the replica what it holds");
+                None
+            }
+            Err(_) => None,
+        }
+    });
+    let mut held = BTreeMap::new();
+    for (host, counts) in join_all(asks).await.into_iter().flatten() {
+        for database in databases {
+            if let Some(&tx) = counts.get(database).filter(|tx| **tx > 0) {
+                held.entry(database.clone()).or_insert((host.clone(), tx));
+            }
+        }
+    }
+    held
+}

@@ -1,0 +1,91 @@
+//! Converging one node: observe, plan, apply, and again until the plan is empty. The Job and the
+//! agents share this loop; when both act on a node at once, an action may find its work already
+//! done (a user that now exists, a database created by the other side with other settings), so
+//! the node is observed and planned again instead of failing.
+
+use crate::client::RpcError;
+use crate::config::Secret;
+use crate::plan::{Action, Conflict, Observed};
+use crate::report::{Failure, Outcome};
+use crate::retry::Retried;
+use crate::session::{step_failed, Session};
+
+/// Rounds before giving up on a node that keeps changing under the hook.
+const MAX_ROUNDS: usize = 3;
+
+/// What converging a node did: every action applied, and the node as first observed.
+pub struct Converged {
+    pub applied: Vec<Action>,
+    pub before: Observed,
+}
+
+/// Another writer got there first: observe again rather than fail.
+fn lost_a_race(error: &RpcError) -> bool {
+    error.message.contains("already exists")
+}
+
+pub async fn converge_node(
+    session: &Session,
+    with_users: bool,
+    plan: impl Fn(&Observed) -> Result<Vec<Action>, Conflict>,
+    password: &Secret,
+) -> Result<Converged, (Failure, String)> {
+    let observe = || session.client.observe(with_users);
+    let mut before: Option<Observed> = None;
+    let mut applied = Vec::new();
+    for round in 1.. {
+        let observed = session.call("observe", observe).await?;
+        let actions =
+            plan(&observed).map_err(|conflict| (Failure::Rejected, conflict.to_string()))?;
+        let before = before.get_or_insert(observed);
+        if actions.is_empty() {
+            return Ok(Converged {
+                applied,
+                before: before.clone(),
+            });
+        }
+        if round > MAX_ROUNDS {
+            break;
+        }
+        tracing::info!(round, actions = actions.len(), "planned");
+        for action in actions {
+            tracing::info!(?action, "applying");
+            match session
+                .retry(|| session.client.apply(&action, password))
+                .await
+            {
+                Ok(()) => applied.push(action),
+                Err(Retried::Failed(error)) if lost_a_race(&error) => {
+                    tracing::info!(%error, "another writer changed the node; observing it again");
+                    break;
+                }
+                Err(error) => return Err(step_failed("apply", error)),
+            }
+        }
+    }
+    Err((
+        Failure::Rejected,
+        format!("the node was still changing after {MAX_ROUNDS} rounds of converging"),
+    ))
+}
+
+/// Each database's outcome from the actions applied to it.
+pub fn outcomes(databases: &[String], applied: &[Action]) -> Vec<(String, Outcome)> {
+    databases
+        .iter()
+        .map(|db| {
+            let touching: Vec<&Action> = applied.iter().filter(|a| a.database() == db).collect();
+            let outcome = if touching
+                .iter()
+                .any(|a| matches!(a, Action::CreateDatabase { .. }))
+            {
+                Outcome::Created
+            } else if touching.is_empty() {
+                Outcome::Unchanged
+            } else {
+                Outcome::Updated
+            };
+            (db.clone(), outcome)
+        })
+        .collect()
+}

@@ -1,0 +1,435 @@
+//! The agent's decisions, pure: from what one poll observed (and what earlier polls remember),
+//! each database's state, whether the pod is Ready, and the repairs to make. Repairs never lose
+//! data: missing databases are created, drifted settings updated once the drift outlasts a grace
+//! period (longer than the kubelet takes to refresh the agent's mounted spec, so the agent never
+//! undoes a change a newer release just made), a stopped replicator restarted by unload + load
+//! with backoff, and only when the primary runs the same immudb version.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::lag::{Lag, LagTracker};
+use super::{
+    plan_database, plan_primary, Action, Conflict, DesiredDatabase, Observed, PrimaryDesired,
+    ReplicaDesired,
+};
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Ready only while the replica holds everything the primary had this long ago.
+    pub max_lag: Duration,
+    /// How long settings may differ before the agent updates them.
+    pub drift_grace: Duration,
+    /// First and longest wait between replicator restarts of one database.
+    pub restart_backoff: (Duration, Duration),
+}
+
+/// The primary as seen from a replica's agent in one poll.
+#[derive(Clone, Debug)]
+pub struct PrimaryView {
+    pub version: String,
+    /// Each replicated database's last committed transaction; absent when the primary lacks it.
+    pub transactions: BTreeMap<String, u64>,
+}
+
+/// What a replica's agent observed in one poll.
+pub struct ReplicaView<'a> {
+    pub observed: &'a Observed,
+    /// `immudb_replication_replicators` per database from the local metrics port.
+    pub replicators: &'a BTreeMap<String, u64>,
+    pub local_version: &'a str,
+    /// None when the primary did not answer.
+    pub primary: Option<&'a PrimaryView>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Replicating and within the lag bound.
+    Replicating,
+    /// Replicating, still short of what the primary had when the agent started.
+    CatchingUp,
+    /// Replicating, but lacks a transaction the primary has had longer than the bound.
+    Lagging,
+    Missing,
+    NotLoaded,
+    /// A writable database where a replica should be: reported, never changed.
+    NotAReplica,
+    ReplicatorStopped,
+    /// The primary runs another immudb version: replication stops until versions agree.
+    VersionMismatch,
+    PrimaryUnreachable,
+    /// The primary lacks the database.
+    MissingOnPrimary,
+    /// The primary holds fewer transactions than this replica: it lost data or was replaced.
+    PrimaryBehind,
+    /// On the primary: exists and is loaded.
+    Serving,
+    /// On the primary: missing while a replica holds its transactions; left for a rebuild.
+    LostOnPrimary,
+    /// A state the agent will not change (see the detail).
+    Conflict,
+}
+
+impl State {
+    pub const ALL: [State; 14] = [
+        State::Replicating,
+        State::CatchingUp,
+        State::Lagging,
+        State::Missing,
+        State::NotLoaded,
+        State::NotAReplica,
+        State::ReplicatorStopped,
+        State::VersionMismatch,
+        State::PrimaryUnreachable,
+        State::MissingOnPrimary,
+        State::PrimaryBehind,
+        State::Serving,
+        State::LostOnPrimary,
+        State::Conflict,
+    ];
+
+    /// The metric label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Replicating => "replicating",
+            State::CatchingUp => "catching_up",
+            State::Lagging => "lagging",
+            State::Missing => "missing",
+            State::NotLoaded => "not_loaded",
+            State::NotAReplica => "not_a_replica",
+            State::ReplicatorStopped => "replicator_stopped",
+            State::VersionMismatch => "version_mismatch",
+            State::PrimaryUnreachable => "primary_unreachable",
+            State::MissingOnPrimary => "missing_on_primary",
+            State::PrimaryBehind => "primary_behind",
+            State::Serving => "serving",
+            State::LostOnPrimary => "lost_on_primary",
+            State::Conflict => "conflict",
+        }
+    }
+}
+
+/// Why the agent changed something, the `reason` label of its repairs counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Repair {
+    Created,
+    Loaded,
+    Settings,
+    ReplicatorRestarted,
+    User,
+}
+
+impl Repair {
+    pub const ALL: [Repair; 5] = [
+        Repair::Created,
+        Repair::Loaded,
+        Repair::Settings,
+        Repair::ReplicatorRestarted,
+        Repair::User,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Repair::Created => "created",
+            Repair::Loaded => "loaded",
+            Repair::Settings => "settings",
+            Repair::ReplicatorRestarted => "replicator_restarted",
+            Repair::User => "user",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatabaseHealth {
+    pub name: String,
+    pub state: State,
+    /// The replicator runs against a reachable primary of the same version.
+    pub replicating: bool,
+    pub ready: bool,
+    pub lag: Option<Lag>,
+    /// Settings differ (and since when), or a conflict the agent will not resolve.
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Assessment {
+    pub databases: Vec<DatabaseHealth>,
+    pub repairs: Vec<(Action, Repair)>,
+    /// Every database is ready.
+    pub ready: bool,
+}
+
+/// What the agent remembers between polls, per database.
+#[derive(Clone, Debug, Default)]
+struct DatabaseMemory {
+    lag: LagTracker,
+    drift_since: Option<Duration>,
+    next_restart: Duration,
+    restart_delay: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    databases: BTreeMap<String, DatabaseMemory>,
+}
+
+impl DatabaseMemory {
+    /// Drifted settings are updated only after they have differed for the grace period.
+    fn update_after_grace(
+        &mut self,
+        update: Option<Action>,
+        now: Duration,
+        grace: Duration,
+    ) -> (Option<Action>, Option<String>) {
+        let Some(update) = update else {
+            self.drift_since = None;
+            return (None, None);
+        };
+        let since = *self.drift_since.get_or_insert(now);
+        if now.saturating_sub(since) >= grace {
+            self.drift_since = None;
+            return (Some(update), Some("settings differed; updated".into()));
+        }
+        let waited = now.saturating_sub(since).as_secs();
+        (
+            None,
+            Some(format!(
+                "settings differ from the spec for {waited} s; updated after {} s",
+                grace.as_secs()
+            )),
+        )
+    }
+
+    /// A stopped replicator is restarted at once, then with doubling waits.
+    fn restart_due(&mut self, now: Duration, (first, longest): (Duration, Duration)) -> bool {
+        if now < self.next_restart {
+            return false;
+        }
+        self.restart_delay = (self.restart_delay * 2).clamp(first, longest);
+        self.next_restart = now + self.restart_delay;
+        true
+    }
+}
+
+fn conflict_health(name: &str, conflict: &Conflict) -> DatabaseHealth {
+    DatabaseHealth {
+        name: name.to_string(),
+        state: match conflict {
+            Conflict::NotAReplica(_) => State::NotAReplica,
+            _ => State::Conflict,
+        },
+        replicating: false,
+        ready: false,
+        lag: None,
+        detail: Some(conflict.to_string()),
+    }
+}
+
+/// One replica database, given what this poll observed.
+fn assess_replica_database(
+    desired: &ReplicaDesired,
+    wanted: &DesiredDatabase,
+    view: &ReplicaView<'_>,
+    memory: &mut DatabaseMemory,
+    now: Duration,
+    limits: &Limits,
+    repairs: &mut Vec<(Action, Repair)>,
+) -> DatabaseHealth {
+    let name = wanted.name.as_str();
+    let primary_tx = view.primary.and_then(|p| p.transactions.get(name).copied());
+    if let Some(tx) = primary_tx {
+        memory.lag.observe_primary(now, tx);
+    }
+    let replication = desired.replication(name);
+    let found = view.observed.database(name);
+    let planned = match found {
+        Some(db) if !db.replication.replica => Err(Conflict::NotAReplica(name.to_string())),
+        _ => plan_database(wanted, replication.clone(), found, |have| {
+            *have == replication
+        }),
+    };
+    let health = |state, replicating, ready, lag, detail| DatabaseHealth {
+        name: name.to_string(),
+        state,
+        replicating,
+        ready,
+        lag,
+        detail,
+    };
+    let planned = match planned {
+        Err(conflict) => return conflict_health(name, &conflict),
+        Ok(planned) => planned,
+    };
+    let Some(db) = found else {
+        repairs.extend(planned.map(|create| (create, Repair::Created)));
+        return health(State::Missing, false, false, None, None);
+    };
+    if !db.loaded {
+        let load = Action::LoadDatabase {
+            name: name.to_string(),
+        };
+        repairs.push((load, Repair::Loaded));
+        return health(State::NotLoaded, false, false, None, None);
+    }
+    let (update, detail) = memory.update_after_grace(planned, now, limits.drift_grace);
+    repairs.extend(update.map(|update| (update, Repair::Settings)));
+    let lag = primary_tx.and_then(|_| memory.lag.lag(now, db.tx_count));
+    let running = view.replicators.get(name).is_some_and(|n| *n > 0);
+    let state = match (view.primary, primary_tx) {
+        (None, _) => State::PrimaryUnreachable,
+        (Some(p), _) if p.version != view.local_version => State::VersionMismatch,
+        (Some(_), None) => State::MissingOnPrimary,
+        (Some(_), Some(tx)) if db.tx_count > tx => State::PrimaryBehind,
+        _ if !running => {
+            if memory.restart_due(now, limits.restart_backoff) {
+                let reload = Action::ReloadDatabase {
+                    name: name.to_string(),
+                };
+                repairs.push((reload, Repair::ReplicatorRestarted));
+            }
+            State::ReplicatorStopped
+        }
+        _ => {
+            memory.restart_delay = Duration::ZERO;
+            match lag {
+                Some(lag) if lag.catching_up => State::CatchingUp,
+                Some(lag) if lag.seconds > limits.max_lag.as_secs_f64() => State::Lagging,
+                _ => State::Replicating,
+            }
+        }
+    };
+    let replicating = matches!(
+        state,
+        State::Replicating | State::CatchingUp | State::Lagging
+    );
+    // Without a primary to compare with, stale reads beat no reads: a replica that has caught
+    // up since the agent started stays Ready.
+    let ready = match state {
+        State::Replicating => true,
+        State::PrimaryUnreachable | State::PrimaryBehind | State::MissingOnPrimary => {
+            memory.lag.caught_up_once()
+        }
+        _ => false,
+    };
+    health(state, replicating, ready, lag, detail)
+}
+
+/// A replica pod: every replicated database.
+pub fn assess_replica(
+    desired: &ReplicaDesired,
+    view: &ReplicaView<'_>,
+    memory: &mut Memory,
+    now: Duration,
+    limits: &Limits,
+) -> Assessment {
+    let mut repairs = Vec::new();
+    let databases: Vec<DatabaseHealth> = desired
+        .databases
+        .iter()
+        .map(|wanted| {
+            let remembered = memory.databases.entry(wanted.name.clone()).or_default();
+            assess_replica_database(desired, wanted, view, remembered, now, limits, &mut repairs)
+        })
+        .collect();
+    let ready = databases.iter().all(|d| d.ready);
+    Assessment {
+        databases,
+        repairs,
+        ready,
+    }
+}
+
+/// The primary pod: its databases, their sync settings and the replication user. `held` names,
+/// for each database a replica still holds transactions of, that replica and its count: such a
+/// database missing on the primary was lost, and creating it empty would hide that.
+pub fn assess_primary(
+    desired: &PrimaryDesired,
+    observed: &Observed,
+    held: &BTreeMap<String, (String, u64)>,
+    memory: &mut Memory,
+    now: Duration,
+    limits: &Limits,
+) -> Assessment {
+    let actions = match plan_primary(desired, observed) {
+        Ok(actions) => actions,
+        Err(conflict) => {
+            let databases = desired
+                .databases
+                .iter()
+                .map(|db| conflict_health(&db.name, &conflict))
+                .collect();
+            return Assessment {
+                databases,
+                ..Default::default()
+            };
+        }
+    };
+    let mut repairs = Vec::new();
+    for action in actions {
+        let name = action.database().to_string();
+        // Nothing is made for a lost database, its replication user's grant included.
+        let lost = held.contains_key(&name) && observed.database(&name).is_none();
+        match &action {
+            _ if lost => {}
+            Action::CreateDatabase { .. } => repairs.push((action, Repair::Created)),
+            Action::UpdateDatabase { .. } => {
+                let remembered = memory.databases.entry(name).or_default();
+                let (update, _) =
+                    remembered.update_after_grace(Some(action), now, limits.drift_grace);
+                repairs.extend(update.map(|update| (update, Repair::Settings)));
+            }
+            _ => repairs.push((action, Repair::User)),
+        }
+    }
+    let databases: Vec<DatabaseHealth> = desired
+        .databases
+        .iter()
+        .map(|wanted| {
+            let name = wanted.name.as_str();
+            let found = observed.database(name);
+            let (state, detail) = match (found, held.get(name)) {
+                (None, Some((replica, tx))) => (
+                    State::LostOnPrimary,
+                    Some(format!("missing here while {replica} holds {tx} transactions; rebuild the primary from it (docs/disaster-recovery.md)")),
+                ),
+                (None, None) => (State::Missing, None),
+                (Some(db), _) if !db.loaded => {
+                    let load = Action::LoadDatabase {
+                        name: name.to_string(),
+                    };
+                    repairs.push((load, Repair::Loaded));
+                    (State::NotLoaded, None)
+                }
+                (Some(_), _) => (State::Serving, None),
+            };
+            DatabaseHealth {
+                name: name.to_string(),
+                state,
+                replicating: false,
+                ready: state == State::Serving,
+                lag: None,
+                detail,
+            }
+        })
+        .collect();
+    let ready = databases.iter().all(|d| d.ready);
+    Assessment {
+        databases,
+        repairs,
+        ready,
+    }
+}
+
+/// The databases a primary plan would create: the only time replicas are asked what they hold.
+pub fn creates_databases(desired: &PrimaryDesired, observed: &Observed) -> Vec<String> {
+    desired
+        .databases
+        .iter()
+        .filter(|db| observed.database(&db.name).is_none())
+        .map(|db| db.name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "health_tests.rs"]
+mod tests;

@@ -1,0 +1,324 @@
+//! The agent's decisions, one situation per test.
+
+use super::*;
+use crate::config::Secret;
+use crate::plan::{
+    ObservedDatabase, ReplicaOptions, ReplicationSettings, Setting, StorageSettings,
+};
+
+const LIMITS: Limits = Limits {
+    max_lag: Duration::from_secs(180),
+    drift_grace: Duration::from_secs(300),
+    restart_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
+};
+
+fn at(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
+}
+
+fn desired() -> ReplicaDesired {
+    ReplicaDesired {
+        databases: vec![DesiredDatabase::named("appdb")],
+        primary_host: "primary".into(),
+        primary_port: 3322,
+        replication_user: "replicator".into(),
+        replication_password: Secret::new("pw"),
+        options: ReplicaOptions {
+            sync_replication: false,
+            prefetch_tx_buffer_size: 100,
+            replication_commit_concurrency: 30,
+            allow_tx_discarding: false,
+            skip_integrity_check: false,
+            wait_for_indexing: false,
+        },
+    }
+}
+
+fn replica_db(tx_count: u64) -> ObservedDatabase {
+    ObservedDatabase {
+        name: "appdb".into(),
+        replication: desired().replication("appdb"),
+        storage: StorageSettings::default(),
+        loaded: true,
+        tx_count,
+    }
+}
+
+fn observed(dbs: Vec<ObservedDatabase>) -> Observed {
+    Observed {
+        databases: dbs,
+        users: vec![],
+    }
+}
+
+fn primary(version: &str, tx: Option<u64>) -> PrimaryView {
+    PrimaryView {
+        version: version.into(),
+        transactions: tx.into_iter().map(|tx| ("appdb".to_string(), tx)).collect(),
+    }
+}
+
+/// One poll: the local databases, the replicator gauge, the primary (None = unreachable).
+fn poll(
+    memory: &mut Memory,
+    now: Duration,
+    dbs: Vec<ObservedDatabase>,
+    replicators: u64,
+    primary: Option<PrimaryView>,
+) -> Assessment {
+    let observed = observed(dbs);
+    let gauges = BTreeMap::from([("appdb".to_string(), replicators)]);
+    let view = ReplicaView {
+        observed: &observed,
+        replicators: &gauges,
+        local_version: "1.10.0",
+        primary: primary.as_ref(),
+    };
+    assess_replica(&desired(), &view, memory, now, &LIMITS)
+}
+
+fn state(assessment: &Assessment) -> State {
+    assessment.databases[0].state
+}
+
+fn reasons(assessment: &Assessment) -> Vec<Repair> {
+    assessment.repairs.iter().map(|(_, r)| *r).collect()
+}
+
+#[test]
+fn a_missing_database_is_created_and_the_pod_waits() {
+    let mut memory = Memory::default();
+    let a = poll(
+        &mut memory,
+        at(0),
+        vec![],
+        0,
+        Some(primary("1.10.0", Some(5))),
+    );
+    assert_eq!((state(&a), a.ready), (State::Missing, false));
+    assert!(
+        matches!(&a.repairs[..], [(Action::CreateDatabase { replication, .. }, Repair::Created)]
+        if replication.replica && replication.primary_host == "primary")
+    );
+}
+
+#[test]
+fn a_new_replica_is_ready_once_it_holds_what_the_primary_had() {
+    let mut memory = Memory::default();
+    let p = || Some(primary("1.10.0", Some(8000)));
+    let a = poll(&mut memory, at(0), vec![replica_db(100)], 30, p());
+    assert_eq!((state(&a), a.ready), (State::CatchingUp, false));
+    assert!(a.databases[0].replicating);
+    let a = poll(&mut memory, at(5), vec![replica_db(8000)], 30, p());
+    assert_eq!((state(&a), a.ready), (State::Replicating, true));
+    assert!(a.repairs.is_empty());
+}
+
+#[test]
+fn lag_beyond_the_bound_makes_the_replica_unready_until_it_catches_up() {
+    let mut memory = Memory::default();
+    poll(
+        &mut memory,
+        at(0),
+        vec![replica_db(10)],
+        30,
+        Some(primary("1.10.0", Some(10))),
+    );
+    poll(
+        &mut memory,
+        at(10),
+        vec![replica_db(10)],
+        30,
+        Some(primary("1.10.0", Some(11))),
+    );
+    let a = poll(
+        &mut memory,
+        at(150),
+        vec![replica_db(10)],
+        30,
+        Some(primary("1.10.0", Some(12))),
+    );
+    assert_eq!(
+        (state(&a), a.ready),
+        (State::Replicating, true),
+        "140 s is within 180 s"
+    );
+    let a = poll(
+        &mut memory,
+        at(200),
+        vec![replica_db(10)],
+        30,
+        Some(primary("1.10.0", Some(12))),
+    );
+    assert_eq!((state(&a), a.ready), (State::Lagging, false));
+    let lag = a.databases[0].lag.unwrap();
+    assert_eq!((lag.transactions, lag.seconds), (2, 190.0));
+    let a = poll(
+        &mut memory,
+        at(205),
+        vec![replica_db(12)],
+        30,
+        Some(primary("1.10.0", Some(12))),
+    );
+    assert_eq!((state(&a), a.ready), (State::Replicating, true));
+}
+
+#[test]
+fn a_stopped_replicator_is_restarted_only_when_versions_match_and_with_backoff() {
+    let mut memory = Memory::default();
+    let a = poll(
+        &mut memory,
+        at(0),
+        vec![replica_db(5)],
+        0,
+        Some(primary("1.11.1", Some(5))),
+    );
+    assert_eq!((state(&a), a.ready), (State::VersionMismatch, false));
+    assert!(
+        a.repairs.is_empty(),
+        "restarting now would only stop it again"
+    );
+    let same = || Some(primary("1.10.0", Some(5)));
+    let a = poll(&mut memory, at(5), vec![replica_db(5)], 0, same());
+    assert_eq!(state(&a), State::ReplicatorStopped);
+    assert!(
+        matches!(&a.repairs[..], [(Action::ReloadDatabase { name }, Repair::ReplicatorRestarted)] if name == "appdb")
+    );
+    let a = poll(&mut memory, at(10), vec![replica_db(5)], 0, same());
+    assert!(a.repairs.is_empty(), "waits 10 s before trying again");
+    let a = poll(&mut memory, at(16), vec![replica_db(5)], 0, same());
+    assert_eq!(reasons(&a), vec![Repair::ReplicatorRestarted]);
+    let a = poll(&mut memory, at(30), vec![replica_db(5)], 0, same());
+    assert!(a.repairs.is_empty(), "then 20 s");
+    let a = poll(&mut memory, at(40), vec![replica_db(5)], 30, same());
+    assert_eq!((state(&a), a.ready), (State::Replicating, true));
+}
+
+#[test]
+fn drifted_settings_wait_out_the_grace_period() {
+    let mut memory = Memory::default();
+    let mut drifted = replica_db(5);
+    drifted.replication.replication_commit_concurrency = 10;
+    let p = || Some(primary("1.10.0", Some(5)));
+    let a = poll(&mut memory, at(0), vec![drifted.clone()], 10, p());
+    assert!(a.repairs.is_empty());
+    assert!(a.databases[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("updated after 300 s"));
+    assert!(poll(&mut memory, at(299), vec![drifted.clone()], 10, p())
+        .repairs
+        .is_empty());
+    let a = poll(&mut memory, at(300), vec![drifted.clone()], 10, p());
+    assert!(
+        matches!(&a.repairs[..], [(Action::UpdateDatabase { replication: Some(r), .. }, Repair::Settings)]
+        if r.replication_commit_concurrency == 30)
+    );
+    // Drift that goes away on its own (the spec caught up) resets the clock.
+    let mut memory = Memory::default();
+    poll(&mut memory, at(0), vec![drifted.clone()], 10, p());
+    poll(&mut memory, at(100), vec![replica_db(5)], 30, p());
+    assert!(poll(&mut memory, at(350), vec![drifted], 10, p())
+        .repairs
+        .is_empty());
+}
+
+#[test]
+fn a_writable_database_is_reported_and_left_alone() {
+    let mut memory = Memory::default();
+    let mut writable = replica_db(5);
+    writable.replication = ReplicationSettings::default();
+    let a = poll(
+        &mut memory,
+        at(0),
+        vec![writable],
+        0,
+        Some(primary("1.10.0", Some(5))),
+    );
+    assert_eq!((state(&a), a.ready), (State::NotAReplica, false));
+    assert!(a.repairs.is_empty());
+}
+
+#[test]
+fn without_a_primary_a_replica_that_caught_up_stays_ready() {
+    let mut memory = Memory::default();
+    let a = poll(&mut memory, at(0), vec![replica_db(5)], 30, None);
+    assert_eq!(
+        (state(&a), a.ready),
+        (State::PrimaryUnreachable, false),
+        "never caught up"
+    );
+    poll(
+        &mut memory,
+        at(5),
+        vec![replica_db(5)],
+        30,
+        Some(primary("1.10.0", Some(5))),
+    );
+    let a = poll(&mut memory, at(10), vec![replica_db(5)], 30, None);
+    assert_eq!((state(&a), a.ready), (State::PrimaryUnreachable, true));
+    assert!(!a.databases[0].replicating);
+}
+
+#[test]
+fn an_unloaded_database_is_loaded() {
+    let mut memory = Memory::default();
+    let mut unloaded = replica_db(5);
+    unloaded.loaded = false;
+    let a = poll(
+        &mut memory,
+        at(0),
+        vec![unloaded],
+        0,
+        Some(primary("1.10.0", Some(5))),
+    );
+    assert_eq!(state(&a), State::NotLoaded);
+    assert!(matches!(
+        &a.repairs[..],
+        [(Action::LoadDatabase { .. }, Repair::Loaded)]
+    ));
+}
+
+#[test]
+fn the_primary_creates_what_is_missing_unless_a_replica_holds_it() {
+    let desired = PrimaryDesired {
+        databases: vec![DesiredDatabase {
+            name: "appdb".into(),
+            storage: [(Setting::SyncFrequency, 5)].into_iter().collect(),
+        }],
+        sync_acks: None,
+        replication_user: "replicator".into(),
+    };
+    let empty = Observed::default();
+    assert_eq!(
+        creates_databases(&desired, &empty),
+        vec!["appdb".to_string()]
+    );
+    let mut memory = Memory::default();
+    let fresh = assess_primary(
+        &desired,
+        &empty,
+        &BTreeMap::new(),
+        &mut memory,
+        at(0),
+        &LIMITS,
+    );
+    assert_eq!(
+        fresh.repairs.iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+        vec![Repair::Created, Repair::User]
+    );
+    assert!(!fresh.ready);
+    let held = BTreeMap::from([("appdb".to_string(), ("read-0".to_string(), 42))]);
+    let lost = assess_primary(&desired, &empty, &held, &mut memory, at(0), &LIMITS);
+    assert_eq!(lost.databases[0].state, State::LostOnPrimary);
+    assert!(lost.databases[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("read-0 holds 42 transactions"));
+    assert!(!lost
+        .repairs
+        .iter()
+        .any(|(a, _)| matches!(a, Action::CreateDatabase { .. })));
+}
