@@ -12,17 +12,19 @@ test-hook:
 test-chart: bootstrap
 	.venv/bin/pytest tests/chart -q
 
-# Benchmarks: convergence time, reaction time, binary size and peak RSS; writes BENCHMARKS.md.
+# Benchmarks: convergence time, reaction time, binary size and peak RSS; backup and restore
+# throughput and the backup's peak RSS on a 1 GiB database; writes BENCHMARKS.md.
 # The hook is built exactly as the Dockerfile builds it: static, stripped, for the host platform.
 HOST := $(shell rustc -vV | sed -n 's/^host: //p')
 STATIC_HOOK := target/$(HOST)/release/immudb-hook
 
 bench:
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target $(HOST) -p immudb-hook
-	cargo build --release --locked -p immudb-double --bin converge-bench
-	# Run the bench directly: `cargo run` execs it in place, so its getrusage(RUSAGE_CHILDREN)
+	cargo build --release --locked -p immudb-double --bin converge-bench --bin backup-bench
+	# Run the benches directly: `cargo run` execs them in place, so their getrusage(RUSAGE_CHILDREN)
 	# would count the compilers cargo ran as well as the hook.
 	target/release/converge-bench $(STATIC_HOOK) > BENCHMARKS.md
+	target/release/backup-bench $(STATIC_HOOK) >> BENCHMARKS.md
 	cat BENCHMARKS.md
 
 image:

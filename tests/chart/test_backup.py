@@ -112,3 +112,16 @@ def test_the_restore_job_runs_before_the_replication_hook():
     env = env_of(named(one, "Job", f"{FULLNAME}-restore")["spec"]["template"]["spec"]["containers"][0])
     assert env["IMMUDB_HOOK_RESTORE_UP_TO_TX"] == "42"
     assert env["IMMUDB_HOOK_RESTORE_CHAIN"] == "20260101T000000Z"
+
+
+def test_databases_default_to_the_replicated_names_without_the_canary():
+    values = {"replication": {"databases": ["appdb", {"name": "audit", "settings": {"syncFrequency": "20ms"}}]},
+              "backup": {"enabled": True}, "restore": {"enabled": True}}
+    objects = render(values)
+    backup_env = env_of(pod_of(cronjob(objects))["containers"][0])
+    assert backup_env["IMMUDB_HOOK_DATABASES"] == "appdb,audit"
+    restore_env = env_of(named(objects, "Job", f"{FULLNAME}-restore")["spec"]["template"]["spec"]["containers"][0])
+    assert restore_env["IMMUDB_HOOK_DATABASES"] == "appdb,audit"
+    chosen = render({"backup": {"enabled": True, "databases": ["audit"]}, "restore": {"enabled": True}})
+    restore_env = env_of(named(chosen, "Job", f"{FULLNAME}-restore")["spec"]["template"]["spec"]["containers"][0])
+    assert restore_env["IMMUDB_HOOK_DATABASES"] == "audit", "restore follows backup.databases"

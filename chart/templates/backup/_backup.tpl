@@ -3,12 +3,33 @@ Shared by the backup CronJob and the restore Job: the databases, where backups l
 PersistentVolumeClaim mounted at /backups, or S3 with keys as files from a Secret), and checks.
 */}}
 
+{{/* The user databases of replication.databases (names, or objects with a name), comma separated; not the canary. */}}
+{{- define "immudb.backup.replicatedNames" -}}
+{{- $names := list -}}
+{{- range .Values.replication.databases -}}
+{{- if kindIs "string" . -}}
+{{- $names = append $names . -}}
+{{- else -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end -}}
+
 {{- define "immudb.backup.databases" -}}
-{{- join "," (.Values.backup.databases | default .Values.replication.databases) -}}
+{{- if .Values.backup.databases -}}
+{{- join "," .Values.backup.databases -}}
+{{- else -}}
+{{- include "immudb.backup.replicatedNames" . -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "immudb.restore.databases" -}}
-{{- join "," (.Values.restore.databases | default .Values.backup.databases | default .Values.replication.databases) -}}
+{{- if .Values.restore.databases -}}
+{{- join "," .Values.restore.databases -}}
+{{- else -}}
+{{- include "immudb.backup.databases" . -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "immudb.backup.claimName" -}}

@@ -53,9 +53,6 @@ pub async fn rebuild_primary(config: &RebuildConfig) -> Report {
         let result = rebuild_database(config, &primary, &replicas, database)
             .instrument(span)
             .await;
-        if let Err((_, reason)) = &result {
-            tracing::error!(database, "{reason}");
-        }
         report
             .lines
             .push(line(Role::Primary, &topology.primary, database, result));

@@ -46,9 +46,6 @@ pub async fn restore(config: &RestoreConfig) -> Report {
         let result = restore_database(config, &storage, &target, from, into)
             .instrument(span)
             .await;
-        if let Err((_, reason)) = &result {
-            tracing::error!(database = into, "{reason}");
-        }
         report
             .lines
             .push(line(Role::Primary, primary, into, result));

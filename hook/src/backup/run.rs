@@ -109,9 +109,6 @@ pub async fn backup(config: &BackupConfig) -> Report {
         let result = backup_database(config, &storage, &source, &host, database)
             .instrument(span)
             .await;
-        if let Err((_, reason)) = &result {
-            tracing::error!(database, "{reason}");
-        }
         report.lines.push(line(role, &host, database, result));
     }
     report

@@ -163,7 +163,16 @@ impl Node {
             https = Some(tls_acceptor(tls)?);
         }
         let grpc = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+            // Without TCP_NODELAY every small response waits for a delayed ACK (~40 ms); immudb's
+            // Go server sets it, so the double does too.
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                |accepted| {
+                    accepted.inspect(|stream| {
+                        let _ = stream.set_nodelay(true);
+                    })
+                },
+            );
             let _ = builder
                 .add_service(proto::immu_service_server::ImmuServiceServer::new(service))
                 .serve_with_incoming(incoming)
