@@ -1,0 +1,190 @@
+//! Benchmarks the release agent (`immudb-hook agent`) against doubles: the cost of one poll of a
+//! replica with 10 replicated databases (wall time, CPU time, logins) and its peak RSS; then the
+//! time from a new replica's start to Ready. Prints a BENCHMARKS.md section on stdout.
+//! Usage: agent-bench <path to immudb-hook>
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use immudb_double::{Network, Node, NodeOptions};
+
+const DATABASES: usize = 10;
+const AGENT_PORT: u16 = 9498;
+
+fn ip(subnet: u8, node: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 78, subnet, node + 1))
+}
+
+async fn start(network: &Network, subnet: u8, node: u8) -> Node {
+    let mut options = NodeOptions::new(
+        SocketAddr::new(ip(subnet, node), 3322),
+        SocketAddr::new(ip(subnet, node), 9497),
+    );
+    options.admin_password = "bench-admin".into();
+    Node::start(options, network).await.expect("start double")
+}
+
+fn hook(hook: &str, dir: &Path, subnet: u8, replicas: u8) -> tokio::process::Command {
+    let hosts: Vec<String> = (1..=replicas).map(|n| ip(subnet, n).to_string()).collect();
+    let mut command = tokio::process::Command::new(hook);
+    command
+        .env("IMMUDB_HOOK_PRIMARY_HOST", ip(subnet, 0).to_string())
+        .env("IMMUDB_HOOK_REPLICAS", hosts.join(","))
+        .env("IMMUDB_HOOK_ADMIN_PASSWORD_FILE", dir.join("admin"))
+        .env("IMMUDB_HOOK_REPLICATION_PASSWORD_FILE", dir.join("replication"))
+        .env("IMMUDB_HOOK_SPEC_FILE", dir.join("spec.json"))
+        .env("IMMUDB_HOOK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Starts the agent of replica `node`, polling every `interval`.
+fn agent(hook_path: &str, dir: &Path, subnet: u8, node: u8, interval: &str) -> tokio::process::Child {
+    let mut command = hook(hook_path, dir, subnet, node);
+    command
+        .arg("agent")
+        .arg("--role=replica")
+        .arg(format!("--listen={}", SocketAddr::new(ip(subnet, node), AGENT_PORT)))
+        .arg(format!("--local-address={}", ip(subnet, node)))
+        .arg(format!("--poll-interval={interval}"))
+        .kill_on_drop(true);
+    command.spawn().expect("start the agent")
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let stream = tokio::net::TcpStream::connect(url.split('/').next()?).await.ok()?;
+    let path = &url[url.find('/')?..];
+    let (mut read, mut write) = stream.into_split();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    write
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    read.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// (user + system CPU seconds, peak RSS in KiB) of a running process, from /proc.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (ticks(11) + ticks(12)) / hz;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (cpu, peak)
+}
+
+async fn converge(hook_path: &str, dir: &Path, subnet: u8, replicas: u8) {
+    let status = hook(hook_path, dir, subnet, replicas)
+        .arg("converge")
+        .status()
+        .await
+        .expect("run converge");
+    assert!(status.success(), "converge failed");
+}
+
+#[tokio::main]
+async fn main() {
+    let hook_path = std::env::args()
+        .nth(1)
+        .expect("usage: agent-bench <path to immudb-hook>");
+    let dir = std::env::temp_dir().join(format!("agent-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin"), "bench-admin").unwrap();
+    std::fs::write(dir.join("replication"), "bench-replication").unwrap();
+    let names: Vec<String> = (0..DATABASES).map(|i| format!("db{i}")).collect();
+    let spec = format!("{{\"databases\": {names:?}}}");
+    std::fs::write(dir.join("spec.json"), spec).unwrap();
+    let network = Network::default();
+
+    println!("## Agent\n");
+    println!(
+        "`make bench`: the release agent on a replica with {DATABASES} replicated databases, against the immudb double on loopback (2 cores).\n"
+    );
+
+    // Poll cost: 10 s of polls every 200 ms on a converged replica.
+    let nodes = [start(&network, 1, 0).await, start(&network, 1, 1).await];
+    converge(&hook_path, &dir, 1, 1).await;
+    let mut child = agent(&hook_path, &dir, 1, 1, "200ms");
+    let pid = child.id().expect("agent pid");
+    let metrics_url = format!("{}/metrics", SocketAddr::new(ip(1, 1), AGENT_PORT));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (cpu_before, _) = usage(pid);
+    let polls_before = get(&metrics_url).await.map_or(f64::NAN, |(_, b)| metric(&b, "immudb_agent_polls_total"));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (cpu_after, peak_kib) = usage(pid);
+    let body = get(&metrics_url).await.map(|(_, b)| b).unwrap_or_default();
+    let polls = metric(&body, "immudb_agent_polls_total") - polls_before;
+    println!("| measure | value |\n| --- | --- |");
+    println!("| polls measured | {polls:.0} |");
+    println!(
+        "| wall time of the last poll | {:.1} ms |",
+        metric(&body, "immudb_agent_poll_duration_seconds") * 1000.0
+    );
+    println!(
+        "| CPU time per poll (user + system) | {:.2} ms |",
+        (cpu_after - cpu_before) * 1000.0 / polls
+    );
+    println!(
+        "| logins over {:.0} polls | {:.0} (one local, one on the primary) |",
+        metric(&body, "immudb_agent_polls_total"),
+        metric(&body, "immudb_agent_logins_total")
+    );
+    println!("| peak RSS (VmHWM) | {:.1} MB |", peak_kib as f64 / 1024.0);
+    let _ = child.kill().await;
+    drop(nodes);
+
+    // A new replica's start → Ready: the primary converged with 100 transactions per database;
+    // the replica and its agent start together (no Job runs); three trials per poll interval.
+    println!("\nNew replica start → Ready (the agent creates {DATABASES} replica databases, they catch up 100 transactions each):\n");
+    println!("| poll interval | trials (s) |\n| --- | --- |");
+    let mut subnet = 2;
+    for interval in ["1s", "5s"] {
+        let mut trials = Vec::new();
+        for _ in 0..3 {
+            let primary = start(&network, subnet, 0).await;
+            converge(&hook_path, &dir, subnet, 0).await;
+            primary.with_state(|s| {
+                for db in s.databases.values_mut() {
+                    for i in 0..100u8 {
+                        db.ledger.commit(&[(vec![i], vec![i])]);
+                    }
+                }
+            });
+            let started = Instant::now();
+            let _replica = start(&network, subnet, 1).await;
+            let mut child = agent(&hook_path, &dir, subnet, 1, interval);
+            let ready_url = format!("{}/readyz", SocketAddr::new(ip(subnet, 1), AGENT_PORT));
+            while get(&ready_url).await.map(|(s, _)| s) != Some(200) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            trials.push(format!("{:.2}", started.elapsed().as_secs_f64()));
+            let _ = child.kill().await;
+            subnet += 1;
+        }
+        println!("| {interval} | {} |", trials.join(", "));
+    }
+    println!("\nReady takes two polls at least: the first creates the databases, a later one sees them caught up.");
+    let _ = std::fs::remove_dir_all(&dir);
+}
