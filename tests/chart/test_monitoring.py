@@ -15,8 +15,19 @@ REPO = CHART.parent
 DASHBOARD = json.loads((REPO / "dashboards" / "immudb.json").read_text())
 MONITORING_TESTS = REPO / "tests" / "monitoring"
 
-# immudb 1.10.0 as observed, 1.11 additions, go-grpc-prometheus, and kubelet / cAdvisor / kube-state-metrics.
-KNOWN_METRICS = set(
+# The replication agent's metrics (hook/src/agent/metrics.rs), checked against that file below.
+AGENT_METRICS = set(
+    """
+immudb_agent_ready immudb_agent_primary_reachable immudb_agent_replicating immudb_agent_lag_transactions
+immudb_agent_lag_seconds immudb_agent_database_state immudb_agent_repairs_total immudb_agent_polls_total
+immudb_agent_poll_errors_total immudb_agent_logins_total immudb_agent_poll_duration_seconds
+""".split()
+)
+AGENT_SOURCE = REPO / "hook" / "src" / "agent" / "metrics.rs"
+HEALTH_SOURCE = REPO / "hook" / "src" / "plan" / "health.rs"
+
+# immudb 1.10.0 as observed, 1.11 additions, the agent, go-grpc-prometheus, and kubelet / cAdvisor / kube-state-metrics.
+KNOWN_METRICS = AGENT_METRICS | set(
     """
 immudb_uptime_hours immudb_loaded_databases immudb_active_sessions immudb_db_size_bytes
 immudb_number_of_stored_entries immudb_remote_storage_kind immudb_number_of_rpcs_per_client
@@ -78,6 +89,16 @@ def test_every_alert_fires_and_stays_quiet_in_promtool_unit_tests(rules, tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_agent_alert_thresholds_come_from_values():
+    values = {"enabled": True, "replicaLagSeconds": 600, "replicaLagFor": "15m", "repairsPerHour": 10}
+    (rule,) = of_kind(render({"metrics": {"prometheusRule": values}}), "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    lagging, repairing = alerts["ImmudbReplicaLagging"], alerts["ImmudbAgentRepairing"]
+    assert re.search(r"immudb_agent_lag_seconds\{[^}]*\}\) > 600\n", lagging["expr"]), lagging["expr"]
+    assert lagging["for"] == "15m"
+    assert repairing["expr"].endswith("[1h])) > 10"), repairing["expr"]
+
+
 def test_every_alert_has_summary_description_and_an_existing_runbook(rules):
     for group in rules["groups"]:
         for rule in group["rules"]:
@@ -128,7 +149,37 @@ def test_every_metric_name_is_a_real_metric(rules):
         for rule in group["rules"]:
             used |= metric_names(rule["expr"])
     unknown = {n for n in used if n not in KNOWN_METRICS and not re.fullmatch(r"[0-9e.]+", n)}
-    assert not unknown, f"not an immudb, gRPC, kubelet, cAdvisor or kube-state-metrics metric: {unknown}"
+    assert not unknown, f"not an immudb, agent, gRPC, kubelet, cAdvisor or kube-state-metrics metric: {unknown}"
+
+
+def test_agent_metric_names_are_the_ones_the_agent_exports():
+    exported = set(re.findall(r'family\(\s*&mut text,\s*"(immudb_agent_\w+)"', AGENT_SOURCE.read_text()))
+    assert exported == AGENT_METRICS
+
+
+def label_values(expr, label):
+    """Values an expression selects for `label`, from = and =~ matchers (alternatives split)."""
+    values = set()
+    for value in re.findall(rf'\b{label}=~?"([^"]*)"', expr):
+        values |= set(value.split("|"))
+    return values
+
+
+def test_states_and_repair_reasons_in_queries_are_the_agents(rules):
+    # A misspelt state selects nothing, and an alert on it never fires.
+    source = HEALTH_SOURCE.read_text()
+    states = set(re.findall(r'State::\w+ => "(\w+)"', source))
+    reasons = set(re.findall(r'Repair::\w+ => "(\w+)"', source))
+    assert {"replicating", "catching_up", "lost_on_primary"} <= states and "replicator_restarted" in reasons
+    exprs = [expr for _, expr in dashboard_queries()] + [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used_states, used_reasons = set(), set()
+    for expr in exprs:
+        if "immudb_agent_" in expr:
+            used_states |= label_values(expr, "state")
+            used_reasons |= label_values(expr, "reason")
+    assert used_states, "no query selects an agent state"
+    assert used_states <= states, used_states - states
+    assert used_reasons <= reasons, used_reasons - reasons
 
 
 def test_dashboard_has_unique_ids_a_datasource_variable_and_no_fixed_uid():
