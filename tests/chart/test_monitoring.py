@@ -122,6 +122,42 @@ def dashboard_queries():
             yield panel, expr
 
 
+def panel_exprs(title):
+    return [expr for panel, expr in dashboard_queries() if panel["title"] == title]
+
+
+def test_traffic_panels_draw_only_live_series_and_leave_replication_out_of_the_error_ratio(tmp_path):
+    # A healthy primary as seen on a real cluster: go-grpc-prometheus pre-creates every method x code at 0,
+    # 2 writes/s succeed, and the replicas' streamExportTx calls end Unknown at 0.25/s (0.26 seen; exact in floats).
+    (per_method,) = panel_exprs("gRPC requests per second by method and code")
+    (ratio,) = panel_exprs("gRPC error ratio")
+    primary = 'namespace="db", release="demo", pod="demo-immudb-primary-0"'
+    live = {("verifiableSet", "OK"): 120, ("streamExportTx", "Unknown"): 15}
+    series = [
+        {"series": f'grpc_server_handled_total{{{primary}, grpc_method="{method}", grpc_code="{code}"}}',
+         "values": f"0+{live.get((method, code), 0)}x10"}
+        for method in ("verifiableSet", "verifiableGet", "streamExportTx", "exportTx", "login")
+        for code in ("OK", "Unknown", "NotFound", "Internal")
+    ]
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "promql_expr_test": [
+                {"expr": per_method, "eval_time": "10m", "exp_samples": [
+                    {"labels": '{grpc_method="verifiableSet", grpc_code="OK"}', "value": 2},
+                    {"labels": '{grpc_method="streamExportTx", grpc_code="Unknown"}', "value": 0.25},
+                ]},
+                {"expr": ratio, "eval_time": "10m", "exp_samples": [{"labels": '{pod="demo-immudb-primary-0"}', "value": 0}]},
+            ],
+        }],
+    }
+    (tmp_path / "traffic-test.yaml").write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", "traffic-test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_every_dashboard_query_parses_as_promql(tmp_path):
     # promtool parses each expression with Prometheus's own parser when it checks recording rules.
     records = [{"record": f"dashboard:panel{panel['id']}:{i}", "expr": expr} for i, (panel, expr) in enumerate(dashboard_queries())]
@@ -192,7 +228,7 @@ def test_dashboard_has_unique_ids_a_datasource_variable_and_no_fixed_uid():
         if isinstance(node, dict) and "uid" in node and "type" in node:
             assert node["uid"] == "${datasource}", node
     rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", "Replication", "Traffic", "Storage", "Resources"]
+    assert rows == ["Overview", "Replication", "Traffic", "Storage", "Resources", "Agent"]
 
 
 def walk(node):
