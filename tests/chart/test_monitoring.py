@@ -15,8 +15,19 @@ REPO = CHART.parent
 DASHBOARD = json.loads((REPO / "dashboards" / "immudb.json").read_text())
 MONITORING_TESTS = REPO / "tests" / "monitoring"
 
-# immudb 1.10.0 as observed, 1.11 additions, go-grpc-prometheus, and kubelet / cAdvisor / kube-state-metrics.
-KNOWN_METRICS = set(
+# The replication agent's metrics (hook/src/agent/metrics.rs), checked against that file below.
+AGENT_METRICS = set(
+    """
+immudb_agent_ready immudb_agent_primary_reachable immudb_agent_replicating immudb_agent_lag_transactions
+immudb_agent_lag_seconds immudb_agent_database_state immudb_agent_repairs_total immudb_agent_polls_total
+immudb_agent_poll_errors_total immudb_agent_logins_total immudb_agent_poll_duration_seconds
+""".split()
+)
+AGENT_SOURCE = REPO / "hook" / "src" / "agent" / "metrics.rs"
+HEALTH_SOURCE = REPO / "hook" / "src" / "plan" / "health.rs"
+
+# immudb 1.10.0 as observed, 1.11 additions, the agent, go-grpc-prometheus, and kubelet / cAdvisor / kube-state-metrics.
+KNOWN_METRICS = AGENT_METRICS | set(
     """
 immudb_uptime_hours immudb_loaded_databases immudb_active_sessions immudb_db_size_bytes
 immudb_number_of_stored_entries immudb_remote_storage_kind immudb_number_of_rpcs_per_client
@@ -78,6 +89,16 @@ def test_every_alert_fires_and_stays_quiet_in_promtool_unit_tests(rules, tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_agent_alert_thresholds_come_from_values():
+    values = {"enabled": True, "replicaLagSeconds": 600, "replicaLagFor": "15m", "repairsPerHour": 10}
+    (rule,) = of_kind(render({"metrics": {"prometheusRule": values}}), "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    lagging, repairing = alerts["ImmudbReplicaLagging"], alerts["ImmudbAgentRepairing"]
+    assert re.search(r"immudb_agent_lag_seconds\{[^}]*\}\) > 600\n", lagging["expr"]), lagging["expr"]
+    assert lagging["for"] == "15m"
+    assert repairing["expr"].endswith("[1h])) > 10"), repairing["expr"]
+
+
 def test_every_alert_has_summary_description_and_an_existing_runbook(rules):
     for group in rules["groups"]:
         for rule in group["rules"]:
@@ -99,6 +120,42 @@ def dashboard_queries():
             for name, value in variables.items():
                 expr = expr.replace(name, value)
             yield panel, expr
+
+
+def panel_exprs(title):
+    return [expr for panel, expr in dashboard_queries() if panel["title"] == title]
+
+
+def test_traffic_panels_draw_only_live_series_and_leave_replication_out_of_the_error_ratio(tmp_path):
+    # A healthy primary as seen on a real cluster: go-grpc-prometheus pre-creates every method x code at 0,
+    # 2 writes/s succeed, and the replicas' streamExportTx calls end Unknown at 0.25/s (0.26 seen; exact in floats).
+    (per_method,) = panel_exprs("gRPC requests per second by method and code")
+    (ratio,) = panel_exprs("gRPC error ratio")
+    primary = 'namespace="db", release="demo", pod="demo-immudb-primary-0"'
+    live = {("verifiableSet", "OK"): 120, ("streamExportTx", "Unknown"): 15}
+    series = [
+        {"series": f'grpc_server_handled_total{{{primary}, grpc_method="{method}", grpc_code="{code}"}}',
+         "values": f"0+{live.get((method, code), 0)}x10"}
+        for method in ("verifiableSet", "verifiableGet", "streamExportTx", "exportTx", "login")
+        for code in ("OK", "Unknown", "NotFound", "Internal")
+    ]
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "promql_expr_test": [
+                {"expr": per_method, "eval_time": "10m", "exp_samples": [
+                    {"labels": '{grpc_method="verifiableSet", grpc_code="OK"}', "value": 2},
+                    {"labels": '{grpc_method="streamExportTx", grpc_code="Unknown"}', "value": 0.25},
+                ]},
+                {"expr": ratio, "eval_time": "10m", "exp_samples": [{"labels": '{pod="demo-immudb-primary-0"}', "value": 0}]},
+            ],
+        }],
+    }
+    (tmp_path / "traffic-test.yaml").write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", "traffic-test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_dashboard_query_parses_as_promql(tmp_path):
@@ -128,7 +185,37 @@ def test_every_metric_name_is_a_real_metric(rules):
         for rule in group["rules"]:
             used |= metric_names(rule["expr"])
     unknown = {n for n in used if n not in KNOWN_METRICS and not re.fullmatch(r"[0-9e.]+", n)}
-    assert not unknown, f"not an immudb, gRPC, kubelet, cAdvisor or kube-state-metrics metric: {unknown}"
+    assert not unknown, f"not an immudb, agent, gRPC, kubelet, cAdvisor or kube-state-metrics metric: {unknown}"
+
+
+def test_agent_metric_names_are_the_ones_the_agent_exports():
+    exported = set(re.findall(r'family\(\s*&mut text,\s*"(immudb_agent_\w+)"', AGENT_SOURCE.read_text()))
+    assert exported == AGENT_METRICS
+
+
+def label_values(expr, label):
+    """Values an expression selects for `label`, from = and =~ matchers (alternatives split)."""
+    values = set()
+    for value in re.findall(rf'\b{label}=~?"([^"]*)"', expr):
+        values |= set(value.split("|"))
+    return values
+
+
+def test_states_and_repair_reasons_in_queries_are_the_agents(rules):
+    # A misspelt state selects nothing, and an alert on it never fires.
+    source = HEALTH_SOURCE.read_text()
+    states = set(re.findall(r'State::\w+ => "(\w+)"', source))
+    reasons = set(re.findall(r'Repair::\w+ => "(\w+)"', source))
+    assert {"replicating", "catching_up", "lost_on_primary"} <= states and "replicator_restarted" in reasons
+    exprs = [expr for _, expr in dashboard_queries()] + [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used_states, used_reasons = set(), set()
+    for expr in exprs:
+        if "immudb_agent_" in expr:
+            used_states |= label_values(expr, "state")
+            used_reasons |= label_values(expr, "reason")
+    assert used_states, "no query selects an agent state"
+    assert used_states <= states, used_states - states
+    assert used_reasons <= reasons, used_reasons - reasons
 
 
 def test_dashboard_has_unique_ids_a_datasource_variable_and_no_fixed_uid():
@@ -141,7 +228,7 @@ def test_dashboard_has_unique_ids_a_datasource_variable_and_no_fixed_uid():
         if isinstance(node, dict) and "uid" in node and "type" in node:
             assert node["uid"] == "${datasource}", node
     rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", "Replication", "Traffic", "Storage", "Resources"]
+    assert rows == ["Overview", "Replication", "Traffic", "Storage", "Resources", "Agent"]
 
 
 def walk(node):
