@@ -60,13 +60,7 @@ fn failure(report: &Report) -> String {
 /// A primary with `appdb` holding `count` transactions, and `replicas` replicas converged on it.
 async fn seeded(cluster: &Cluster, replicas: u8, count: u8) -> Vec<Node> {
     let nodes = start_all(cluster, replicas).await;
-    let report = immudb_hook::reconcile::converge(&cluster.converge_config(
-        &cluster.replica_hosts(replicas),
-        20,
-        databases(&["appdb"]),
-        &[],
-    ))
-    .await;
+    let report = converge_databases(cluster, &cluster.replica_hosts(replicas), &["appdb"]).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     write(&nodes[0], 0, count);
     for replica in &nodes[1..] {
@@ -574,13 +568,7 @@ async fn rebuild_primary_copies_the_most_advanced_replica() {
             .replication
             .primary_host = cluster.host(0)
     });
-    let converged = immudb_hook::reconcile::converge(&cluster.converge_config(
-        &cluster.replica_hosts(2),
-        20,
-        databases(&["appdb"]),
-        &[],
-    ))
-    .await;
+    let converged = converge_databases(&cluster, &cluster.replica_hosts(2), &["appdb"]).await;
     assert_eq!(converged.exit_code(), 0, "{converged}");
     write(&fresh, 8, 1);
     caught_up(&fresh, &nodes[0]).await;

@@ -11,15 +11,6 @@ use immudb_hook::reconcile::converge;
 use immudb_hook::report::{Failure, Outcome, Report};
 use immudb_hook::verify::verify;
 
-fn outcomes(report: &Report, host: &str) -> Vec<Outcome> {
-    report
-        .lines
-        .iter()
-        .filter(|l| l.host == host)
-        .map(|l| l.outcome.clone())
-        .collect()
-}
-
 fn failure_of(report: &Report, host: &str) -> Option<(Failure, String)> {
     report
         .lines
@@ -127,24 +118,12 @@ async fn verify_writes_only_into_the_canary_database() {
 async fn scale_up_configures_only_the_new_replicas() {
     let cluster = Cluster::new();
     let mut nodes = start_all(&cluster, 2).await;
-    let converged = converge(&cluster.converge_config(
-        &cluster.replica_hosts(2),
-        20,
-        databases(&["appdb"]),
-        &[],
-    ))
-    .await;
+    let converged = converge_databases(&cluster, &cluster.replica_hosts(2), &["appdb"]).await;
     assert_eq!(converged.exit_code(), 0, "{converged}");
     for n in 3..=5 {
         nodes.push(cluster.start_node(n).await);
     }
-    let scaled = converge(&cluster.converge_config(
-        &cluster.replica_hosts(5),
-        20,
-        databases(&["appdb"]),
-        &[],
-    ))
-    .await;
+    let scaled = converge_databases(&cluster, &cluster.replica_hosts(5), &["appdb"]).await;
     assert_eq!(scaled.exit_code(), 0, "{scaled}");
     for n in 0..=2 {
         assert_eq!(
@@ -189,9 +168,7 @@ async fn a_name_that_resolves_late_is_waited_for() {
         std::fs::write(&hosts, text).unwrap();
     });
     let started = Instant::now();
-    let report =
-        converge(&cluster.converge_config(&[name.to_string()], 20, databases(&["appdb"]), &[]))
-            .await;
+    let report = converge_databases(&cluster, &[name.to_string()], &["appdb"]).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(outcomes(&report, name), vec![Outcome::Created]);
     assert!(started.elapsed() >= Duration::from_secs(2));
@@ -207,13 +184,7 @@ async fn a_port_that_opens_late_is_waited_for() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         immudb_double::Node::start(late, &network).await.unwrap()
     });
-    let report = converge(&cluster.converge_config(
-        &cluster.replica_hosts(1),
-        20,
-        databases(&["appdb"]),
-        &[],
-    ))
-    .await;
+    let report = converge_databases(&cluster, &cluster.replica_hosts(1), &["appdb"]).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     let replica = replica.await.unwrap();
     replica.with_state(|s| assert!(s.databases["appdb"].replication.replica));
@@ -226,13 +197,7 @@ async fn unavailable_answers_are_retried() {
     options.unavailable_first = 6;
     let primary = cluster.start(options).await;
     let _replica = cluster.start_node(1).await;
-    let report = converge(&cluster.converge_config(
-        &cluster.replica_hosts(1),
-        20,
-        databases(&["appdb"]),
-        &[],
-    ))
-    .await;
+    let report = converge_databases(&cluster, &cluster.replica_hosts(1), &["appdb"]).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(
         primary
@@ -269,13 +234,7 @@ async fn a_version_mismatch_fails_listing_every_version() {
     let mut old = cluster.options(2);
     old.version = "1.10.0".into();
     let _old = cluster.start(old).await;
-    let report = converge(&cluster.converge_config(
-        &cluster.replica_hosts(2),
-        20,
-        databases(&["appdb"]),
-        &[],
-    ))
-    .await;
+    let report = converge_databases(&cluster, &cluster.replica_hosts(2), &["appdb"]).await;
     assert_eq!(report.exit_code(), 4, "{report}");
     let verdict = report.verdict();
     assert!(
@@ -343,13 +302,7 @@ async fn a_moved_primary_updates_the_replica_settings() {
             },
         );
     });
-    let report = converge(&cluster.converge_config(
-        &cluster.replica_hosts(1),
-        20,
-        databases(&["appdb"]),
-        &[],
-    ))
-    .await;
+    let report = converge_databases(&cluster, &cluster.replica_hosts(1), &["appdb"]).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(outcomes(&report, &cluster.host(1)), vec![Outcome::Updated]);
     nodes[1].with_state(|s| {
@@ -372,13 +325,7 @@ async fn a_writable_database_on_a_replica_is_left_alone_and_reported() {
         db.ledger.commit(&[(b"k".to_vec(), b"precious".to_vec())]);
         s.databases.insert("appdb".into(), db);
     });
-    let report = converge(&cluster.converge_config(
-        &cluster.replica_hosts(1),
-        20,
-        databases(&["appdb"]),
-        &[],
-    ))
-    .await;
+    let report = converge_databases(&cluster, &cluster.replica_hosts(1), &["appdb"]).await;
     assert_eq!(report.exit_code(), 5, "{report}");
     let (_, reason) = failure_of(&report, &cluster.host(1)).unwrap();
     assert!(reason.contains("is not a replica"), "{reason}");

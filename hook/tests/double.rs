@@ -255,13 +255,7 @@ async fn replicas_replicate_transaction_by_transaction_and_export_needs_admin() 
     use immudb_txlog::{ExportedTx, TxHeader};
     let cluster = Cluster::new();
     let nodes = start_all(&cluster, 1).await;
-    let report = immudb_hook::reconcile::converge(&cluster.converge_config(
-        &cluster.replica_hosts(1),
-        20,
-        databases(&["appdb"]),
-        &[],
-    ))
-    .await;
+    let report = converge_databases(&cluster, &cluster.replica_hosts(1), &["appdb"]).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     let writer = Client::new(&target(&nodes[0]))
         .unwrap()

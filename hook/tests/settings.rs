@@ -9,17 +9,8 @@ use immudb_hook::client::Client;
 use immudb_hook::config::{Credentials, Secret};
 use immudb_hook::plan::Setting;
 use immudb_hook::reconcile::converge;
-use immudb_hook::report::{Failure, Outcome, Report};
+use immudb_hook::report::{Failure, Outcome};
 use serde_json::json;
-
-fn outcomes(report: &Report, host: &str) -> Vec<Outcome> {
-    report
-        .lines
-        .iter()
-        .filter(|l| l.host == host)
-        .map(|l| l.outcome.clone())
-        .collect()
-}
 
 fn spec(settings: serde_json::Value, apply: &str) -> serde_json::Value {
     json!({

@@ -162,6 +162,17 @@ pub struct Assessment {
     pub ready: bool,
 }
 
+impl Assessment {
+    fn of(databases: Vec<DatabaseHealth>, repairs: Vec<(Action, Repair)>) -> Assessment {
+        let ready = databases.iter().all(|d| d.ready);
+        Assessment {
+            databases,
+            repairs,
+            ready,
+        }
+    }
+}
+
 /// What the agent remembers between polls, per database.
 #[derive(Clone, Debug, Default)]
 struct DatabaseMemory {
@@ -336,12 +347,7 @@ pub fn assess_replica(
             assess_replica_database(desired, wanted, view, remembered, now, limits, &mut repairs)
         })
         .collect();
-    let ready = databases.iter().all(|d| d.ready);
-    Assessment {
-        databases,
-        repairs,
-        ready,
-    }
+    Assessment::of(databases, repairs)
 }
 
 /// The primary pod: its databases, their sync settings and the replication user. `held` names,
@@ -417,12 +423,7 @@ pub fn assess_primary(
             }
         })
         .collect();
-    let ready = databases.iter().all(|d| d.ready);
-    Assessment {
-        databases,
-        repairs,
-        ready,
-    }
+    Assessment::of(databases, repairs)
 }
 
 /// The databases a primary plan would create: the only time replicas are asked what they hold.

@@ -276,3 +276,26 @@ where
     }
     false
 }
+
+/// The Job converging `replicas` to `databases` with a 20 s deadline.
+pub async fn converge_databases(
+    cluster: &Cluster,
+    replicas: &[String],
+    names: &[&str],
+) -> immudb_hook::report::Report {
+    immudb_hook::reconcile::converge(&cluster.converge_config(replicas, 20, databases(names), &[]))
+        .await
+}
+
+/// The outcomes the report gives `host`, in order.
+pub fn outcomes(
+    report: &immudb_hook::report::Report,
+    host: &str,
+) -> Vec<immudb_hook::report::Outcome> {
+    report
+        .lines
+        .iter()
+        .filter(|l| l.host == host)
+        .map(|l| l.outcome.clone())
+        .collect()
+}

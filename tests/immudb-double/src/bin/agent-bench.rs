@@ -33,7 +33,10 @@ fn hook(hook: &str, dir: &Path, subnet: u8, replicas: u8) -> tokio::process::Com
         .env("IMMUDB_HOOK_PRIMARY_HOST", ip(subnet, 0).to_string())
         .env("IMMUDB_HOOK_REPLICAS", hosts.join(","))
         .env("IMMUDB_HOOK_ADMIN_PASSWORD_FILE", dir.join("admin"))
-        .env("IMMUDB_HOOK_REPLICATION_PASSWORD_FILE", dir.join("replication"))
+        .env(
+            "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE",
+            dir.join("replication"),
+        )
         .env("IMMUDB_HOOK_SPEC_FILE", dir.join("spec.json"))
         .env("IMMUDB_HOOK_LOG", "warn")
         .stdout(Stdio::null())
@@ -42,12 +45,21 @@ fn hook(hook: &str, dir: &Path, subnet: u8, replicas: u8) -> tokio::process::Com
 }
 
 /// Starts the agent of replica `node`, polling every `interval`.
-fn agent(hook_path: &str, dir: &Path, subnet: u8, node: u8, interval: &str) -> tokio::process::Child {
+fn agent(
+    hook_path: &str,
+    dir: &Path,
+    subnet: u8,
+    node: u8,
+    interval: &str,
+) -> tokio::process::Child {
     let mut command = hook(hook_path, dir, subnet, node);
     command
         .arg("agent")
         .arg("--role=replica")
-        .arg(format!("--listen={}", SocketAddr::new(ip(subnet, node), AGENT_PORT)))
+        .arg(format!(
+            "--listen={}",
+            SocketAddr::new(ip(subnet, node), AGENT_PORT)
+        ))
         .arg(format!("--local-address={}", ip(subnet, node)))
         .arg(format!("--poll-interval={interval}"))
         .kill_on_drop(true);
@@ -55,7 +67,9 @@ fn agent(hook_path: &str, dir: &Path, subnet: u8, node: u8, interval: &str) -> t
 }
 
 async fn get(url: &str) -> Option<(u16, String)> {
-    let stream = tokio::net::TcpStream::connect(url.split('/').next()?).await.ok()?;
+    let stream = tokio::net::TcpStream::connect(url.split('/').next()?)
+        .await
+        .ok()?;
     let path = &url[url.find('/')?..];
     let (mut read, mut write) = stream.into_split();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,7 +80,9 @@ async fn get(url: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     read.read_to_string(&mut response).await.ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
     Some((status, body))
 }
 
@@ -82,7 +98,12 @@ fn usage(pid: u32) -> (f64, u64) {
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = (ticks(11) + ticks(12)) / hz;
@@ -131,7 +152,9 @@ async fn main() {
     let metrics_url = format!("{}/metrics", SocketAddr::new(ip(1, 1), AGENT_PORT));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (cpu_before, _) = usage(pid);
-    let polls_before = get(&metrics_url).await.map_or(f64::NAN, |(_, b)| metric(&b, "immudb_agent_polls_total"));
+    let polls_before = get(&metrics_url)
+        .await
+        .map_or(f64::NAN, |(_, b)| metric(&b, "immudb_agent_polls_total"));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (cpu_after, peak_kib) = usage(pid);
     let body = get(&metrics_url).await.map(|(_, b)| b).unwrap_or_default();
