@@ -29,6 +29,26 @@
 {{- printf "%s-0.%s.%s.svc.%s" (include "immudb.primary.fullname" .) (include "immudb.primary.headless" .) .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
 
+{{/*
+IMMUDB_MAX_SESSIONS: immudb.maxSessions for clients, plus the sessions the chart itself holds.
+On the primary, each replica's replicators (one per replicated database) and agent, and its own
+agent; on a replica, its agent; on both, the hook Job, helm test and a backup running at once.
+Called with (dict "ctx" $ "role" "primary"|"read").
+*/}}
+{{- define "immudb.maxSessions" -}}
+{{- $values := .ctx.Values -}}
+{{- $replicated := 2 -}}
+{{- if eq $values.replication.mode "database" -}}
+{{- $replicated = len (include "immudb.databases" .ctx | fromJson).list -}}
+{{- end -}}
+{{- $jobs := 3 -}}
+{{- $chart := add 1 $jobs -}}
+{{- if eq .role "primary" -}}
+{{- $chart = add $chart (mul (int $values.replicaCount) (add $replicated 1)) -}}
+{{- end -}}
+{{- add (int $values.immudb.maxSessions) $chart -}}
+{{- end -}}
+
 {{/* Labels */}}
 {{- define "immudb.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
@@ -191,9 +211,97 @@ checkov.io/skip{{ add1 $i }}: {{ printf "%s=%s" $id (get $reasons $id) | quote }
 {{- end -}}
 
 {{/*
-The hook's pod: the topology as env (declarative), passwords as files from the Secret, restricted.
-Called with (dict "ctx" $ "component" "hook"|"test"|"backup"|"restore" "args" (list ...) "env" (list ...)),
-optionally "volumes", "volumeMounts" (lists) and "resources" (default hook.resources).
+The hook binary's container (Jobs, helm test, the agent sidecar): the topology as env
+(declarative), passwords and the spec as files, restricted.
+Called with (dict "ctx" $ "name" "hook" "args" (list ...) "env" (list ...) "resources" map "volumeMounts" (list ...)).
+*/}}
+{{- define "immudb.hook.container" -}}
+{{- $ctx := .ctx -}}
+{{- $values := $ctx.Values -}}
+name: {{ .name }}
+image: {{ include "immudb.hook.image" $ctx }}
+imagePullPolicy: {{ $values.hook.image.pullPolicy }}
+args:
+  {{- toYaml .args | nindent 2 }}
+securityContext:
+  {{- include "immudb.containerSecurityContext" (dict "uid" 65532) | nindent 2 }}
+env:
+  - name: IMMUDB_HOOK_PRIMARY_HOST
+    value: {{ include "immudb.primary.host" $ctx }}
+  - name: IMMUDB_HOOK_REPLICA_STATEFULSET
+    value: {{ include "immudb.read.fullname" $ctx }}
+  - name: IMMUDB_HOOK_REPLICA_SERVICE
+    value: {{ include "immudb.read.headless" $ctx }}
+  - name: IMMUDB_HOOK_NAMESPACE
+    value: {{ $ctx.Release.Namespace }}
+  - name: IMMUDB_HOOK_REPLICA_COUNT
+    value: {{ $values.replicaCount | quote }}
+  - name: IMMUDB_HOOK_CLUSTER_DOMAIN
+    value: {{ $values.clusterDomain }}
+  - name: IMMUDB_HOOK_ADMIN_PASSWORD_FILE
+    value: /var/run/secrets/immudb/admin-password
+  - name: IMMUDB_HOOK_LOG_FORMAT
+    value: {{ $values.hook.logFormat }}
+  - name: IMMUDB_HOOK_SPEC_FILE
+    value: /etc/immudb-hook/spec.json
+  {{- if $values.immudb.tls.enabled }}
+  - name: IMMUDB_HOOK_TLS_CA_FILE
+    value: /var/run/secrets/immudb-tls/ca.crt
+  {{- end }}
+  {{- with .env }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+resources:
+  {{- toYaml (.resources | default $values.hook.resources) | nindent 2 }}
+volumeMounts:
+  - name: passwords
+    mountPath: /var/run/secrets/immudb
+    readOnly: true
+  {{- if $values.immudb.tls.enabled }}
+  - name: tls-ca
+    mountPath: /var/run/secrets/immudb-tls
+    readOnly: true
+  {{- end }}
+  - name: spec
+    mountPath: /etc/immudb-hook
+    readOnly: true
+  - name: tmp
+    mountPath: /tmp
+  {{- with .volumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{/* The volumes the hook container mounts besides /tmp: the passwords, the spec, the TLS CA. */}}
+{{- define "immudb.hook.volumes" -}}
+{{- $values := .Values -}}
+- name: spec
+  configMap:
+    name: {{ include "immudb.specName" . }}
+- name: passwords
+  secret:
+    secretName: {{ include "immudb.secretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ $values.auth.adminPasswordKey }}
+        path: admin-password
+      - key: {{ $values.auth.replicationPasswordKey }}
+        path: replication-password
+{{- if $values.immudb.tls.enabled }}
+- name: tls-ca
+  secret:
+    secretName: {{ $values.immudb.tls.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end -}}
+
+{{/*
+A pod that runs the hook binary once (the Job, helm test, backups, restore), restricted.
+Called with the arguments of "immudb.hook.container" ("component" names the container) plus
+"volumes" (list ...).
 */}}
 {{- define "immudb.hook.podSpec" -}}
 {{- $ctx := .ctx -}}
@@ -211,84 +319,13 @@ imagePullSecrets:
   {{- end }}
 {{- end }}
 containers:
-  - name: {{ .component }}
-    image: {{ include "immudb.hook.image" $ctx }}
-    imagePullPolicy: {{ $values.hook.image.pullPolicy }}
-    args:
-      {{- toYaml .args | nindent 6 }}
-    securityContext:
-      {{- include "immudb.containerSecurityContext" (dict "uid" 65532) | nindent 6 }}
-    env:
-      - name: IMMUDB_HOOK_PRIMARY_HOST
-        value: {{ include "immudb.primary.host" $ctx }}
-      - name: IMMUDB_HOOK_REPLICA_STATEFULSET
-        value: {{ include "immudb.read.fullname" $ctx }}
-      - name: IMMUDB_HOOK_REPLICA_SERVICE
-        value: {{ include "immudb.read.headless" $ctx }}
-      - name: IMMUDB_HOOK_NAMESPACE
-        value: {{ $ctx.Release.Namespace }}
-      - name: IMMUDB_HOOK_REPLICA_COUNT
-        value: {{ $values.replicaCount | quote }}
-      - name: IMMUDB_HOOK_CLUSTER_DOMAIN
-        value: {{ $values.clusterDomain }}
-      - name: IMMUDB_HOOK_ADMIN_PASSWORD_FILE
-        value: /var/run/secrets/immudb/admin-password
-      - name: IMMUDB_HOOK_LOG_FORMAT
-        value: {{ $values.hook.logFormat }}
-      - name: IMMUDB_HOOK_SPEC_FILE
-        value: /etc/immudb-hook/spec.json
-      {{- if $values.immudb.tls.enabled }}
-      - name: IMMUDB_HOOK_TLS_CA_FILE
-        value: /var/run/secrets/immudb-tls/ca.crt
-      {{- end }}
-      {{- with .env }}
-      {{- toYaml . | nindent 6 }}
-      {{- end }}
-    resources:
-      {{- toYaml (.resources | default $values.hook.resources) | nindent 6 }}
-    volumeMounts:
-      - name: passwords
-        mountPath: /var/run/secrets/immudb
-        readOnly: true
-      {{- if $values.immudb.tls.enabled }}
-      - name: tls-ca
-        mountPath: /var/run/secrets/immudb-tls
-        readOnly: true
-      {{- end }}
-      - name: spec
-        mountPath: /etc/immudb-hook
-        readOnly: true
-      - name: tmp
-        mountPath: /tmp
-      {{- with .volumeMounts }}
-      {{- toYaml . | nindent 6 }}
-      {{- end }}
+  - {{- include "immudb.hook.container" (merge (dict "name" .component) .) | nindent 4 }}
 volumes:
   - name: tmp
     emptyDir: {}
-  - name: spec
-    configMap:
-      name: {{ include "immudb.specName" $ctx }}
+  {{- include "immudb.hook.volumes" $ctx | nindent 2 }}
   {{- with .volumes }}
   {{- toYaml . | nindent 2 }}
-  {{- end }}
-  - name: passwords
-    secret:
-      secretName: {{ include "immudb.secretName" $ctx }}
-      defaultMode: 0440
-      items:
-        - key: {{ $values.auth.adminPasswordKey }}
-          path: admin-password
-        - key: {{ $values.auth.replicationPasswordKey }}
-          path: replication-password
-  {{- if $values.immudb.tls.enabled }}
-  - name: tls-ca
-    secret:
-      secretName: {{ $values.immudb.tls.existingSecret }}
-      defaultMode: 0440
-      items:
-        - key: ca.crt
-          path: ca.crt
   {{- end }}
 {{- end -}}
 

@@ -77,6 +77,27 @@ spec:
               podAffinityTerm:
                 {{- toYaml $term | nindent 16 }}
           {{- end }}
+      initContainers:
+        {{- /* The agent, a native sidecar: it starts before immudb, runs as long as the pod, and its /readyz is immudb's readiness. */}}
+        {{- $agentEnv := list
+          (dict "name" "IMMUDB_AGENT_ROLE" "value" (ternary "primary" "replica" (eq $role "primary")))
+          (dict "name" "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE" "value" "/var/run/secrets/immudb/replication-password")
+          (dict "name" "IMMUDB_AGENT_LISTEN" "value" (printf "0.0.0.0:%v" $values.agent.port))
+          (dict "name" "IMMUDB_AGENT_POLL_INTERVAL" "value" $values.agent.pollInterval)
+          (dict "name" "IMMUDB_AGENT_MAX_LAG" "value" $values.agent.maxLag)
+          (dict "name" "IMMUDB_AGENT_DRIFT_GRACE" "value" $values.agent.driftGrace)
+        }}
+        - {{- include "immudb.hook.container" (dict "ctx" $ctx "name" "agent" "args" (list "agent") "env" $agentEnv "resources" $values.agent.resources) | nindent 10 }}
+          restartPolicy: Always
+          ports:
+            - name: agent
+              containerPort: {{ $values.agent.port }}
+          livenessProbe:
+            httpGet:
+              path: /livez
+              port: agent
+            periodSeconds: 20
+            failureThreshold: 3
       containers:
         - name: immudb
           image: {{ include "immudb.image" $ctx }}
@@ -112,7 +133,7 @@ spec:
             - name: IMMUDB_PGSQL_SERVER
               value: {{ $values.immudb.pgsql | quote }}
             - name: IMMUDB_MAX_SESSIONS
-              value: {{ $values.immudb.maxSessions | quote }}
+              value: {{ include "immudb.maxSessions" (dict "ctx" $ctx "role" $role) | quote }}
             - name: IMMUDB_ADMIN_PASSWORD
               valueFrom:
                 secretKeyRef:
@@ -187,11 +208,11 @@ spec:
             failureThreshold: {{ $values.startupProbe.failureThreshold }}
           {{- end }}
           {{- if $values.readinessProbe.enabled }}
+          {{- /* The agent's verdict, not immudb's /readyz (which only means "the process is up"). */}}
           readinessProbe:
             httpGet:
               path: /readyz
-              port: metrics
-              scheme: {{ ternary "HTTPS" "HTTP" $values.immudb.tls.enabled }}
+              port: {{ $values.agent.port }}
             periodSeconds: {{ $values.readinessProbe.periodSeconds }}
             failureThreshold: {{ $values.readinessProbe.failureThreshold }}
           {{- end }}
@@ -222,6 +243,7 @@ spec:
       volumes:
         - name: tmp
           emptyDir: {}
+        {{- include "immudb.hook.volumes" $ctx | nindent 8 }}
         {{- if $values.immudb.tls.enabled }}
         - name: tls
           secret:

@@ -285,3 +285,53 @@ async fn sessions_are_opened_once_and_reused_across_polls() {
     assert_eq!(nodes[1].with_state(|s| s.session_count()), 1);
     assert_eq!(nodes[0].with_state(|s| s.session_count()), 1);
 }
+
+#[tokio::test]
+async fn in_systemdb_mode_the_agent_decides_readiness_and_changes_nothing() {
+    let cluster = Cluster::new();
+    let primary = cluster.start_node(0).await;
+    let mut options = cluster.options(1);
+    options.server_replica_of = Some((cluster.host(0), GRPC_PORT));
+    let replica = cluster.start(options).await;
+    primary.with_state(|s| {
+        let db = s.databases.get_mut("defaultdb").unwrap();
+        db.ledger.commit(&[(b"k".to_vec(), b"v".to_vec())]);
+    });
+    let spec = serde_json::json!({"mode": "systemdb"});
+    let agent = cluster.agent(1, &cluster.replica_hosts(1), spec.clone(), &[]);
+    assert!(
+        eventually(WAIT, || agent.ready()).await,
+        "{:?}",
+        agent.get("/readyz").await
+    );
+    assert_eq!(
+        replica.with_state(|s| s.databases["defaultdb"].tx_count()),
+        1
+    );
+    primary.with_state(|s| s.version = "1.11.2".into());
+    primary.with_state(|s| {
+        s.databases
+            .get_mut("defaultdb")
+            .unwrap()
+            .ledger
+            .commit(&[(b"k".to_vec(), b"w".to_vec())]);
+    });
+    assert!(eventually(WAIT, || async { !agent.ready().await }).await);
+    primary.with_state(|s| s.version = "1.11.1".into());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !agent.ready().await,
+        "only a restart of the pod restarts defaultdb's replicator"
+    );
+    let (_, metrics) = agent.get("/metrics").await;
+    assert!(
+        metrics.contains("state=\"replicator_stopped\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("immudb_agent_repairs_total{"),
+        "no repair: {metrics}"
+    );
+    let primary_agent = cluster.agent(0, &cluster.replica_hosts(1), spec, &[]);
+    assert!(eventually(WAIT, || primary_agent.ready()).await);
+}

@@ -219,13 +219,69 @@ def test_systemdb_mode_gives_replicas_the_current_env_names():
 def test_network_policy_lets_only_the_expected_peers_in():
     objects = render({})
     primary = named(objects, "NetworkPolicy", f"{FULLNAME}-primary")
-    grpc_rule, metrics_rule = primary["spec"]["ingress"]
+    grpc_rule, metrics_rule, agent_rule = primary["spec"]["ingress"]
     components = {p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in grpc_rule["from"] if "podSelector" in p}
     assert {"read", "hook", "test"} <= components
     assert [p["port"] for p in metrics_rule["ports"]] == ["metrics"]
     read = named(objects, "NetworkPolicy", f"{FULLNAME}-read")
     read_components = {p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in read["spec"]["ingress"][0]["from"] if "podSelector" in p}
     assert "read" not in read_components
+    assert "primary" in read_components, "the primary's agent asks replicas what they hold"
+    for policy in (primary, read):
+        agent_rule = policy["spec"]["ingress"][2]
+        assert [p["port"] for p in agent_rule["ports"]] == ["agent"]
+        assert agent_rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+def agent_of(spec):
+    (agent,) = [c for c in spec.get("initContainers", []) if c["name"] == "agent"]
+    return agent
+
+
+def test_every_immudb_pod_carries_the_agent_and_is_ready_only_by_it(scenario):
+    _, values, objects = scenario
+    port = values.get("agent", {}).get("port", 9498)
+    for sts in of_kind(objects, "StatefulSet"):
+        spec = sts["spec"]["template"]["spec"]
+        agent = agent_of(spec)
+        assert agent["restartPolicy"] == "Always", "a native sidecar"
+        assert agent["args"] == ["agent"]
+        assert {p["name"]: p["containerPort"] for p in agent["ports"]} == {"agent": port}
+        assert agent["livenessProbe"]["httpGet"]["path"] == "/livez"
+        env = {e["name"]: e.get("value") for e in agent["env"]}
+        role = sts["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert env["IMMUDB_AGENT_ROLE"] == {"primary": "primary", "read": "replica"}[role]
+        assert env["IMMUDB_AGENT_LISTEN"] == f"0.0.0.0:{port}"
+        mounted = {m["mountPath"] for m in agent["volumeMounts"]}
+        assert env["IMMUDB_HOOK_SPEC_FILE"].rsplit("/", 1)[0] in mounted
+        assert env["IMMUDB_HOOK_REPLICATION_PASSWORD_FILE"].rsplit("/", 1)[0] in mounted
+        immudb = spec["containers"][0]
+        if values.get("readinessProbe", {}).get("enabled", True):
+            assert immudb["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
+        if "startupProbe" in immudb:
+            assert immudb["startupProbe"]["httpGet"]["port"] == "metrics", "loading a large database is immudb's"
+
+
+def test_max_sessions_leave_room_for_the_chart_s_own_sessions():
+    objects = render({"replicaCount": 3, "replication": {"databases": ["a", "b"]}, "immudb": {"maxSessions": 50}})
+    sessions = {
+        sts["metadata"]["name"]: int(env_of(sts["spec"]["template"]["spec"]["containers"][0])["IMMUDB_MAX_SESSIONS"]["value"])
+        for sts in of_kind(objects, "StatefulSet")
+    }
+    # Primary: 3 replicas x (3 replicators for a, b and the canary + 1 agent) + its agent + 3 jobs.
+    assert sessions == {f"{FULLNAME}-primary": 50 + 12 + 4, f"{FULLNAME}-read": 50 + 4}
+
+
+def test_monitors_scrape_the_agent_too():
+    objects = render({"metrics": {"serviceMonitor": {"enabled": True}}})
+    (monitor,) = of_kind(objects, "ServiceMonitor")
+    ports = [e["port"] for e in monitor["spec"]["endpoints"]]
+    assert ports == ["metrics", "agent"]
+    for svc in of_kind(objects, "Service"):
+        if svc["spec"].get("clusterIP") == "None":
+            assert {"metrics", "agent"} <= {p["name"] for p in svc["spec"]["ports"]}
+    (pod_monitor,) = of_kind(render({"metrics": {"podMonitor": {"enabled": True}}}), "PodMonitor")
+    assert [e["port"] for e in pod_monitor["spec"]["podMetricsEndpoints"]] == ["metrics", "agent"]
 
 
 def test_ingress_splits_reads_and_writes_by_host():
@@ -307,8 +363,10 @@ def test_server_tls_reaches_immudb_probes_the_hook_and_the_edge():
     env = env_of(container)
     assert env["IMMUDB_CERTIFICATE"]["value"] == "/etc/immudb/tls/tls.crt"
     assert env["IMMUDB_PKEY"]["value"] == "/etc/immudb/tls/tls.key"
-    for probe in ("startupProbe", "readinessProbe"):
-        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    assert container["startupProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert "scheme" not in container["readinessProbe"]["httpGet"], "the agent's port is plain HTTP"
+    agent = agent_of(named(objects, "StatefulSet", f"{FULLNAME}-primary")["spec"]["template"]["spec"])
+    assert env_of(agent)["IMMUDB_HOOK_TLS_CA_FILE"]["value"] == "/var/run/secrets/immudb-tls/ca.crt"
     hook = named(objects, "Job", f"{FULLNAME}-hook")["spec"]["template"]["spec"]
     ca_file = env_of(hook["containers"][0])["IMMUDB_HOOK_TLS_CA_FILE"]["value"]
     mounts = {m["mountPath"]: m["name"] for m in hook["containers"][0]["volumeMounts"]}
@@ -319,5 +377,5 @@ def test_server_tls_reaches_immudb_probes_the_hook_and_the_edge():
     (monitor,) = of_kind(objects, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["scheme"] == "https"
     plain = named(render({}), "StatefulSet", f"{FULLNAME}-primary")["spec"]["template"]["spec"]["containers"][0]
-    assert plain["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+    assert plain["startupProbe"]["httpGet"]["scheme"] == "HTTP"
     assert "IMMUDB_CERTIFICATE" not in env_of(plain)

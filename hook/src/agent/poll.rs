@@ -10,10 +10,10 @@ use super::link::{Dial, Link};
 use super::metrics::{self, Counters, Status};
 use super::{AgentConfig, AgentRole};
 use crate::client::{Client, RpcError};
-use crate::config::{Credentials, DatabaseReplication, Desired};
+use crate::config::{Credentials, Desired, Secret};
 use crate::holdings::held_by_replicas;
 use crate::plan::health::{self, Assessment, Memory, PrimaryView, ReplicaView};
-use crate::plan::{PrimaryDesired, ReplicaDesired};
+use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
 use crate::wait::SystemResolver;
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,7 +28,7 @@ pub struct Agent {
     memory: Memory,
     counters: Counters,
     /// The last spec that validated: a broken edit keeps the agent on the previous one.
-    desired: Option<DatabaseReplication>,
+    desired: Option<Desired>,
 }
 
 fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
@@ -65,14 +65,11 @@ impl Agent {
     }
 
     /// Re-reads the spec; on an error the previous one stays in force.
-    fn refresh_desired(&mut self) -> Result<DatabaseReplication, String> {
+    fn refresh_desired(&mut self) -> Result<Desired, String> {
         match self.config.desired() {
-            Ok(Desired::Database(spec)) => {
-                self.desired = Some(spec.clone());
-                Ok(spec)
-            }
-            Ok(Desired::Systemdb { .. }) => {
-                Err("the spec is in systemdb mode; the agent manages database mode only".into())
+            Ok(desired) => {
+                self.desired = Some(desired.clone());
+                Ok(desired)
             }
             Err(error) => {
                 tracing::error!(%error, "the spec file is invalid; keeping the previous one");
@@ -110,14 +107,21 @@ impl Agent {
     }
 
     async fn poll_role(&mut self) -> Result<(Assessment, bool), String> {
-        let spec = self.refresh_desired()?;
         let now = self.started.elapsed();
+        let spec = match self.refresh_desired()? {
+            Desired::Database(spec) => spec,
+            Desired::Systemdb {
+                primary_host_for_replicas,
+            } => return self.poll_systemdb(primary_host_for_replicas, now).await,
+        };
         let (assessment, primary_reachable) = match self.config.role {
             AgentRole::Replica => {
                 let names: Vec<String> = spec.databases.iter().map(|d| d.name.clone()).collect();
                 let primary = self.primary_view(&spec.replication, &names).await;
                 let desired = spec.replica_desired(self.config.topology.grpc_port);
-                let assessment = self.assess_replica(&desired, primary.as_ref(), now).await?;
+                let assessment = self
+                    .assess_replica(&desired, primary.as_ref(), true, now)
+                    .await?;
                 (assessment, primary.is_some())
             }
             AgentRole::Primary => (
@@ -125,8 +129,44 @@ impl Agent {
                 true,
             ),
         };
-        self.repair(&assessment, &spec).await;
+        self.repair(&assessment, &spec.replication.password).await;
         Ok((assessment, primary_reachable))
+    }
+
+    /// systemdb mode: immudb replicates defaultdb itself (IMMUDB_REPLICATION_* env, as the admin
+    /// user); the agent only observes it and decides readiness.
+    async fn poll_systemdb(
+        &mut self,
+        primary_host: String,
+        now: Duration,
+    ) -> Result<(Assessment, bool), String> {
+        let admin = self.config.admin.clone();
+        let defaultdb = vec![DesiredDatabase::named("defaultdb")];
+        match self.config.role {
+            AgentRole::Primary => {
+                let desired = PrimaryDesired {
+                    databases: Vec::new(),
+                    sync_acks: None,
+                    replication_user: admin.user,
+                };
+                Ok((self.assess_primary(&desired, now).await?, true))
+            }
+            AgentRole::Replica => {
+                let primary = self.primary_view(&admin, &["defaultdb".to_string()]).await;
+                let desired = ReplicaDesired {
+                    databases: defaultdb,
+                    primary_host,
+                    primary_port: u32::from(self.config.topology.grpc_port),
+                    replication_user: admin.user,
+                    replication_password: admin.password,
+                    options: ReplicaOptions::default(),
+                };
+                let assessment = self
+                    .assess_replica(&desired, primary.as_ref(), false, now)
+                    .await?;
+                Ok((assessment, primary.is_some()))
+            }
+        }
     }
 
     /// A session on the local server, reopened after a failure.
@@ -209,6 +249,7 @@ impl Agent {
         &mut self,
         desired: &ReplicaDesired,
         primary: Option<&PrimaryView>,
+        manage: bool,
         now: Duration,
     ) -> Result<Assessment, String> {
         let observed = self
@@ -219,6 +260,7 @@ impl Agent {
             .await?;
         let replicators = self.replicator_gauges().await?;
         let view = ReplicaView {
+            manage,
             observed: &observed,
             replicators: &replicators,
             local_version: &version,
@@ -258,11 +300,11 @@ impl Agent {
     }
 
     /// Applies the assessment's repairs on the local server, counting those that took.
-    async fn repair(&mut self, assessment: &Assessment, spec: &DatabaseReplication) {
+    /// `password` is the replication user's, for a CreateUser repair.
+    async fn repair(&mut self, assessment: &Assessment, password: &Secret) {
         for (action, reason) in &assessment.repairs {
             let database = action.database().to_string();
             tracing::info!(%database, reason = reason.name(), ?action, "repairing");
-            let password = &spec.replication.password;
             let applied = self
                 .on_local(|s| async move { s.apply(action, password).await })
                 .await;

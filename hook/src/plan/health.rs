@@ -34,6 +34,9 @@ pub struct PrimaryView {
 
 /// What a replica's agent observed in one poll.
 pub struct ReplicaView<'a> {
+    /// Whether the agent may change the databases: not in systemdb mode, where immudb replicates
+    /// the reserved defaultdb itself and refuses every change to it.
+    pub manage: bool,
     pub observed: &'a Observed,
     /// `immudb_replication_replicators` per database from the local metrics port.
     pub replicators: &'a BTreeMap<String, u64>,
@@ -265,10 +268,12 @@ fn assess_replica_database(
         return health(State::Missing, false, false, None, None);
     };
     if !db.loaded {
-        let load = Action::LoadDatabase {
-            name: name.to_string(),
-        };
-        repairs.push((load, Repair::Loaded));
+        if view.manage {
+            let load = Action::LoadDatabase {
+                name: name.to_string(),
+            };
+            repairs.push((load, Repair::Loaded));
+        }
         return health(State::NotLoaded, false, false, None, None);
     }
     let (update, detail) = memory.update_after_grace(planned, now, limits.drift_grace);
@@ -281,7 +286,7 @@ fn assess_replica_database(
         (Some(_), None) => State::MissingOnPrimary,
         (Some(_), Some(tx)) if db.tx_count > tx => State::PrimaryBehind,
         _ if !running => {
-            if memory.restart_due(now, limits.restart_backoff) {
+            if view.manage && memory.restart_due(now, limits.restart_backoff) {
                 let reload = Action::ReloadDatabase {
                     name: name.to_string(),
                 };

@@ -69,6 +69,7 @@ fn poll(
     let observed = observed(dbs);
     let gauges = BTreeMap::from([("appdb".to_string(), replicators)]);
     let view = ReplicaView {
+        manage: true,
         observed: &observed,
         replicators: &gauges,
         local_version: "1.10.0",
@@ -321,4 +322,25 @@ fn the_primary_creates_what_is_missing_unless_a_replica_holds_it() {
         .repairs
         .iter()
         .any(|(a, _)| matches!(a, Action::CreateDatabase { .. })));
+}
+
+#[test]
+fn in_systemdb_mode_the_agent_observes_and_changes_nothing() {
+    let mut memory = Memory::default();
+    let observed = observed(vec![replica_db(5)]);
+    let stopped = BTreeMap::from([("appdb".to_string(), 0)]);
+    let p = primary("1.10.0", Some(5));
+    let view = ReplicaView {
+        manage: false,
+        observed: &observed,
+        replicators: &stopped,
+        local_version: "1.10.0",
+        primary: Some(&p),
+    };
+    let a = assess_replica(&desired(), &view, &mut memory, at(0), &LIMITS);
+    assert_eq!((state(&a), a.ready), (State::ReplicatorStopped, false));
+    assert!(
+        a.repairs.is_empty(),
+        "immudb refuses to reload the reserved defaultdb"
+    );
 }

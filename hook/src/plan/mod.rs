@@ -32,7 +32,7 @@ pub struct ReplicationSettings {
 }
 
 /// The replica-side options every replica database gets.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaOptions {
     pub sync_replication: bool,
     pub prefetch_tx_buffer_size: u32,
