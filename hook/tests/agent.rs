@@ -317,6 +317,8 @@ async fn in_systemdb_mode_the_agent_decides_readiness_and_changes_nothing() {
             .commit(&[(b"k".to_vec(), b"w".to_vec())]);
     });
     assert!(eventually(WAIT, || async { !agent.ready().await }).await);
+    let stopped = || async { !replica.with_state(|s| s.databases["defaultdb"].replicator.running) };
+    assert!(eventually(WAIT, stopped).await, "the replicator saw the other version");
     primary.with_state(|s| s.version = "1.11.1".into());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
