@@ -622,3 +622,54 @@ async fn retention_keeps_the_newest_chains_and_never_the_only_one() {
     );
     assert_eq!(state_of(&node, "appdb"), state_of(&nodes[0], "appdb"));
 }
+
+#[tokio::test]
+async fn with_no_replica_ready_the_backup_reads_the_primary() {
+    let cluster = Cluster::new();
+    let nodes = seeded(&cluster, 0, 3).await;
+    let dir = backup_dir(&cluster);
+    // Replica 1 is listed but never starts: after the wait for a replica, the primary is read.
+    let cli = cluster.cli(
+        &cluster.replica_hosts(1),
+        2,
+        "backup",
+        &[&dir_flag(&dir), "--databases=appdb"],
+    );
+    let Command::Backup(args) = &cli.command else {
+        unreachable!()
+    };
+    let report = run::backup(&args.config(&cli.topology).unwrap()).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(report.lines[0].host, cluster.host(0));
+    assert!(
+        completed(&report)[0].starts_with("backed up tx 1..3 "),
+        "{report}"
+    );
+    assert_eq!(
+        verified_records(&dir, "appdb").await,
+        nodes[0].with_state(|s| s.databases["appdb"].tx_count())
+    );
+}
+
+#[tokio::test]
+async fn a_restore_left_in_replica_mode_is_continued_with_append() {
+    let cluster = Cluster::new();
+    let (nodes, dir) = backed_up(&cluster).await;
+    let target = Cluster::new();
+    let node = target.start_node(0).await;
+    let flag = dir_flag(&dir);
+    let partial = restore_into(&target, &[&flag, "--databases=appdb", "--up-to-tx=6"]).await;
+    assert_eq!(partial.exit_code(), 0, "{partial}");
+    // As a restore that stopped after tx 6 leaves it: read-only, in the external-replica form.
+    node.with_state(|s| s.databases.get_mut("appdb").unwrap().replication.replica = true);
+    let refused = restore_into(&target, &[&flag, "--databases=appdb"]).await;
+    assert_eq!(refused.exit_code(), 9, "{refused}");
+    let resumed = restore_into(&target, &[&flag, "--databases=appdb", "--append"]).await;
+    assert_eq!(resumed.exit_code(), 0, "{resumed}");
+    assert!(
+        completed(&resumed)[0].starts_with("restored tx 7..8 "),
+        "{resumed}"
+    );
+    assert_eq!(state_of(&node, "appdb"), state_of(&nodes[0], "appdb"));
+    node.with_state(|s| assert!(!s.databases["appdb"].replication.replica));
+}
