@@ -17,6 +17,12 @@ use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOption
 use crate::wait::SystemResolver;
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an answer of the replicas about what they hold is reused: asking costs each of them
+/// a login, and a lost database stays lost until an operator acts.
+const HOLDINGS_FOR: Duration = Duration::from_secs(60);
+
+/// Replicas' holdings as last asked, and when.
+type Holdings = (Instant, BTreeMap<String, (String, u64)>);
 
 pub struct Agent {
     pub config: AgentConfig,
@@ -29,6 +35,10 @@ pub struct Agent {
     counters: Counters,
     /// The last spec that validated: a broken edit keeps the agent on the previous one.
     desired: Option<Desired>,
+    /// The primary's agent: what replicas held when a create was last planned.
+    holdings: Option<Holdings>,
+    /// Why the pod was last not Ready, logged again only when it changes.
+    last_reasons: Vec<String>,
 }
 
 fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
@@ -61,6 +71,8 @@ impl Agent {
             memory: Memory::default(),
             counters: Counters::default(),
             desired: None,
+            holdings: None,
+            last_reasons: Vec::new(),
         }
     }
 
@@ -99,8 +111,18 @@ impl Agent {
                 status.error = Some(error);
             }
         }
-        if !status.ready() {
-            tracing::info!(reasons = ?status.not_ready_reasons(), "not ready");
+        let reasons = if status.ready() {
+            Vec::new()
+        } else {
+            status.not_ready_reasons()
+        };
+        if reasons != self.last_reasons {
+            if reasons.is_empty() {
+                tracing::info!("ready");
+            } else {
+                tracing::info!(?reasons, "not ready");
+            }
+            self.last_reasons = reasons;
         }
         status.counters = self.counters.clone();
         status
@@ -284,10 +306,15 @@ impl Agent {
             .on_local(|s| async move { s.observe(true).await })
             .await?;
         let creates = health::creates_databases(desired, &observed);
-        let held = if creates.is_empty() {
-            BTreeMap::new()
-        } else {
-            held_by_replicas(&self.config.topology, &self.config.admin, &creates).await
+        let held = match &self.holdings {
+            _ if creates.is_empty() => BTreeMap::new(),
+            Some((asked, held)) if asked.elapsed() < HOLDINGS_FOR => held.clone(),
+            _ => {
+                let held =
+                    held_by_replicas(&self.config.topology, &self.config.admin, &creates).await;
+                self.holdings = Some((Instant::now(), held.clone()));
+                held
+            }
         };
         Ok(health::assess_primary(
             desired,
