@@ -139,7 +139,7 @@ async fn main() {
     std::fs::write(dir.join("spec.json"), spec).unwrap();
     let network = Network::default();
 
-    println!("## Agent\n");
+    println!("\n## Agent\n");
     println!(
         "`make bench`: the release agent on a replica with {DATABASES} replicated databases, against the immudb double on loopback (2 cores).\n"
     );
