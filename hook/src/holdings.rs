@@ -4,13 +4,13 @@
 //! when a create is planned, of every replica that answers within a few seconds.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::client::{Client, RpcError, Target};
+use crate::client::RpcError;
 use crate::config::{Credentials, Topology};
+use crate::link::{Dial, Link};
 use crate::wait::SystemResolver;
 
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,21 +20,11 @@ async fn transactions_on(
     admin: &Credentials,
     host: &str,
 ) -> Result<BTreeMap<String, u64>, RpcError> {
-    let unavailable = |message: String| RpcError {
-        call: "resolve",
-        code: tonic::Code::Unavailable,
-        message,
-    };
-    let ip = SystemResolver::new(topology)
-        .resolve(host)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let connection = Client::new(&Target {
-        host: host.to_string(),
-        address: SocketAddr::new(ip, topology.grpc_port),
-        tls: topology.tls.clone(),
-    })?;
-    let session = connection.open_session(admin, "defaultdb").await?;
+    let mut link = Link::new(host, Dial::Resolve(SystemResolver::new(topology)), topology);
+    let mut logins = 0;
+    let session = link
+        .session(admin, &["defaultdb".to_string()], &mut logins)
+        .await?;
     let databases = session.list_databases().await;
     let _ = session.close_session().await;
     // Only replica databases carry the primary's history; a writable one is another matter.

@@ -5,7 +5,6 @@
 //! It re-reads the spec file every poll, so a `helm upgrade` reaches it without a restart.
 
 mod http;
-mod link;
 pub mod metrics;
 mod poll;
 

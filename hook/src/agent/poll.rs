@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use super::link::{Dial, Link};
 use super::metrics::{self, Counters, Status};
 use super::{AgentConfig, AgentRole};
 use crate::client::{Client, RpcError};
 use crate::config::{Credentials, Desired, Secret};
 use crate::holdings::held_by_replicas;
+use crate::link::{Dial, Link};
 use crate::plan::health::{self, Assessment, Memory, PrimaryView, ReplicaView};
 use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
 use crate::wait::SystemResolver;

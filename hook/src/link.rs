@@ -1,6 +1,6 @@
-//! One server the agent talks to, with at most one session kept across polls: a login costs
-//! immudb about 100 ms of CPU, so the session is opened once and reopened only after it failed
-//! (`session not found` after an immudb restart, or a primary pod that moved).
+//! One server, with at most one session: a login costs immudb about 100 ms of CPU, so the agent
+//! keeps its sessions across polls and reopens one only after it failed (`session not found`
+//! after an immudb restart, or a primary pod that moved).
 
 use std::net::{IpAddr, SocketAddr};
 
