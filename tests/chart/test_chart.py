@@ -13,7 +13,7 @@ import yaml
 from conftest import CHART, NAMESPACE, RELEASE, SCENARIOS, TLS_STANDALONE, named, of_kind, pod_specs, render, render_raw
 
 KUBE_VERSIONS = ("1.29.0", "1.33.0", kubernetes_validate.latest_version())
-CRD_DIR = CHART.parents[1] / "shared" / "crds"
+CRD_DIR = pathlib.Path(__file__).parent / "crds"  # upstream CRDs, vendored (see crds/README.md)
 CRD_FILES = {
     "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
     "PodMonitor": "monitoring.coreos.com_podmonitors.yaml",
@@ -21,7 +21,7 @@ CRD_FILES = {
     "GRPCRoute": "gateway.networking.k8s.io_grpcroutes.yaml",
     "HTTPRoute": "gateway.networking.k8s.io_httproutes.yaml",
 }
-# Custom resources of operators whose CRDs are not in shared/crds: checked for shape by their own tests.
+# Custom resources of operators whose CRDs are not in crds/: checked for shape by their own tests.
 UNCHECKED_CUSTOM_KINDS = {"GrafanaDashboard"}
 FULLNAME = f"{RELEASE}-immudb"
 
