@@ -5,10 +5,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use immudb_double::{Network, Node, NodeOptions};
+
+mod support;
 
 const DATABASES: usize = 10;
 const AGENT_PORT: u16 = 9498;
@@ -27,21 +28,8 @@ async fn start(network: &Network, subnet: u8, node: u8) -> Node {
 }
 
 fn hook(hook: &str, dir: &Path, subnet: u8, replicas: u8) -> tokio::process::Command {
-    let hosts: Vec<String> = (1..=replicas).map(|n| ip(subnet, n).to_string()).collect();
-    let mut command = tokio::process::Command::new(hook);
-    command
-        .env("IMMUDB_HOOK_PRIMARY_HOST", ip(subnet, 0).to_string())
-        .env("IMMUDB_HOOK_REPLICAS", hosts.join(","))
-        .env("IMMUDB_HOOK_ADMIN_PASSWORD_FILE", dir.join("admin"))
-        .env(
-            "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE",
-            dir.join("replication"),
-        )
-        .env("IMMUDB_HOOK_SPEC_FILE", dir.join("spec.json"))
-        .env("IMMUDB_HOOK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
+    let hosts: Vec<IpAddr> = (1..=replicas).map(|n| ip(subnet, n)).collect();
+    support::hook_command(hook, dir, ip(subnet, 0), &hosts)
 }
 
 /// Starts the agent of replica `node`, polling every `interval`.

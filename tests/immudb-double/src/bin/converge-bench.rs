@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use immudb_double::{Network, Node, NodeOptions};
 
+mod support;
+
 const LATENCY: Duration = Duration::from_millis(20);
 
 fn ip(subnet: u8, node: u8) -> IpAddr {
@@ -31,20 +33,10 @@ async fn run_hook(
     subnet: u8,
     replicas: u8,
 ) -> (Duration, i32, i64) {
-    let hosts: Vec<String> = (1..=replicas).map(|n| ip(subnet, n).to_string()).collect();
+    let hosts: Vec<IpAddr> = (1..=replicas).map(|n| ip(subnet, n)).collect();
     let started = Instant::now();
-    let status = tokio::process::Command::new(hook)
-        .env("IMMUDB_HOOK_PRIMARY_HOST", ip(subnet, 0).to_string())
-        .env("IMMUDB_HOOK_REPLICAS", hosts.join(","))
-        .env("IMMUDB_HOOK_ADMIN_PASSWORD_FILE", dir.join("admin"))
-        .env(
-            "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE",
-            dir.join("replication"),
-        )
-        .env("IMMUDB_HOOK_SPEC_FILE", dir.join("spec.json"))
-        .env("IMMUDB_HOOK_LOG", "warn")
+    let status = support::hook_command(hook, dir, ip(subnet, 0), &hosts)
         .arg("converge")
-        .stdout(std::process::Stdio::null())
         .status()
         .await
         .expect("run hook");
