@@ -1,12 +1,12 @@
-//! Converging one node: observe, plan, apply, and again until the plan is empty. The Job and the
-//! agents share this loop; when both act on a node at once, an action may find its work already
-//! done (a user that now exists, a database created by the other side with other settings), so
-//! the node is observed and planned again instead of failing.
+//! The Job converging one node: observe, plan, apply, and again until the plan is empty. An agent
+//! may act on the same node at once, so an action may find its work already done (a user that now
+//! exists, a database created by the agent with other settings): the node is then observed and
+//! planned again instead of failing.
 
 use crate::client::RpcError;
 use crate::config::Secret;
 use crate::plan::{Action, Conflict, Observed};
-use crate::report::{Failure, Outcome};
+use crate::report::{Failure, Outcome, StepResult};
 use crate::retry::Retried;
 use crate::session::{step_failed, Session};
 
@@ -24,17 +24,22 @@ fn lost_a_race(error: &RpcError) -> bool {
     error.message.contains("already exists")
 }
 
+/// `observed`, when the caller already read the node, saves the first observation.
 pub async fn converge_node(
     session: &Session,
     with_users: bool,
+    mut observed: Option<Observed>,
     plan: impl Fn(&Observed) -> Result<Vec<Action>, Conflict>,
     password: &Secret,
-) -> Result<Converged, (Failure, String)> {
+) -> StepResult<Converged> {
     let observe = || session.client.observe(with_users);
     let mut before: Option<Observed> = None;
     let mut applied = Vec::new();
     for round in 1.. {
-        let observed = session.call("observe", observe).await?;
+        let observed = match observed.take() {
+            Some(observed) => observed,
+            None => session.call("observe", observe).await?,
+        };
         let actions =
             plan(&observed).map_err(|conflict| (Failure::Rejected, conflict.to_string()))?;
         let before = before.get_or_insert(observed);

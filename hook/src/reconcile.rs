@@ -15,13 +15,12 @@ use crate::config::{ApplySettings, Config, DatabaseReplication, Desired, Role, S
 use crate::holdings::held_by_replicas;
 use crate::node::{self, converge_node};
 use crate::plan::{self, Action, Observed};
-use crate::report::{Failure, Line, Outcome, Report};
+use crate::report::{Failure, Line, Outcome, Report, StepResult};
 use crate::session::Session;
 use crate::wait::{self, ReadyNode, SystemResolver};
 
 type Waiting = JoinHandle<Result<ReadyNode, String>>;
 type Outcomes = Vec<(String, Outcome)>;
-type StepResult<T> = Result<T, (Failure, String)>;
 
 /// Starts waiting for every node concurrently, each in its own span.
 pub fn spawn_waits(topology: &Topology, deadline: Instant) -> (Waiting, Vec<(String, Waiting)>) {
@@ -174,19 +173,26 @@ async fn converge_on(
             let observed = session
                 .call("observe", || session.client.observe(true))
                 .await?;
-            let creates = plan::health::creates_databases(&desired, &observed);
+            let creates = plan::creates_databases(&desired, &observed);
             let held = if creates.is_empty() {
                 BTreeMap::new()
             } else {
                 held_by_replicas(&config.topology, &config.admin, &creates).await
             };
             let plan = |observed: &Observed| plan::plan_primary_guarded(&desired, observed, &held);
-            converge_node(session, true, plan, &spec.replication.password).await?
+            converge_node(
+                session,
+                true,
+                Some(observed),
+                plan,
+                &spec.replication.password,
+            )
+            .await?
         }
         Role::Replica => {
             let desired = spec.replica_desired(config.topology.grpc_port);
             let plan = |observed: &Observed| plan::plan_replica(&desired, observed);
-            let converged = converge_node(session, false, plan, &Secret::default()).await?;
+            let converged = converge_node(session, false, None, plan, &Secret::default()).await?;
             let after = session
                 .call("verify", || session.client.observe(false))
                 .await?;

@@ -96,6 +96,10 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// A failed step: the exit-code class and a one-line reason naming the thing.
+pub type Failed = (Failure, String);
+pub type StepResult<T> = Result<T, Failed>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
     pub role: Role,
@@ -106,6 +110,21 @@ pub struct Line {
 }
 
 impl Line {
+    /// One database's line: its outcome, or why it failed.
+    pub fn for_database(
+        role: Role,
+        host: &str,
+        database: &str,
+        result: StepResult<Outcome>,
+    ) -> Line {
+        Line {
+            role,
+            host: host.to_string(),
+            database: Some(database.to_string()),
+            outcome: result.unwrap_or_else(|(failure, reason)| Outcome::Failed { failure, reason }),
+        }
+    }
+
     pub fn failed(role: Role, host: &str, failure: Failure, reason: impl Into<String>) -> Line {
         Line {
             role,

@@ -5,12 +5,12 @@ use tokio::time::Instant;
 
 use crate::client::{Client, RpcError};
 use crate::config::Credentials;
-use crate::report::Failure;
+use crate::report::{Failed, Failure, StepResult};
 use crate::retry::{self, Retried};
 
 /// A failed step: a permanent refusal fails fast, a transient error that outlasted the deadline
 /// counts as "not ready".
-pub fn step_failed(step: &str, error: Retried<RpcError>) -> (Failure, String) {
+pub fn step_failed(step: &str, error: Retried<RpcError>) -> Failed {
     let failure = match &error {
         Retried::Failed(_) => Failure::Rejected,
         Retried::Deadline { .. } => Failure::NotReady,
@@ -31,7 +31,7 @@ impl Session {
         who: &Credentials,
         database: &str,
         deadline: Instant,
-    ) -> Result<Session, (Failure, String)> {
+    ) -> StepResult<Session> {
         let client = retry::until(deadline, || connection.open_session(who, database))
             .await
             .map_err(|e| step_failed("open session", e))?;
@@ -39,7 +39,7 @@ impl Session {
     }
 
     /// One call, retried while its failure is transient.
-    pub async fn call<T, F, Fut>(&self, step: &str, call: F) -> Result<T, (Failure, String)>
+    pub async fn call<T, F, Fut>(&self, step: &str, call: F) -> StepResult<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, RpcError>>,

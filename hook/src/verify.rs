@@ -25,21 +25,6 @@ enum Expectation {
     Transactions(u64),
 }
 
-fn outcome_line(
-    role: Role,
-    host: &str,
-    database: &str,
-    result: Result<Outcome, (Failure, String)>,
-) -> Line {
-    let outcome = result.unwrap_or_else(|(failure, reason)| Outcome::Failed { failure, reason });
-    Line {
-        role,
-        host: host.to_string(),
-        database: Some(database.to_string()),
-        outcome,
-    }
-}
-
 async fn transactions(session: &Session, database: &str) -> Result<u64, RpcError> {
     let databases = session.client.list_databases().await?;
     databases
@@ -119,7 +104,7 @@ pub async fn verify(config: &VerifyConfig) -> Report {
         Ok((outcome, expected)) => (Ok(outcome), Some(expected)),
         Err(failed) => (Err(failed), None),
     };
-    report.lines.push(outcome_line(
+    report.lines.push(Line::for_database(
         Role::Primary,
         &config.topology.primary,
         database,
@@ -162,7 +147,7 @@ pub async fn verify(config: &VerifyConfig) -> Report {
     for (host, result) in join_all(replicas).await {
         report
             .lines
-            .push(outcome_line(Role::Replica, &host, database, result));
+            .push(Line::for_database(Role::Replica, &host, database, result));
     }
     report
 }

@@ -305,7 +305,7 @@ impl Agent {
         let observed = self
             .on_local(|s| async move { s.observe(true).await })
             .await?;
-        let creates = health::creates_databases(desired, &observed);
+        let creates = crate::plan::creates_databases(desired, &observed);
         let held = match &self.holdings {
             _ if creates.is_empty() => BTreeMap::new(),
             Some((asked, held)) if asked.elapsed() < HOLDINGS_FOR => held.clone(),

@@ -23,9 +23,7 @@ use crate::report::{Failure, Line, Outcome, Report};
 use crate::retry;
 use storage::{Storage, StorageError};
 
-/// A failed step: the exit-code class and a one-line reason naming the thing.
-pub type Failed = (Failure, String);
-pub type StepResult<T> = Result<T, Failed>;
+pub use crate::report::{Failed, StepResult};
 
 pub fn integrity(reason: impl Into<String>) -> Failed {
     (Failure::Integrity, reason.into())
@@ -74,15 +72,7 @@ pub async fn load_chains(storage: &Storage, database: &str) -> StepResult<Vec<ca
 
 /// One report line per database: what was done, or why not.
 pub fn line(role: Role, host: &str, database: &str, result: StepResult<String>) -> Line {
-    Line {
-        role,
-        host: host.to_string(),
-        database: Some(database.to_string()),
-        outcome: match result {
-            Ok(done) => Outcome::Completed(done),
-            Err((failure, reason)) => Outcome::Failed { failure, reason },
-        },
-    }
+    Line::for_database(role, host, database, result.map(Outcome::Completed))
 }
 
 /// The same failure for every database, when nothing could start.

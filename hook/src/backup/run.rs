@@ -28,9 +28,7 @@ const REPLICA_WAIT: Duration = Duration::from_secs(30);
 const PROGRESS_EVERY: u64 = 10_000;
 
 /// The node to read from: the first ready replica, the primary when there are none.
-async fn choose_source(
-    config: &BackupConfig,
-) -> Result<(Role, String, ReadyNode), (Failure, String)> {
+async fn choose_source(config: &BackupConfig) -> StepResult<(Role, String, ReadyNode)> {
     let topology = &config.topology;
     let resolver = SystemResolver::new(topology);
     let ready = |host: String, budget: Duration| {

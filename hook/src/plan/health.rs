@@ -426,16 +426,6 @@ pub fn assess_primary(
     Assessment::of(databases, repairs)
 }
 
-/// The databases a primary plan would create: the only time replicas are asked what they hold.
-pub fn creates_databases(desired: &PrimaryDesired, observed: &Observed) -> Vec<String> {
-    desired
-        .databases
-        .iter()
-        .filter(|db| observed.database(&db.name).is_none())
-        .map(|db| db.name.clone())
-        .collect()
-}
-
 #[cfg(test)]
 #[path = "health_tests.rs"]
 mod tests;

@@ -3,7 +3,8 @@
 use super::*;
 use crate::config::Secret;
 use crate::plan::{
-    ObservedDatabase, ReplicaOptions, ReplicationSettings, Setting, StorageSettings,
+    creates_databases, ObservedDatabase, ReplicaOptions, ReplicationSettings, Setting,
+    StorageSettings,
 };
 
 const LIMITS: Limits = Limits {

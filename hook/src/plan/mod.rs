@@ -318,6 +318,16 @@ pub fn plan_primary(
     Ok(actions)
 }
 
+/// The databases a primary plan would create: the only time replicas are asked what they hold.
+pub fn creates_databases(desired: &PrimaryDesired, observed: &Observed) -> Vec<String> {
+    desired
+        .databases
+        .iter()
+        .filter(|db| observed.database(&db.name).is_none())
+        .map(|db| db.name.clone())
+        .collect()
+}
+
 /// [`plan_primary`], refusing to create a database that a replica still holds (see `held`).
 pub fn plan_primary_guarded(
     desired: &PrimaryDesired,
