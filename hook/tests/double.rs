@@ -358,3 +358,47 @@ async fn replicas_replicate_transaction_by_transaction_and_export_needs_admin() 
         (Code::Internal, "permission denied")
     );
 }
+
+#[tokio::test]
+async fn a_commit_concurrency_above_max_concurrency_is_accepted_then_fails_every_transaction() {
+    let cluster = Cluster::new();
+    let nodes = start_all(&cluster, 1).await;
+    let report = converge_databases(&cluster, &cluster.replica_hosts(1), &["appdb"]).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    // What the hook refuses to send, sent by hand: immudb accepts it.
+    let replica = admin_session(&nodes[1]).await;
+    let settings = nodes[1].with_state(|s| s.databases["appdb"].replication.clone());
+    let update = Action::UpdateDatabase {
+        name: "appdb".into(),
+        replication: Some(ReplicationSettings {
+            replica: true,
+            primary_database: settings.primary_database,
+            primary_host: settings.primary_host,
+            primary_port: settings.primary_port,
+            primary_username: settings.primary_username,
+            primary_password: Secret::new(settings.primary_password),
+            prefetch_tx_buffer_size: settings.prefetch_tx_buffer_size,
+            replication_commit_concurrency: 40,
+            ..Default::default()
+        }),
+        storage: StorageSettings::default(),
+    };
+    replica.apply(&update, &Secret::default()).await.unwrap();
+    nodes[0].with_state(|s| {
+        let db = s.databases.get_mut("appdb").unwrap();
+        db.ledger.commit(&[(b"k".to_vec(), b"v".to_vec())]);
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    nodes[1].with_state(|s| {
+        let db = &s.databases["appdb"];
+        assert_eq!(db.tx_count(), 0, "nothing replicates");
+        assert!(
+            db.replicator.running,
+            "the replicator runs (its gauge says 40)"
+        );
+        assert_eq!(
+            db.replicator.last_error.as_deref(),
+            Some("max concurrency limit exceeded")
+        );
+    });
+}

@@ -123,14 +123,6 @@ pub enum Repair {
 }
 
 impl Repair {
-    pub const ALL: [Repair; 5] = [
-        Repair::Created,
-        Repair::Loaded,
-        Repair::Settings,
-        Repair::ReplicatorRestarted,
-        Repair::User,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Repair::Created => "created",
