@@ -1,6 +1,7 @@
 //! The pure part of the hook: what a node should look like, what it looks like, and the actions
 //! that close the gap. No I/O here, so every rule is unit-tested.
 
+pub mod failover;
 pub mod health;
 pub mod lag;
 pub mod settings;
