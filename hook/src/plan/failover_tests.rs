@@ -286,7 +286,7 @@ fn a_pod_that_still_accepts_writes_blocks_the_election() {
         host: "p0".into(),
         position: Some(position(&[("appdb", 10)], true)),
     };
-    let election = elect("r0", &mine, &[writable.clone()], &rules(1));
+    let election = elect("r0", &mine, std::slice::from_ref(&writable), &rules(1));
     assert!(
         matches!(&election, Election::Wait(why) if why.contains("p0 still accepts writes")),
         "{election:?}"
