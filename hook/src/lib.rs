@@ -6,6 +6,7 @@ pub mod backup;
 pub mod client;
 pub mod config;
 pub mod holdings;
+pub mod kube;
 pub mod link;
 pub mod node;
 pub mod plan;

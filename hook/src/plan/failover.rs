@@ -107,11 +107,9 @@ pub fn observe(
     };
     match &lease.holder {
         None => LeaseState::Free,
-        Some(holder) if now.saturating_sub(since) >= timing.lease_duration => {
-            LeaseState::Expired {
-                holder: holder.clone(),
-            }
-        }
+        Some(holder) if now.saturating_sub(since) >= timing.lease_duration => LeaseState::Expired {
+            holder: holder.clone(),
+        },
         Some(holder) => LeaseState::Held {
             holder: holder.clone(),
         },
@@ -148,9 +146,7 @@ pub fn lease_step(
         LeaseState::Free => LeaseStep::Elect { previous: None },
         LeaseState::Expired { holder } => {
             // The first acquisition is not a failover; every later change of holder is.
-            let failover_at = lease
-                .filter(|l| l.transitions > 0)
-                .and_then(|l| l.acquired);
+            let failover_at = lease.filter(|l| l.transitions > 0).and_then(|l| l.acquired);
             let elapsed = failover_at.map(|at| wall.duration_since(at).unwrap_or_default());
             match elapsed {
                 Some(elapsed) if elapsed < timing.cooldown => LeaseStep::Cooldown {
@@ -239,12 +235,7 @@ fn total(position: &Position) -> u64 {
 /// Who takes a Lease nobody holds. A pod that still accepts writes blocks every election: the
 /// previous primary answering read-only has fenced itself, one that does not answer is gone,
 /// but one that answers writable would make two primaries.
-pub fn elect(
-    me: &str,
-    mine: &Position,
-    peers: &[Peer],
-    rules: &ElectionRules,
-) -> Election {
+pub fn elect(me: &str, mine: &Position, peers: &[Peer], rules: &ElectionRules) -> Election {
     if let Some(writable) = peers
         .iter()
         .find(|p| p.position.as_ref().is_some_and(|p| p.writable))

@@ -56,10 +56,7 @@ fn rules(quorum: usize) -> ElectionRules {
 #[test]
 fn no_lease_or_no_holder_is_free() {
     let mut memory = LeaseMemory::default();
-    assert_eq!(
-        observe(None, &mut memory, at(0), &TIMING),
-        LeaseState::Free
-    );
+    assert_eq!(observe(None, &mut memory, at(0), &TIMING), LeaseState::Free);
     let empty = LeaseRecord {
         version: "1".into(),
         ..Default::default()
@@ -272,7 +269,10 @@ fn ties_go_to_the_preferred_pod_then_the_lowest_name() {
     );
     // A fresh install: everything empty, the primary StatefulSet's pod is elected.
     let empty = position(&[("appdb", 0)], false);
-    let peers = [peer("p0", Some(&[("appdb", 0)])), peer("r1", Some(&[("appdb", 0)]))];
+    let peers = [
+        peer("p0", Some(&[("appdb", 0)])),
+        peer("r1", Some(&[("appdb", 0)])),
+    ];
     assert_eq!(
         elect("r0", &empty, &peers, &rules(1)),
         Election::Defer { to: "p0".into() }
@@ -307,7 +307,12 @@ fn a_pod_that_still_accepts_writes_blocks_the_election() {
 #[test]
 fn too_few_answers_wait_instead_of_risking_an_acknowledged_write() {
     let mine = position(&[("appdb", 10)], false);
-    let election = elect("r0", &mine, &[peer("r1", None), peer("p0", None)], &rules(2));
+    let election = elect(
+        "r0",
+        &mine,
+        &[peer("r1", None), peer("p0", None)],
+        &rules(2),
+    );
     assert!(
         matches!(&election, Election::Wait(why) if why.contains("1 of 3 pods answered, 2 must") && why.contains("r1, p0")),
         "{election:?}"
