@@ -37,12 +37,25 @@ pub use state::{Database, State, User, ADMIN_USER};
 /// `host:port` → the state of every running node.
 type Registry = HashMap<String, Arc<Mutex<State>>>;
 
+/// A name whose address is looked up at every connection, like a Kubernetes Service.
+type Resolve = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 #[derive(Clone, Default)]
 pub struct Network {
     nodes: Arc<Mutex<Registry>>,
+    aliases: Arc<Mutex<HashMap<String, Resolve>>>,
 }
 
 impl Network {
+    /// `name` reaches whichever host `resolve` names at each connection (None: nobody), as a
+    /// Service reaches the pods its selector matches.
+    pub fn alias(&self, name: &str, resolve: impl Fn() -> Option<String> + Send + Sync + 'static) {
+        self.aliases
+            .lock()
+            .expect("network lock")
+            .insert(name.to_string(), Arc::new(resolve));
+    }
+
     fn register(&self, host: &str, port: u16, state: Arc<Mutex<State>>) {
         let mut nodes = self.nodes.lock().expect("network lock");
         nodes.insert(format!("{host}:{port}"), state);
@@ -56,6 +69,16 @@ impl Network {
     }
 
     fn find(&self, host: &str, port: u32) -> Option<Arc<Mutex<State>>> {
+        let alias = self
+            .aliases
+            .lock()
+            .expect("network lock")
+            .get(host)
+            .cloned();
+        let host = match alias {
+            Some(resolve) => resolve()?,
+            None => host.to_string(),
+        };
         self.nodes
             .lock()
             .expect("network lock")
@@ -181,6 +204,7 @@ impl Node {
         let metrics = tokio::spawn(serve_health(metrics_listener, https, state.clone()));
         let replicator = tokio::spawn(replicator::run(
             state.clone(),
+            options.grpc.to_string(),
             network.clone(),
             options.replication_interval,
             options.replication_idle_max,

@@ -56,6 +56,61 @@ impl Service {
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("double state lock")
     }
+
+    /// Set's write: checks, then stores the transaction (committed at once unless synchronous).
+    fn precommit(
+        &self,
+        request: Request<SetRequest>,
+    ) -> Result<(String, immudb_txlog::TxHeader), Status> {
+        let mut state = self.state();
+        let (user, db_name) = state.caller(request.metadata())?;
+        if state.permission_on(&user, &db_name) < rules::PERMISSION_READ_WRITE {
+            return Err(unknown(
+                "user does not have write permission on this database",
+            ));
+        }
+        let server_replica = state.server_replica;
+        let db = state
+            .databases
+            .get_mut(&db_name)
+            .ok_or_else(|| unknown("database does not exist"))?;
+        if !db.loaded {
+            return Err(unknown(CLOSED));
+        }
+        if db.replication.replica || server_replica {
+            return Err(unknown(READ_ONLY));
+        }
+        let kvs: Vec<(Vec<u8>, Vec<u8>)> = request
+            .into_inner()
+            .k_vs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        let header = db.ledger.precommit(&kvs);
+        db.settle();
+        Ok((db_name, header))
+    }
+
+    /// Waits until transaction `id` of `database` is committed: at once without synchronous
+    /// replication, once enough replicas acknowledged it. A client that gives up leaves it
+    /// precommitted; it commits when the acknowledgements come.
+    async fn committed(&self, database: &str, id: u64) -> Result<(), Status> {
+        loop {
+            if self.faults.stopped.load(Ordering::SeqCst) {
+                return Err(Status::unavailable("the server is stopped"));
+            }
+            let committed = self
+                .state()
+                .databases
+                .get(database)
+                .map(|db| db.ledger.tx_count());
+            match committed {
+                Some(committed) if committed >= id => return Ok(()),
+                Some(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                None => return Err(unknown("database does not exist")),
+            }
+        }
+    }
 }
 
 fn new_id() -> String {
@@ -214,7 +269,7 @@ impl ImmuService for Service {
         replication.validate(&name)?;
         // Stored now; the running database keeps `effective` until it is loaded again.
         db.settings = db.settings.merged(r.settings.as_ref(), true, &name)?;
-        db.replication = replication;
+        db.set_replication(replication);
         if update.is_some() {
             // immudb stops the replicator and starts it again with the new settings.
             db.start_replicator();
@@ -331,31 +386,8 @@ impl ImmuService for Service {
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<TxHeader>, Status> {
         self.gate().await?;
-        let mut state = self.state();
-        let (user, db_name) = state.caller(request.metadata())?;
-        if state.permission_on(&user, &db_name) < rules::PERMISSION_READ_WRITE {
-            return Err(unknown(
-                "user does not have write permission on this database",
-            ));
-        }
-        let server_replica = state.server_replica;
-        let db = state
-            .databases
-            .get_mut(&db_name)
-            .ok_or_else(|| unknown("database does not exist"))?;
-        if !db.loaded {
-            return Err(unknown(CLOSED));
-        }
-        if db.replication.replica || server_replica {
-            return Err(unknown(READ_ONLY));
-        }
-        let kvs: Vec<(Vec<u8>, Vec<u8>)> = request
-            .into_inner()
-            .k_vs
-            .into_iter()
-            .map(|kv| (kv.key, kv.value))
-            .collect();
-        let header = db.ledger.commit(&kvs);
+        let (db_name, header) = self.precommit(request)?;
+        self.committed(&db_name, header.id).await?;
         Ok(Response::new(transactions::header_to_proto(&header)))
     }
 
@@ -457,6 +489,7 @@ impl ImmuService for Service {
         }
         db.loaded = true;
         db.effective = db.settings.clone();
+        db.settle();
         db.start_replicator();
         db.last_loaded = Some(std::time::Instant::now());
         Ok(Response::new(LoadDatabaseResponse { database }))

@@ -31,11 +31,41 @@ pub struct Database {
     /// When LoadDatabase last loaded it, for tests that check the order of reloads.
     pub last_loaded: Option<std::time::Instant>,
     pub replicator: Replicator,
+    /// On a synchronous primary: each replica's last precommitted transaction, as its replicator
+    /// last reported it (immudb's replica states; acknowledgements count from these).
+    pub acks: BTreeMap<String, u64>,
 }
 
 impl Database {
     pub fn tx_count(&self) -> u64 {
         self.ledger.tx_count()
+    }
+
+    /// Commits what may be committed now. Without synchronous replication every stored
+    /// transaction commits at once (immudb's store then has no external commit allowance); a
+    /// synchronous primary commits up to what `syncAcks` replicas hold; a synchronous replica
+    /// waits for its primary (the replicator commits what the primary allows).
+    pub fn settle(&mut self) {
+        let r = &self.replication;
+        if !r.sync_replication {
+            self.ledger.commit_up_to(u64::MAX);
+        } else if !r.replica && r.sync_acks > 0 {
+            let mut held: Vec<u64> = self.acks.values().copied().collect();
+            held.sort_unstable_by(|a, b| b.cmp(a));
+            if let Some(&quorum) = held.get(r.sync_acks as usize - 1) {
+                self.ledger.commit_up_to(quorum);
+            }
+        }
+    }
+
+    /// New replication settings: a change of role forgets the replicas' acknowledgements (as
+    /// immudb's AsReplica does), then commits what the new settings allow.
+    pub fn set_replication(&mut self, replication: Replication) {
+        if replication.replica != self.replication.replica {
+            self.acks.clear();
+        }
+        self.replication = replication;
+        self.settle();
     }
 }
 

@@ -75,13 +75,15 @@ pub async fn current_state(
     service.gate().await?;
     let state = service.state();
     let db = authorised(&state, request.metadata(), PERMISSION_READ)?;
-    let (tx_id, alh) = state.databases[&db].ledger.state();
+    let ledger = &state.databases[&db].ledger;
+    let (tx_id, alh) = ledger.state();
+    let (precommitted_tx_id, precommitted_alh) = ledger.precommitted_state();
     Ok(Response::new(ImmutableState {
         db,
         tx_id,
         tx_hash: alh.to_vec(),
-        precommitted_tx_id: tx_id,
-        precommitted_tx_hash: alh.to_vec(),
+        precommitted_tx_id,
+        precommitted_tx_hash: precommitted_alh.to_vec(),
     }))
 }
 
@@ -111,11 +113,14 @@ pub async fn export_tx(
     let message = {
         let state = service.state();
         let db = authorised(&state, request.metadata(), PERMISSION_ADMIN)?;
-        let id = request.into_inner().tx;
-        let tx = state.databases[&db]
-            .ledger
-            .transaction(id)
-            .ok_or_else(|| unknown("tx not found"))?;
+        let request = request.into_inner();
+        let ledger = &state.databases[&db].ledger;
+        let tx = if request.allow_pre_committed {
+            ledger.stored(request.tx)
+        } else {
+            ledger.transaction(request.tx)
+        }
+        .ok_or_else(|| unknown("tx not found"))?;
         take_export_budget(service)?;
         tx.to_message()
     };
@@ -158,5 +163,6 @@ pub async fn replicate_tx(
         return Err(unknown("database is not a replica"));
     }
     let header = db.ledger.replicate(tx).map_err(|e| unknown(e.message()))?;
+    db.settle();
     Ok(Response::new(header_to_proto(&header)))
 }
