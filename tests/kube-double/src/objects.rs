@@ -62,14 +62,14 @@ pub fn check_lease(lease: &Value) -> Result<(), String> {
         }
     }
     if let Some(duration) = spec.get("leaseDurationSeconds") {
-        if !duration.as_i64().is_some_and(|d| d > 0) {
+        if duration.as_i64().is_none_or(|d| d <= 0) {
             return Err(format!(
                 "spec.leaseDurationSeconds: Invalid value: {duration}: must be greater than 0"
             ));
         }
     }
     if let Some(transitions) = spec.get("leaseTransitions") {
-        if !transitions.as_i64().is_some_and(|t| t >= 0) {
+        if transitions.as_i64().is_none_or(|t| t < 0) {
             return Err(format!(
                 "spec.leaseTransitions: Invalid value: {transitions}: must be greater than or equal to 0"
             ));
