@@ -189,7 +189,7 @@ def test_every_metric_name_is_a_real_metric(rules):
 
 
 def test_agent_metric_names_are_the_ones_the_agent_exports():
-    exported = set(re.findall(r'family\(\s*&mut text,\s*"(immudb_agent_\w+)"', AGENT_SOURCE.read_text()))
+    exported = set(re.findall(r'(?:family|labelled_counter)\(\s*&mut text,\s*"(immudb_agent_\w+)"', AGENT_SOURCE.read_text()))
     assert exported == AGENT_METRICS
 
 
