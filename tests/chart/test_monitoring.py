@@ -158,6 +158,40 @@ def test_traffic_panels_draw_only_live_series_and_leave_replication_out_of_the_e
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_first_repair_reaches_the_repairs_panel_and_the_alert_counts_it(rules, tmp_path):
+    # The agent exports every database x reason at 0 from its first poll (hook/src/agent/counters.rs):
+    # increase() needs a sample before a repair to see it. A series born at 1 (the agent before it
+    # exported zeros, here on the primary) never reaches the panel.
+    (panel,) = panel_exprs("Agent repairs by reason")
+    (alert,) = [r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == "ImmudbAgentRepairing"]
+    restarted = 'namespace="db", release="demo", endpoint="agent", db="appdb", reason="replicator_restarted"'
+    read, primary = 'role="read", pod="demo-immudb-read-0"', 'role="primary", pod="demo-immudb-primary-0"'
+    one_repair = [
+        {"series": f"immudb_agent_repairs_total{{{restarted}, {read}}}", "values": "0x4 1x20"},
+        {"series": f"immudb_agent_repairs_total{{{restarted}, {primary}}}", "values": "_x4 1x20"},
+    ]
+    # repairsPerHour (3) + 1 repairs, one every 5 minutes: counted exactly, the first included.
+    four_repairs = [{"series": f"immudb_agent_repairs_total{{{restarted}, {read}}}", "values": "0x4 1x4 2x4 3x4 4x10"}]
+    shown = '{pod="demo-immudb-read-0", db="appdb", reason="replicator_restarted"}'
+    alerting = '{namespace="db", release="demo", pod="demo-immudb-read-0", db="appdb", reason="replicator_restarted"}'
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {"interval": "1m", "input_series": one_repair, "promql_expr_test": [
+                {"expr": panel, "eval_time": "4m", "exp_samples": []},
+                {"expr": panel, "eval_time": "5m", "exp_samples": [{"labels": shown, "value": 1}]},
+            ]},
+            {"interval": "1m", "input_series": four_repairs, "promql_expr_test": [
+                {"expr": alert, "eval_time": "19m", "exp_samples": []},
+                {"expr": alert, "eval_time": "20m", "exp_samples": [{"labels": alerting, "value": 4}]},
+            ]},
+        ],
+    }
+    (tmp_path / "repairs-test.yaml").write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", "repairs-test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_every_dashboard_query_parses_as_promql(tmp_path):
     # promtool parses each expression with Prometheus's own parser when it checks recording rules.
     records = [{"record": f"dashboard:panel{panel['id']}:{i}", "expr": expr} for i, (panel, expr) in enumerate(dashboard_queries())]
