@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use immudb_double::Database;
+use immudb_hook::plan::health::Repair;
 use immudb_hook::reconcile::converge;
+use strum::VariantArray;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -43,6 +45,19 @@ const RESTARTED: &str = "immudb_agent_repairs_total{db=\"appdb\",reason=\"replic
 
 fn state_series(state: &str) -> String {
     format!("immudb_agent_database_state{{db=\"appdb\",state=\"{state}\"}}")
+}
+
+/// `immudb_agent_repairs_total` of `db` for every reason the planner can give, from `/metrics`.
+async fn repairs(agent: &RunningAgent, db: &str) -> Vec<Option<f64>> {
+    let mut counts = Vec::new();
+    for reason in Repair::VARIANTS {
+        let series = format!(
+            "immudb_agent_repairs_total{{db=\"{db}\",reason=\"{}\"}}",
+            reason.name()
+        );
+        counts.push(agent.metric(&series).await);
+    }
+    counts
 }
 
 #[tokio::test]
@@ -81,6 +96,11 @@ async fn a_replicator_stopped_by_a_version_mismatch_is_restarted_once_versions_m
     let nodes = converged(&cluster, 1, 3).await;
     let agent = cluster.agent(1, &cluster.replica_hosts(1), spec(), &[]);
     assert!(eventually(WAIT, || agent.ready()).await);
+    assert_eq!(
+        repairs(&agent, "appdb").await,
+        vec![Some(0.0); Repair::VARIANTS.len()],
+        "every reason is exported at 0 before the first repair"
+    );
 
     // A rollout half done: the primary runs another version; the replicator stops for good.
     nodes[0].with_state(|s| s.version = "1.11.2".into());
@@ -95,7 +115,7 @@ async fn a_replicator_stopped_by_a_version_mismatch_is_restarted_once_versions_m
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         agent.metric(RESTARTED).await,
-        None,
+        Some(0.0),
         "no restart while versions differ"
     );
     assert!(!nodes[1].with_state(|s| s.databases["appdb"].replicator.running));
@@ -333,8 +353,9 @@ async fn in_systemdb_mode_the_agent_decides_readiness_and_changes_nothing() {
         metrics.contains("state=\"replicator_stopped\"} 1"),
         "{metrics}"
     );
-    assert!(
-        !metrics.contains("immudb_agent_repairs_total{"),
+    assert_eq!(
+        repairs(&agent, "defaultdb").await,
+        vec![Some(0.0); Repair::VARIANTS.len()],
         "no repair: {metrics}"
     );
     let primary_agent = cluster.agent(0, &cluster.replica_hosts(1), spec, &[]);

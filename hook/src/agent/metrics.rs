@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::plan::health::{Assessment, Repair, State};
+use super::counters::{Counters, LabelledCounter, Series};
+use crate::plan::health::{Assessment, State};
 
 /// immudb's gauge of running replicators per replica database (its commit concurrency; 0 stopped).
 pub const REPLICATORS: &str = "immudb_replication_replicators";
@@ -36,15 +37,6 @@ pub async fn scrape_gauge(
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     Ok(gauge_by_database(&text, name))
-}
-
-/// Everything the agent counts across polls.
-#[derive(Clone, Debug, Default)]
-pub struct Counters {
-    pub repairs: BTreeMap<(String, Repair), u64>,
-    pub polls: u64,
-    pub poll_errors: u64,
-    pub logins: u64,
 }
 
 /// The agent's state after a poll, as the HTTP server shows it.
@@ -89,6 +81,20 @@ impl Status {
 
 fn family(text: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A counter with labels: every series the agent knows of, at 0 until its first event.
+fn labelled_counter<S: Series>(
+    text: &mut String,
+    name: &str,
+    help: &str,
+    counter: &LabelledCounter<S>,
+    databases: &[String],
+) {
+    family(text, name, "counter", help);
+    for (series, count) in counter.series(databases) {
+        let _ = writeln!(text, "{name}{{{}}} {count}", series.labels());
+    }
 }
 
 /// The agent's `/metrics`.
@@ -160,26 +166,21 @@ pub fn render(status: &Status) -> String {
             }
         }
     }
-    family(
+    let counters = &status.counters;
+    labelled_counter(
         &mut text,
         "immudb_agent_repairs_total",
-        "counter",
         "Changes the agent made, by database and reason.",
+        &counters.repairs,
+        &counters.databases,
     );
-    for ((db, repair), count) in &status.counters.repairs {
-        let _ = writeln!(
-            text,
-            "immudb_agent_repairs_total{{db=\"{db}\",reason=\"{}\"}} {count}",
-            repair.name()
-        );
-    }
     family(
         &mut text,
         "immudb_agent_polls_total",
         "counter",
         "Polls run.",
     );
-    let _ = writeln!(text, "immudb_agent_polls_total {}", status.counters.polls);
+    let _ = writeln!(text, "immudb_agent_polls_total {}", counters.polls);
     family(
         &mut text,
         "immudb_agent_poll_errors_total",
@@ -189,7 +190,7 @@ pub fn render(status: &Status) -> String {
     let _ = writeln!(
         text,
         "immudb_agent_poll_errors_total {}",
-        status.counters.poll_errors
+        counters.poll_errors
     );
     family(
         &mut text,
@@ -197,7 +198,7 @@ pub fn render(status: &Status) -> String {
         "counter",
         "Sessions the agent opened or tried to open (each login costs immudb about 100 ms of CPU).",
     );
-    let _ = writeln!(text, "immudb_agent_logins_total {}", status.counters.logins);
+    let _ = writeln!(text, "immudb_agent_logins_total {}", counters.logins);
     family(
         &mut text,
         "immudb_agent_poll_duration_seconds",
@@ -215,6 +216,9 @@ pub fn render(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::counters::Repaired;
+    use crate::plan::health::Repair;
+    use strum::VariantArray;
 
     #[test]
     fn gauges_are_read_per_database() {
@@ -241,5 +245,55 @@ mod tests {
         let text = render(&status);
         assert!(text.contains("immudb_agent_ready 0\n"));
         assert!(text.contains("# TYPE immudb_agent_repairs_total counter"));
+    }
+
+    fn before_any_event() -> Status {
+        let mut status = Status::default();
+        status.counters.databases = vec!["appdb".into(), "audit".into()];
+        status
+    }
+
+    #[test]
+    fn every_repair_series_is_exported_at_zero_before_the_first_repair() {
+        let text = render(&before_any_event());
+        for db in ["appdb", "audit"] {
+            for reason in Repair::VARIANTS {
+                let series = format!(
+                    "immudb_agent_repairs_total{{db=\"{db}\",reason=\"{}\"}} 0\n",
+                    reason.name()
+                );
+                assert!(text.contains(&series), "{series} missing from\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_counter_family_has_a_series_before_its_first_event() {
+        // A counter added as a plain map of labels would export nothing until its first event.
+        let text = render(&before_any_event());
+        let counters: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+            .collect();
+        assert!(counters.contains(&"immudb_agent_repairs_total"), "{text}");
+        for name in counters {
+            let samples = text.lines().filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            });
+            assert!(samples.count() > 0, "{name} has no series:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_repair_counts_on_its_own_series() {
+        let mut status = before_any_event();
+        status.counters.repairs.increment(Repaired {
+            db: "audit".into(),
+            reason: Repair::Loaded,
+        });
+        let text = render(&status);
+        assert!(text.contains("immudb_agent_repairs_total{db=\"audit\",reason=\"loaded\"} 1\n"));
+        assert!(text.contains("immudb_agent_repairs_total{db=\"appdb\",reason=\"loaded\"} 0\n"));
     }
 }

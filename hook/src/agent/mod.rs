@@ -4,6 +4,7 @@
 //! result on its HTTP port: `/readyz` for the immudb container's readiness probe, `/metrics`.
 //! It re-reads the spec file every poll, so a `helm upgrade` reaches it without a restart.
 
+mod counters;
 mod http;
 pub mod metrics;
 mod poll;

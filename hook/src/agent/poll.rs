@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use super::metrics::{self, Counters, Status};
+use super::counters::{Counters, Repaired};
+use super::metrics::{self, Status};
 use super::{AgentConfig, AgentRole};
 use crate::client::{Client, RpcError};
 use crate::config::{Credentials, Desired, Secret};
@@ -76,18 +77,24 @@ impl Agent {
         }
     }
 
-    /// Re-reads the spec; on an error the previous one stays in force.
+    /// Re-reads the spec; on an error the previous one stays in force. The counters learn its
+    /// databases, so each has its series before its first event.
     fn refresh_desired(&mut self) -> Result<Desired, String> {
-        match self.config.desired() {
+        let desired = match self.config.desired() {
             Ok(desired) => {
                 self.desired = Some(desired.clone());
-                Ok(desired)
+                desired
             }
             Err(error) => {
                 tracing::error!(%error, "the spec file is invalid; keeping the previous one");
-                self.desired.clone().ok_or_else(|| error.to_string())
+                self.desired.clone().ok_or_else(|| error.to_string())?
             }
-        }
+        };
+        self.counters.databases = match &desired {
+            Desired::Database(spec) => spec.databases.iter().map(|d| d.name.clone()).collect(),
+            Desired::Systemdb { .. } => vec!["defaultdb".to_string()],
+        };
+        Ok(desired)
     }
 
     pub async fn poll(&mut self) -> Status {
@@ -336,13 +343,10 @@ impl Agent {
                 .on_local(|s| async move { s.apply(action, password).await })
                 .await;
             match applied {
-                Ok(()) => {
-                    *self
-                        .counters
-                        .repairs
-                        .entry((database, *reason))
-                        .or_default() += 1;
-                }
+                Ok(()) => self.counters.repairs.increment(Repaired {
+                    db: database,
+                    reason: *reason,
+                }),
                 // Another writer (the Job) may have done it first; the next poll observes again.
                 Err(error) => tracing::warn!(%database, %error, "repair failed"),
             }

@@ -112,8 +112,9 @@ impl State {
     }
 }
 
-/// Why the agent changed something, the `reason` label of its repairs counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Why the agent changed something, the `reason` label of its repairs counter. `VARIANTS` lists
+/// every reason, so the counter exports each one from the start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, strum::VariantArray)]
 pub enum Repair {
     Created,
     Loaded,
