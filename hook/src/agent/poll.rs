@@ -294,6 +294,7 @@ impl Agent {
             replicators: &replicators,
             local_version: &version,
             primary,
+            held_back: &BTreeMap::new(),
         };
         Ok(health::assess_replica(
             desired,

@@ -11,6 +11,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use super::{
+    Action, Observed, ObservedDatabase, PrimaryDesired, ReplicaDesired, ReplicationSettings,
+    StorageSettings,
+};
+
 /// The Lease as read from the Kubernetes API (coordination.k8s.io/v1).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LeaseRecord {
@@ -371,6 +376,73 @@ pub fn rejoin(history: &History) -> Rejoin {
             "transaction {local} differs from the primary's: the histories split before it"
         )),
     }
+}
+
+/// A database turned read-only without a primary to follow: what a pod that lost (or never
+/// had) the Lease makes of a writable database at once, before it compares histories. No
+/// replicator runs, so nothing is fetched, committed or discarded; synchronous replication stays
+/// on so that precommitted transactions stay uncommitted (immudb commits them all when a
+/// database's synchronous replication is switched off).
+pub fn fenced(sync_replication: bool) -> ReplicationSettings {
+    ReplicationSettings {
+        replica: true,
+        sync_replication,
+        ..Default::default()
+    }
+}
+
+/// A replica database that follows no primary: fenced, or left so by a restore.
+pub fn is_fenced(db: &ObservedDatabase) -> bool {
+    db.replication.replica && db.replication.primary_host.is_empty()
+}
+
+fn update(name: &str, replication: ReplicationSettings) -> Action {
+    Action::UpdateDatabase {
+        name: name.to_string(),
+        replication: Some(replication),
+        storage: StorageSettings::default(),
+    }
+}
+
+/// The new primary's replica databases become writable: first without synchronous replication,
+/// which commits every transaction the database holds precommitted (each one is the old
+/// primary's, and a follower that committed one must find it committed here), then with the
+/// primary's own sync settings.
+pub fn promotions(desired: &PrimaryDesired, observed: &Observed) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for db in &desired.databases {
+        if observed
+            .database(&db.name)
+            .is_some_and(|d| d.replication.replica)
+        {
+            actions.push(update(&db.name, ReplicationSettings::default()));
+            let primary = desired.replication();
+            if primary != ReplicationSettings::default() {
+                actions.push(update(&db.name, primary));
+            }
+        }
+    }
+    actions
+}
+
+/// A pod that does not hold the Lease makes each writable database read-only ([`fenced`]).
+pub fn fences(desired: &ReplicaDesired, observed: &Observed) -> Vec<Action> {
+    desired
+        .databases
+        .iter()
+        .filter(|db| {
+            observed
+                .database(&db.name)
+                .is_some_and(|d| !d.replication.replica)
+        })
+        .map(|db| update(&db.name, fenced(desired.options.sync_replication)))
+        .collect()
+}
+
+/// A fenced database whose history is a prefix of the primary's follows it now (the spec sets
+/// `allowTxDiscarding` with failover, so precommitted transactions the primary lacks are dropped).
+pub fn follow(desired: &ReplicaDesired, database: &str) -> Action {
+    update(database, desired.replication(database))
 }
 
 #[cfg(test)]
