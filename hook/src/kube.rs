@@ -11,11 +11,124 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{reject, ConfigError};
 use crate::plan::failover::LeaseRecord;
 use crate::retry::Transient;
 use crate::tls::TrustedCa;
 
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Failover's Lease and how to reach the Kubernetes API: flags every subcommand shares, since
+/// the Job, `helm test`, backups and the agents all find the primary through the Lease.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LeaseArgs {
+    /// Failover: the Lease whose holder is the primary (its pod's address). Without it the
+    /// primary is --primary-host, as without failover.
+    #[arg(long, env = "IMMUDB_HOOK_LEASE_NAME", global = true)]
+    pub lease_name: Option<String>,
+    /// The Kubernetes API; in a pod, from KUBERNETES_SERVICE_HOST and _PORT.
+    #[arg(long, env = "IMMUDB_HOOK_KUBE_API_URL", global = true)]
+    pub kube_api_url: Option<String>,
+    /// The service-account token (re-read at every call: the kubelet rotates it).
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_KUBE_TOKEN_FILE",
+        global = true,
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    pub kube_token_file: PathBuf,
+    /// The CA that signed the API server's certificate (not read for an http:// URL).
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_KUBE_CA_FILE",
+        global = true,
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    )]
+    pub kube_ca_file: PathBuf,
+}
+
+/// The Lease to read and where.
+#[derive(Clone, Debug)]
+pub struct LeaseLookup {
+    pub kube: KubeConfig,
+    pub lease: String,
+}
+
+impl LeaseArgs {
+    /// None without --lease-name (failover off). `namespace` is the release's (--namespace),
+    /// else the service account's.
+    pub fn lookup(
+        &self,
+        namespace: Option<&str>,
+        call_timeout: Duration,
+    ) -> Result<Option<LeaseLookup>, ConfigError> {
+        let Some(lease) = &self.lease_name else {
+            return Ok(None);
+        };
+        crate::config::check_host("--lease-name", lease)?;
+        let Some(url) = self
+            .kube_api_url
+            .clone()
+            .or_else(KubeConfig::in_cluster_url)
+        else {
+            return reject(
+                "--kube-api-url",
+                "",
+                "is required outside a pod (KUBERNETES_SERVICE_HOST is not set)",
+            );
+        };
+        let ca = if url.starts_with("https://") {
+            let pem = std::fs::read(&self.kube_ca_file).or_else(|e| {
+                reject(
+                    "--kube-ca-file",
+                    self.kube_ca_file.display(),
+                    format!("cannot read the cluster's CA: {e}"),
+                )
+            })?;
+            Some(
+                TrustedCa::from_pem(&pem)
+                    .or_else(|rule| reject("--kube-ca-file", self.kube_ca_file.display(), rule))?,
+            )
+        } else if url.starts_with("http://") {
+            None
+        } else {
+            return reject(
+                "--kube-api-url",
+                url,
+                "must start with https:// (or http:// for a test server)",
+            );
+        };
+        let namespace = match namespace {
+            Some(ns) => ns.to_string(),
+            None => std::fs::read_to_string(Path::new(SERVICE_ACCOUNT_DIR).join("namespace"))
+                .map(|ns| ns.trim().to_string())
+                .or_else(|e| {
+                    reject(
+                        "--namespace",
+                        "",
+                        format!("is required: no service-account namespace file ({e})"),
+                    )
+                })?,
+        };
+        if let Err(e) = std::fs::metadata(&self.kube_token_file) {
+            return reject(
+                "--kube-token-file",
+                self.kube_token_file.display(),
+                format!("cannot read the service-account token: {e}"),
+            );
+        }
+        Ok(Some(LeaseLookup {
+            kube: KubeConfig {
+                url,
+                token_file: self.kube_token_file.clone(),
+                ca,
+                namespace,
+                call_timeout,
+            },
+            lease: lease.clone(),
+        }))
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KubeError {

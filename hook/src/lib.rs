@@ -8,6 +8,7 @@ pub mod config;
 pub mod holdings;
 pub mod kube;
 pub mod link;
+pub mod locate;
 pub mod node;
 pub mod plan;
 pub mod reconcile;

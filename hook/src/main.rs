@@ -62,7 +62,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             tracing::info!(databases = ?config.databases, "rebuilding the primary");
             rebuild::rebuild_primary(&config).await
         }
-        Command::Agent(args) => match agent::run(args.config(&cli.topology)?).await? {},
+        Command::Agent(args) => match agent::run(args.config(&cli.topology, &cli.lease)?).await? {},
     };
     Ok(report)
 }

@@ -116,6 +116,11 @@ async fn a_label_is_set_and_removed_by_merge_patch_leaving_the_others() {
     let labels = double.pod_labels(NS, "db-immudb-read-0");
     assert_eq!(labels["immudb/role"], "primary");
     assert_eq!(labels["app.kubernetes.io/component"], "read");
+    assert!(
+        double.selected_ips(NS, "immudb/role", "primary").is_empty(),
+        "not Ready yet"
+    );
+    double.set_ready(NS, "db-immudb-read-0", true);
     assert_eq!(
         double.selected_ips(NS, "immudb/role", "primary"),
         vec!["10.0.0.2"]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::counters::{Counters, LabelledCounter, Series};
+use crate::config::Role;
 use crate::plan::health::{Assessment, State};
 
 /// immudb's gauge of running replicators per replica database (its commit concurrency; 0 stopped).
@@ -45,6 +46,8 @@ pub struct Status {
     /// Set after the first poll that reached the local server.
     pub assessment: Option<Assessment>,
     pub primary_reachable: bool,
+    /// The role the last poll acted in (with failover, the Lease's).
+    pub role: Option<Role>,
     /// Why the last poll could not assess (the local server down, ...).
     pub error: Option<String>,
     pub last_poll_seconds: f64,
@@ -166,7 +169,31 @@ pub fn render(status: &Status) -> String {
             }
         }
     }
+    family(
+        &mut text,
+        "immudb_agent_role",
+        "gauge",
+        "1 for the role the pod acts in: with failover, primary only while it holds the Lease.",
+    );
+    for role in [Role::Primary, Role::Replica] {
+        let value = u8::from(status.role == Some(role));
+        let _ = writeln!(text, "immudb_agent_role{{role=\"{role}\"}} {value}");
+    }
     let counters = &status.counters;
+    family(
+        &mut text,
+        "immudb_agent_failovers_total",
+        "counter",
+        "Failovers this agent made: it took the Lease from a primary that stopped renewing it.",
+    );
+    let _ = writeln!(text, "immudb_agent_failovers_total {}", counters.failovers);
+    labelled_counter(
+        &mut text,
+        "immudb_agent_failover_lost_transactions_total",
+        "Transactions the old primary had when last seen that this agent's failovers lacked (asynchronous replication).",
+        &counters.lost_transactions,
+        &counters.databases,
+    );
     labelled_counter(
         &mut text,
         "immudb_agent_repairs_total",

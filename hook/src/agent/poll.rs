@@ -1,4 +1,5 @@
-//! One poll: observe, assess (pure, `plan::health`), repair, report.
+//! One poll: observe, assess (pure, `plan::health`), repair, report. With failover the role
+//! comes from the Lease first (`roles.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,14 +8,15 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::counters::{Counters, Repaired};
+use super::failover::Failover;
 use super::metrics::{self, Status};
 use super::{AgentConfig, AgentRole};
 use crate::client::{Client, RpcError};
-use crate::config::{Credentials, Desired, Secret};
+use crate::config::{Credentials, Desired, Role, Secret, Topology};
 use crate::holdings::held_by_replicas;
 use crate::link::{Dial, Link};
-use crate::plan::health::{self, Assessment, Memory, PrimaryView, ReplicaView};
-use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
+use crate::plan::health::{self, Assessment, Memory, PrimaryView, Repair, ReplicaView, State};
+use crate::plan::{Action, DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
 use crate::wait::SystemResolver;
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,22 +29,26 @@ type Holdings = (Instant, BTreeMap<String, (String, u64)>);
 
 pub struct Agent {
     pub config: AgentConfig,
-    started: Instant,
+    pub(super) started: Instant,
     local: Link,
     /// The primary, for a replica's agent.
-    primary: Link,
+    pub(super) primary: Link,
     http: reqwest::Client,
     memory: Memory,
-    counters: Counters,
+    pub(super) counters: Counters,
     /// The last spec that validated: a broken edit keeps the agent on the previous one.
     desired: Option<Desired>,
     /// The primary's agent: what replicas held when a create was last planned.
     holdings: Option<Holdings>,
     /// Why the pod was last not Ready, logged again only when it changes.
     last_reasons: Vec<String>,
+    /// Set with failover: the Lease decides the role.
+    pub(super) failover: Option<Failover>,
+    /// The role this poll acts in: fixed without failover, the Lease's with it.
+    pub(super) role: Role,
 }
 
-fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
+pub(super) fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
     format!("{step}: {error}")
 }
 
@@ -63,6 +69,11 @@ impl Agent {
         let http = crate::tls::http_client_builder(None, SCRAPE_TIMEOUT)
             .build()
             .expect("a plain HTTP client builds");
+        let role = match config.role {
+            AgentRole::Primary => Role::Primary,
+            AgentRole::Replica => Role::Replica,
+        };
+        let failover = config.failover.clone().map(Failover::new);
         Agent {
             config,
             started: Instant::now(),
@@ -74,6 +85,8 @@ impl Agent {
             desired: None,
             holdings: None,
             last_reasons: Vec::new(),
+            failover,
+            role,
         }
     }
 
@@ -105,6 +118,7 @@ impl Agent {
         let outcome = self.poll_role().instrument(span).await;
         let mut status = Status {
             last_poll_seconds: started.elapsed().as_secs_f64(),
+            role: Some(self.role),
             ..Default::default()
         };
         match outcome {
@@ -143,20 +157,26 @@ impl Agent {
                 primary_host_for_replicas,
             } => return self.poll_systemdb(primary_host_for_replicas, now).await,
         };
+        if self.failover.is_some() {
+            return self.poll_failover(&spec, now).await;
+        }
         let (assessment, primary_reachable) = match self.config.role {
             AgentRole::Replica => {
                 let names: Vec<String> = spec.databases.iter().map(|d| d.name.clone()).collect();
                 let primary = self.primary_view(&spec.replication, &names).await;
                 let desired = spec.replica_desired(self.config.topology.grpc_port);
                 let assessment = self
-                    .assess_replica(&desired, primary.as_ref(), true, now)
+                    .assess_replica(&desired, primary.as_ref(), true, &BTreeMap::new(), now)
                     .await?;
                 (assessment, primary.is_some())
             }
-            AgentRole::Primary => (
-                self.assess_primary(&spec.primary_desired(), now).await?,
-                true,
-            ),
+            AgentRole::Primary => {
+                let topology = self.config.topology.clone();
+                let assessment = self
+                    .assess_primary(&spec.primary_desired(), &topology, now)
+                    .await?;
+                (assessment, true)
+            }
         };
         self.repair(&assessment, &spec.replication.password).await;
         Ok((assessment, primary_reachable))
@@ -178,7 +198,8 @@ impl Agent {
                     sync_acks: None,
                     replication_user: admin.user,
                 };
-                Ok((self.assess_primary(&desired, now).await?, true))
+                let topology = self.config.topology.clone();
+                Ok((self.assess_primary(&desired, &topology, now).await?, true))
             }
             AgentRole::Replica => {
                 let primary = self.primary_view(&admin, &["defaultdb".to_string()]).await;
@@ -191,7 +212,7 @@ impl Agent {
                     options: ReplicaOptions::default(),
                 };
                 let assessment = self
-                    .assess_replica(&desired, primary.as_ref(), false, now)
+                    .assess_replica(&desired, primary.as_ref(), false, &BTreeMap::new(), now)
                     .await?;
                 Ok((assessment, primary.is_some()))
             }
@@ -199,7 +220,7 @@ impl Agent {
     }
 
     /// A session on the local server, reopened after a failure.
-    async fn local_session(&mut self) -> Result<Client, String> {
+    pub(super) async fn local_session(&mut self) -> Result<Client, String> {
         let admin = self.config.admin.clone();
         self.local
             .session(
@@ -213,7 +234,7 @@ impl Agent {
     }
 
     /// Runs `call` on the local session; a failure drops the session so the next poll reopens it.
-    async fn on_local<T, F, Fut>(&mut self, call: F) -> Result<T, String>
+    pub(super) async fn on_local<T, F, Fut>(&mut self, call: F) -> Result<T, String>
     where
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, RpcError>>,
@@ -237,7 +258,7 @@ impl Agent {
 
     /// The primary's version and each database's last committed transaction, over one session
     /// of the replication user; None when the primary does not answer.
-    async fn primary_view(
+    pub(super) async fn primary_view(
         &mut self,
         who: &Credentials,
         databases: &[String],
@@ -274,11 +295,12 @@ impl Agent {
         }
     }
 
-    async fn assess_replica(
+    pub(super) async fn assess_replica(
         &mut self,
         desired: &ReplicaDesired,
         primary: Option<&PrimaryView>,
         manage: bool,
+        held_back: &BTreeMap<String, (State, String)>,
         now: Duration,
     ) -> Result<Assessment, String> {
         let observed = self
@@ -294,7 +316,7 @@ impl Agent {
             replicators: &replicators,
             local_version: &version,
             primary,
-            held_back: &BTreeMap::new(),
+            held_back,
         };
         Ok(health::assess_replica(
             desired,
@@ -305,9 +327,11 @@ impl Agent {
         ))
     }
 
-    async fn assess_primary(
+    /// `topology` names the replicas asked what they hold before a database is created.
+    pub(super) async fn assess_primary(
         &mut self,
         desired: &PrimaryDesired,
+        topology: &Topology,
         now: Duration,
     ) -> Result<Assessment, String> {
         let observed = self
@@ -318,8 +342,7 @@ impl Agent {
             _ if creates.is_empty() => BTreeMap::new(),
             Some((asked, held)) if asked.elapsed() < HOLDINGS_FOR => held.clone(),
             _ => {
-                let held =
-                    held_by_replicas(&self.config.topology, &self.config.admin, &creates).await;
+                let held = held_by_replicas(topology, &self.config.admin, &creates).await;
                 self.holdings = Some((Instant::now(), held.clone()));
                 held
             }
@@ -336,8 +359,18 @@ impl Agent {
 
     /// Applies the assessment's repairs on the local server, counting those that took.
     /// `password` is the replication user's, for a CreateUser repair.
-    async fn repair(&mut self, assessment: &Assessment, password: &Secret) {
-        for (action, reason) in &assessment.repairs {
+    pub(super) async fn repair(&mut self, assessment: &Assessment, password: &Secret) {
+        self.apply_all(&assessment.repairs, password).await;
+    }
+
+    /// Applies each action on the local server, counting those that took; true when all did.
+    pub(super) async fn apply_all(
+        &mut self,
+        actions: &[(Action, Repair)],
+        password: &Secret,
+    ) -> bool {
+        let mut all = true;
+        for (action, reason) in actions {
             let database = action.database().to_string();
             tracing::info!(%database, reason = reason.name(), ?action, "repairing");
             let applied = self
@@ -349,8 +382,12 @@ impl Agent {
                     reason: *reason,
                 }),
                 // Another writer (the Job) may have done it first; the next poll observes again.
-                Err(error) => tracing::warn!(%database, %error, "repair failed"),
+                Err(error) => {
+                    all = false;
+                    tracing::warn!(%database, %error, "repair failed");
+                }
             }
         }
+        all
     }
 }

@@ -22,6 +22,8 @@ pub use topology::{check_host, Topology, TopologyArgs};
 pub struct Cli {
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub lease: crate::kube::LeaseArgs,
     /// Log format on stderr.
     #[arg(long, env = "IMMUDB_HOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,

@@ -67,6 +67,11 @@ impl LeaseMemory {
         self.renewed = Some(sent);
     }
 
+    /// This pod holds the Lease, as far as it knows.
+    pub fn holds(&self) -> bool {
+        self.renewed.is_some()
+    }
+
     /// This pod no longer holds the Lease.
     pub fn lost(&mut self) {
         self.renewed = None;
@@ -182,6 +187,10 @@ pub struct Position {
     pub transactions: BTreeMap<String, TxPosition>,
     /// Some declared database is writable there: the pod serves (or served) as primary.
     pub writable: bool,
+    /// Some declared database is fenced: an earlier primary whose history has not been
+    /// compared with the current one's yet. It acknowledged nothing (primaries do not) and its
+    /// counts may belong to a history that split off: never a candidate.
+    pub fenced: bool,
 }
 
 /// A pod of the release other than this one, and its position when it answered.
@@ -193,25 +202,20 @@ pub struct Peer {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElectionRules {
-    /// Pods (this one included) that must answer: enough that every acknowledged write is on
-    /// one of them.
-    pub quorum: usize,
-    /// Async replication: the most advanced of those that answered wins even when it lacks
-    /// something another holds.
+    /// Synchronous acknowledgements each write had (None: asynchronous replication).
+    pub acks: Option<u32>,
+    /// Elect the most advanced of those that answer, even with too few answers or when it
+    /// lacks something another holds: the new primary may lack the last transactions.
     pub allow_data_loss: bool,
     /// The primary StatefulSet's pod, preferred at a tie (a fresh install elects it).
     pub preferred: String,
 }
 
-/// Pods that must answer an election: with `acks` synchronous acknowledgements among
-/// `candidates` pods, any `candidates - acks + 1` of them include one that acknowledged each
-/// write. Without acks (async, data loss allowed) this pod alone suffices.
-pub fn quorum(candidates: usize, acks: Option<u32>) -> usize {
-    match acks {
-        Some(acks) => candidates.saturating_sub(acks as usize) + 1,
-        None => 1,
-    }
-    .max(1)
+/// Pods that must answer an election: with `acks` synchronous acknowledgements among the
+/// `acknowledgers` pods that replicated from the old primary, any `acknowledgers - acks + 1`
+/// of them include one that acknowledged each write.
+pub fn quorum(acknowledgers: usize, acks: u32) -> usize {
+    acknowledgers.saturating_sub(acks as usize) + 1
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,10 +241,16 @@ fn total(position: &Position) -> u64 {
     position.transactions.values().map(|t| t.precommitted).sum()
 }
 
-/// Who takes a Lease nobody holds. A pod that still accepts writes blocks every election: the
-/// previous primary answering read-only has fenced itself, one that does not answer is gone,
-/// but one that answers writable would make two primaries.
-pub fn elect(me: &str, mine: &Position, peers: &[Peer], rules: &ElectionRules) -> Election {
+/// Who takes a Lease nobody holds; `previous` held it last. A pod that still accepts writes
+/// blocks every election: the previous primary answering read-only has fenced itself, one that
+/// does not answer is gone, but one that answers writable would make two primaries.
+pub fn elect(
+    me: &str,
+    mine: &Position,
+    previous: Option<&str>,
+    peers: &[Peer],
+    rules: &ElectionRules,
+) -> Election {
     if let Some(writable) = peers
         .iter()
         .find(|p| p.position.as_ref().is_some_and(|p| p.writable))
@@ -250,23 +260,35 @@ pub fn elect(me: &str, mine: &Position, peers: &[Peer], rules: &ElectionRules) -
             writable.host
         ));
     }
+    if mine.fenced {
+        return Election::Wait(
+            "this pod was a primary and has not compared its history with the current one".into(),
+        );
+    }
     let mut candidates: Vec<(&str, &Position)> = vec![(me, mine)];
-    candidates.extend(
-        peers
-            .iter()
-            .filter_map(|p| Some((p.host.as_str(), p.position.as_ref()?))),
-    );
-    if candidates.len() < rules.quorum {
+    candidates.extend(peers.iter().filter_map(|p| {
+        let position = p.position.as_ref().filter(|p| !p.fenced)?;
+        Some((p.host.as_str(), position))
+    }));
+    // Who may have acknowledged writes: every pod but the old primary and fenced ones.
+    let acknowledgers = 1 + peers
+        .iter()
+        .filter(|p| Some(p.host.as_str()) != previous)
+        .filter(|p| !p.position.as_ref().is_some_and(|p| p.fenced))
+        .count();
+    let needed = match rules.acks {
+        Some(acks) if !rules.allow_data_loss => quorum(acknowledgers, acks),
+        _ => 1,
+    };
+    if candidates.len() < needed {
         let silent: Vec<&str> = peers
             .iter()
             .filter(|p| p.position.is_none())
             .map(|p| p.host.as_str())
             .collect();
         return Election::Wait(format!(
-            "{} of {} pods answered, {} must (so that one of them holds every acknowledged write); no answer from {}",
+            "{} of {acknowledgers} pods that may hold acknowledged writes answered, {needed} must (one of them holds every acknowledged write); no answer from {}",
             candidates.len(),
-            peers.len() + 1,
-            rules.quorum,
             silent.join(", ")
         ));
     }

@@ -35,6 +35,7 @@ fn position(counts: &[(&str, u64)], writable: bool) -> Position {
             })
             .collect(),
         writable,
+        fenced: false,
     }
 }
 
@@ -45,9 +46,10 @@ fn peer(host: &str, counts: Option<&[(&str, u64)]>) -> Peer {
     }
 }
 
-fn rules(quorum: usize) -> ElectionRules {
+/// Rules with `acks` synchronous acknowledgements.
+fn rules(acks: u32) -> ElectionRules {
     ElectionRules {
-        quorum,
+        acks: Some(acks),
         allow_data_loss: false,
         preferred: "p0".into(),
     }
@@ -235,22 +237,36 @@ fn a_failover_is_not_followed_by_another_within_the_cooldown() {
 
 #[test]
 fn quorum_makes_every_acknowledged_write_present_among_those_that_answer() {
-    // 2 candidates, 1 ack: an acknowledged write may be on one of them only: both must answer.
-    assert_eq!(quorum(2, Some(1)), 2);
-    assert_eq!(quorum(3, Some(1)), 3);
-    assert_eq!(quorum(3, Some(2)), 2);
-    assert_eq!(quorum(3, None), 1);
-    assert_eq!(quorum(1, Some(3)), 1);
+    // 2 replicas, 1 ack: an acknowledged write may be on one of them only: both must answer.
+    assert_eq!(quorum(2, 1), 2);
+    assert_eq!(quorum(3, 1), 3);
+    assert_eq!(quorum(3, 2), 2);
+    assert_eq!(quorum(1, 3), 1);
 }
 
 #[test]
 fn the_most_advanced_replica_wins_comparing_every_database() {
     let mine = position(&[("appdb", 10), ("audit", 5)], false);
     let behind = peer("r1", Some(&[("appdb", 9), ("audit", 5)]));
-    assert_eq!(elect("r0", &mine, &[behind], &rules(2)), Election::Take);
+    assert_eq!(
+        elect(
+            "r0",
+            &mine,
+            Some("p0"),
+            &[behind, peer("p0", None)],
+            &rules(1)
+        ),
+        Election::Take
+    );
     let ahead = peer("r1", Some(&[("appdb", 10), ("audit", 6)]));
     assert_eq!(
-        elect("r0", &mine, &[ahead], &rules(2)),
+        elect(
+            "r0",
+            &mine,
+            Some("p0"),
+            &[ahead, peer("p0", None)],
+            &rules(1)
+        ),
         Election::Defer { to: "r1".into() }
     );
 }
@@ -260,11 +276,23 @@ fn ties_go_to_the_preferred_pod_then_the_lowest_name() {
     let equal: &[(&str, u64)] = &[("appdb", 4)];
     let mine = position(equal, false);
     assert_eq!(
-        elect("r1", &mine, &[peer("r0", Some(equal))], &rules(2)),
+        elect(
+            "r1",
+            &mine,
+            Some("p0"),
+            &[peer("r0", Some(equal))],
+            &rules(1)
+        ),
         Election::Defer { to: "r0".into() }
     );
     assert_eq!(
-        elect("r0", &mine, &[peer("r1", Some(equal))], &rules(2)),
+        elect(
+            "r0",
+            &mine,
+            Some("p0"),
+            &[peer("r1", Some(equal))],
+            &rules(1)
+        ),
         Election::Take
     );
     // A fresh install: everything empty, the primary StatefulSet's pod is elected.
@@ -274,7 +302,7 @@ fn ties_go_to_the_preferred_pod_then_the_lowest_name() {
         peer("r1", Some(&[("appdb", 0)])),
     ];
     assert_eq!(
-        elect("r0", &empty, &peers, &rules(1)),
+        elect("r0", &empty, None, &peers, &rules(1)),
         Election::Defer { to: "p0".into() }
     );
 }
@@ -286,7 +314,13 @@ fn a_pod_that_still_accepts_writes_blocks_the_election() {
         host: "p0".into(),
         position: Some(position(&[("appdb", 10)], true)),
     };
-    let election = elect("r0", &mine, std::slice::from_ref(&writable), &rules(1));
+    let election = elect(
+        "r0",
+        &mine,
+        None,
+        std::slice::from_ref(&writable),
+        &rules(1),
+    );
     assert!(
         matches!(&election, Election::Wait(why) if why.contains("p0 still accepts writes")),
         "{election:?}"
@@ -297,8 +331,9 @@ fn a_pod_that_still_accepts_writes_blocks_the_election() {
         elect(
             "p0",
             &primary_view,
+            None,
             &[peer("r0", Some(&[("appdb", 10)]))],
-            &rules(2)
+            &rules(1)
         ),
         Election::Take
     );
@@ -307,23 +342,69 @@ fn a_pod_that_still_accepts_writes_blocks_the_election() {
 #[test]
 fn too_few_answers_wait_instead_of_risking_an_acknowledged_write() {
     let mine = position(&[("appdb", 10)], false);
+    // The old primary p0 acknowledged nothing; r0 and r1 did, with 1 ack both must answer.
     let election = elect(
         "r0",
         &mine,
+        Some("p0"),
         &[peer("r1", None), peer("p0", None)],
-        &rules(2),
+        &rules(1),
     );
     assert!(
-        matches!(&election, Election::Wait(why) if why.contains("1 of 3 pods answered, 2 must") && why.contains("r1, p0")),
+        matches!(&election, Election::Wait(why) if why.contains("1 of 2 pods that may hold acknowledged writes answered, 2 must") && why.contains("r1, p0")),
         "{election:?}"
     );
+    // With 2 acks of 2 replicas, either one holds every acknowledged write.
+    assert_eq!(
+        elect(
+            "r0",
+            &mine,
+            Some("p0"),
+            &[peer("r1", None), peer("p0", None)],
+            &rules(2)
+        ),
+        Election::Take
+    );
+}
+
+#[test]
+fn a_fenced_former_primary_is_no_candidate_and_no_acknowledger() {
+    let mut fenced = position(&[("appdb", 12)], false);
+    fenced.fenced = true;
+    let mine = position(&[("appdb", 10)], false);
+    let peers = [Peer {
+        host: "p0".into(),
+        position: Some(fenced.clone()),
+    }];
+    // r0 alone may hold acknowledged writes (r1 left with the second primary): it takes over,
+    // though the fenced p0 counts more transactions, which may belong to a split-off history.
+    assert_eq!(
+        elect(
+            "r0",
+            &mine,
+            Some("r1"),
+            &[peers[0].clone(), peer("r1", None)],
+            &rules(1)
+        ),
+        Election::Take
+    );
+    assert!(matches!(
+        elect(
+            "p0",
+            &fenced,
+            Some("r1"),
+            &[peer("r0", Some(&[("appdb", 10)]))],
+            &rules(1)
+        ),
+        Election::Wait(_)
+    ));
 }
 
 #[test]
 fn when_nobody_holds_everything_only_allow_data_loss_elects() {
     let mine = position(&[("appdb", 10), ("audit", 4)], false);
     let other = [peer("r1", Some(&[("appdb", 9), ("audit", 6)]))];
-    let election = elect("r0", &mine, &other, &rules(2));
+    let election = elect("r0", &mine, Some("p0"), &other, &rules(1));
     assert!(
         matches!(&election, Election::Wait(why) if why.contains("r0: appdb=10 audit=4; r1: appdb=9 audit=6")),
         "{election:?}"
@@ -333,7 +414,7 @@ fn when_nobody_holds_everything_only_allow_data_loss_elects() {
         ..rules(1)
     };
     assert_eq!(
-        elect("r0", &mine, &other, &lossy),
+        elect("r0", &mine, Some("p0"), &other, &lossy),
         Election::Defer { to: "r1".into() },
         "15 transactions beat 14"
     );
@@ -344,7 +425,10 @@ fn precommitted_transactions_decide_because_replicas_acknowledge_them() {
     let mut mine = position(&[("appdb", 10)], false);
     mine.transactions.get_mut("appdb").unwrap().committed = 8;
     let other = [peer("r1", Some(&[("appdb", 9)]))];
-    assert_eq!(elect("r0", &mine, &other, &rules(2)), Election::Take);
+    assert_eq!(
+        elect("r0", &mine, Some("p0"), &other, &rules(1)),
+        Election::Take
+    );
 }
 
 #[test]

@@ -134,6 +134,12 @@ pub enum Repair {
     Settings,
     ReplicatorRestarted,
     User,
+    /// Failover: a replica database made writable on the new primary.
+    Promoted,
+    /// Failover: a writable database made read-only on a pod without the Lease.
+    Fenced,
+    /// Failover: a fenced database set to follow the new primary.
+    Rejoined,
 }
 
 impl Repair {
@@ -144,6 +150,9 @@ impl Repair {
             Repair::Settings => "settings",
             Repair::ReplicatorRestarted => "replicator_restarted",
             Repair::User => "user",
+            Repair::Promoted => "promoted",
+            Repair::Fenced => "fenced",
+            Repair::Rejoined => "rejoined",
         }
     }
 }

@@ -223,6 +223,22 @@ impl Node {
         })
     }
 
+    /// Cuts the node off (true) as a lost node is, keeping its data, or brings it back
+    /// (false) as the same pod returning with its volume: while cut off, every call answers
+    /// Unavailable, no replicator reaches it and its own replicators pause.
+    pub fn isolate(&self, cut: bool) {
+        let (host, port) = (self.options.grpc.ip().to_string(), self.options.grpc.port());
+        self.faults
+            .stopped
+            .store(cut, std::sync::atomic::Ordering::SeqCst);
+        self.state.lock().expect("double state lock").isolated = cut;
+        if cut {
+            self.network.unregister(&host, port);
+        } else {
+            self.network.register(&host, port, self.state.clone());
+        }
+    }
+
     /// Runs `f` on the node's state, e.g. to seed a database or read what the hook did.
     pub fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         f(&mut self.state.lock().expect("double state lock"))

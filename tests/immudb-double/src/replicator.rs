@@ -182,6 +182,9 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, base: Duration, idle
     let now = Instant::now();
     let (version, due): (String, Vec<(String, Replication, Report)>) = {
         let state = state.lock().expect("double state lock");
+        if state.isolated {
+            return;
+        }
         let due = state
             .databases
             .iter()

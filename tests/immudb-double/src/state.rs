@@ -88,6 +88,8 @@ pub struct State {
     pub server_replica: bool,
     /// The immudb version ServerInfo reports; a test may change it, as an image change would.
     pub version: String,
+    /// Cut off from the network (`Node::isolate`): its replicators pause.
+    pub isolated: bool,
 }
 
 impl State {

@@ -43,11 +43,25 @@ struct Api {
     calls: Vec<(String, String, u16)>,
 }
 
-/// One running double; dropping it stops it.
+/// One running double; dropping it stops it. Its test helpers are on [`KubeHandle`].
 pub struct KubeDouble {
     pub address: SocketAddr,
-    api: Arc<Mutex<Api>>,
+    handle: KubeHandle,
     task: JoinHandle<()>,
+}
+
+/// The double's objects, for a test to set up and inspect (cheap to clone into a task).
+#[derive(Clone)]
+pub struct KubeHandle {
+    api: Arc<Mutex<Api>>,
+}
+
+impl std::ops::Deref for KubeDouble {
+    type Target = KubeHandle;
+
+    fn deref(&self) -> &KubeHandle {
+        &self.handle
+    }
 }
 
 impl Drop for KubeDouble {
@@ -373,13 +387,23 @@ impl KubeDouble {
                 });
             }
         });
-        Ok(KubeDouble { address, api, task })
+        Ok(KubeDouble {
+            address,
+            handle: KubeHandle { api },
+            task,
+        })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
     }
 
+    pub fn handle(&self) -> KubeHandle {
+        self.handle.clone()
+    }
+}
+
+impl KubeHandle {
     fn api(&self) -> std::sync::MutexGuard<'_, Api> {
         self.api.lock().expect("api lock")
     }
@@ -411,9 +435,18 @@ impl KubeDouble {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": ns, "labels": labels, "resourceVersion": version},
             "spec": {"containers": [{"name": "immudb", "image": "codenotary/immudb"}]},
-            "status": {"podIP": ip},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "False"}]},
         });
         api.pods.insert((ns.into(), name.into()), pod);
+    }
+
+    /// The kubelet's verdict from the pod's readiness probe: a Service routes to Ready pods only.
+    pub fn set_ready(&self, ns: &str, name: &str, ready: bool) {
+        let mut api = self.api();
+        if let Some(pod) = api.pods.get_mut(&(ns.into(), name.into())) {
+            let status = if ready { "True" } else { "False" };
+            pod["status"]["conditions"] = json!([{"type": "Ready", "status": status}]);
+        }
     }
 
     /// A pod deleted (its node lost): the Service stops selecting it.
@@ -433,14 +466,36 @@ impl KubeDouble {
             .collect()
     }
 
-    /// The IPs of the pods a Service selecting `key=value` would route to.
+    /// The IPs of the pods a Service selecting `key=value` routes to: labelled and Ready.
     pub fn selected_ips(&self, ns: &str, key: &str, value: &str) -> Vec<String> {
-        let api = self.api();
-        api.pods
-            .iter()
-            .filter(|((pod_ns, _), pod)| pod_ns == ns && pod["metadata"]["labels"][key] == value)
-            .filter_map(|(_, pod)| pod["status"]["podIP"].as_str().map(str::to_string))
-            .collect()
+        self.selector(ns, key, value)()
+    }
+
+    /// [`KubeDouble::selected_ips`] as a function, for a Service the immudb double resolves.
+    pub fn selector(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &str,
+    ) -> impl Fn() -> Vec<String> + Send + Sync + 'static {
+        let api = self.api.clone();
+        let (ns, key, value) = (ns.to_string(), key.to_string(), value.to_string());
+        move || {
+            let api = api.lock().expect("api lock");
+            let ready = |pod: &Value| {
+                pod["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            };
+            api.pods
+                .iter()
+                .filter(|((pod_ns, _), pod)| {
+                    *pod_ns == ns && pod["metadata"]["labels"][&key] == value.as_str() && ready(pod)
+                })
+                .filter_map(|(_, pod)| pod["status"]["podIP"].as_str().map(str::to_string))
+                .collect()
+        }
     }
 
     pub fn lease(&self, ns: &str, name: &str) -> Option<Value> {
