@@ -14,6 +14,7 @@ pub mod report;
 pub mod retry;
 pub mod session;
 pub mod tls;
+pub mod types;
 pub mod verify;
 pub mod wait;
 

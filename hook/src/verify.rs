@@ -12,10 +12,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::client::RpcError;
-use crate::config::{Role, VerifyConfig};
+use crate::config::VerifyConfig;
 use crate::reconcile::{joined, node_span, spawn_waits};
 use crate::report::{Failure, Line, Outcome, Report};
 use crate::session::Session;
+use crate::types::Role;
 
 /// What every replica must show.
 enum Expectation {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use immudb_hook::client::Client;
-use immudb_hook::config::{Credentials, Secret};
+use immudb_hook::types::{Credentials, Secret};
 use immudb_hook::plan::{Action, ReplicationSettings, StorageSettings};
 use immudb_hook::proto::immu_service_client::ImmuServiceClient;
 use immudb_hook::proto::DatabaseListRequestV2;

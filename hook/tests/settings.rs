@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use immudb_double::storage::Storage;
 use immudb_hook::client::Client;
-use immudb_hook::config::{Credentials, Secret};
+use immudb_hook::types::{Credentials, Secret};
 use immudb_hook::plan::Setting;
 use immudb_hook::reconcile::converge;
 use immudb_hook::report::{Failure, Outcome};

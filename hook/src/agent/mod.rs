@@ -17,10 +17,11 @@ use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
 
 use crate::config::{
-    read_password, reject, spec, ConfigError, Credentials, Desired, Spec, Topology, TopologyArgs,
+    read_password, reject, spec, ConfigError, Desired, Spec, Topology, TopologyArgs,
 };
 use crate::plan::health::Limits;
-use crate::plan::settings::parse_duration;
+use crate::types::settings::parse_duration;
+use crate::types::Credentials;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AgentRole {

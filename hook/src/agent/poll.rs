@@ -9,11 +9,12 @@ use tracing::Instrument;
 use super::metrics::{self, Counters, Status};
 use super::{AgentConfig, AgentRole};
 use crate::client::{Client, RpcError};
-use crate::config::{Credentials, Desired, Secret};
+use crate::config::Desired;
 use crate::holdings::held_by_replicas;
 use crate::link::{Dial, Link};
 use crate::plan::health::{self, Assessment, Memory, PrimaryView, ReplicaView};
 use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
+use crate::types::{Credentials, Secret};
 use crate::wait::SystemResolver;
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);

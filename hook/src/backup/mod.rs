@@ -18,9 +18,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::client::RpcError;
-use crate::config::Role;
 use crate::report::{Failure, Line, Outcome, Report};
 use crate::retry;
+use crate::types::Role;
 use storage::{Storage, StorageError};
 
 pub use crate::report::{Failed, StepResult};

@@ -11,12 +11,12 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::config::{Credentials, Secret};
 use crate::plan::{Action, Observed, ObservedDatabase, ObservedUser, StorageSettings};
 use crate::proto;
 use crate::proto::immu_service_client::ImmuServiceClient;
 use crate::retry::Transient;
 use crate::tls::TrustedCa;
+use crate::types::{Credentials, Secret};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,15 +1,18 @@
 //! Command line, environment and the spec file → a validated [`Config`]. Every rule the servers
 //! would enforce later is checked here first, so a bad value fails before any server is touched.
 
+pub mod rules;
 pub mod spec;
 pub mod topology;
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::types::Credentials;
+pub(crate) use rules::reject;
+pub use rules::{check_database_name, read_password, ConfigError};
 pub use spec::{ApplySettings, DatabaseReplication, Desired, Mode, Spec};
 pub use topology::{check_host, Topology, TopologyArgs};
 
@@ -78,68 +81,6 @@ pub struct VerifyArgs {
     pub read_only: bool,
 }
 
-/// A password read from a file. It never prints: `Debug` and `Display` show a placeholder.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// A rejected value: the flag or spec key, the value, and the rule it breaks.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid {flag} {value:?}: {rule}")]
-pub struct ConfigError {
-    pub flag: String,
-    pub value: String,
-    pub rule: String,
-}
-
-pub(crate) fn reject<T>(
-    flag: impl Into<String>,
-    value: impl fmt::Display,
-    rule: impl Into<String>,
-) -> Result<T, ConfigError> {
-    Err(ConfigError {
-        flag: flag.into(),
-        value: value.to_string(),
-        rule: rule.into(),
-    })
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Replica,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-        })
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    pub user: String,
-    pub password: Secret,
-}
-
 #[derive(Clone, Debug)]
 pub struct Config {
     pub topology: Topology,
@@ -156,51 +97,6 @@ pub struct VerifyConfig {
     pub timeout: Duration,
     pub database: String,
     pub read_only: bool,
-}
-
-/// immudb's database name rules, plus lower case (immudb folds names, which would make the
-/// hook's comparisons miss) and the two reserved names.
-pub fn check_database_name(flag: &str, name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() || name.len() > 128 {
-        return reject(flag, name, "database names are 1 to 128 characters long");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
-        return reject(
-            flag,
-            name,
-            "database names allow lower-case letters, digits and '_' only (immudb folds upper case)",
-        );
-    }
-    if name == "systemdb" || name == "defaultdb" {
-        return reject(flag, name, "systemdb and defaultdb are reserved by immudb");
-    }
-    Ok(())
-}
-
-fn check_user_name(flag: &str, name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return reject(flag, name, "user names allow letters, digits and '_' only");
-    }
-    Ok(())
-}
-
-/// Reads a password file; a trailing newline (as `echo` writes) is not part of the password.
-pub fn read_password(flag: &str, path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path).or_else(|e| {
-        reject(
-            flag,
-            path.display(),
-            format!("cannot read the password file: {e}"),
-        )
-    })?;
-    let password = text.trim_end_matches(['\n', '\r']);
-    if password.is_empty() {
-        return reject(flag, path.display(), "the password file is empty");
-    }
-    Ok(Secret::new(password))
 }
 
 impl ConvergeArgs {

@@ -8,10 +8,11 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{check_database_name, check_user_name, reject, ConfigError, Credentials};
-use crate::plan::settings::{parse_duration, Kind};
-use crate::plan::{
-    DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions, Setting, StorageSettings,
+use super::rules::{check_database_name, check_user_name, read_password, reject, ConfigError};
+use crate::types::settings::{parse_duration, Kind};
+use crate::types::{
+    Credentials, DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions, Setting,
+    StorageSettings,
 };
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -350,7 +351,7 @@ impl Spec {
             databases,
             replication: Credentials {
                 user: self.replication_user.clone(),
-                password: super::read_password("--replication-password-file", password_file)?,
+                password: read_password("--replication-password-file", password_file)?,
             },
             primary_host_for_replicas: context.primary_host_for_replicas,
             sync_acks,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{check_user_name, read_password, reject, ConfigError, Credentials};
+use super::rules::{check_user_name, read_password, reject, ConfigError};
 use crate::tls::TrustedCa;
+use crate::types::Credentials;
 
 #[derive(Args, Debug)]
 pub struct TopologyArgs {
