@@ -3,8 +3,10 @@
 
 pub mod agent;
 pub mod backup;
+pub mod cli;
 pub mod client;
 pub mod config;
+pub mod converge;
 pub mod holdings;
 pub mod link;
 pub mod node;

@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 use immudb_hook::backup::{rebuild, restore, run as backup};
-use immudb_hook::config::{Cli, Command, LogFormat};
+use immudb_hook::cli::{Cli, Command, LogFormat};
 use immudb_hook::report::{Report, EXIT_CONFIG};
 use immudb_hook::{agent, reconcile, verify};
 

@@ -11,7 +11,8 @@ use tracing::Instrument;
 
 use crate::agent::metrics;
 use crate::client::RpcError;
-use crate::config::{ApplySettings, Config, DatabaseReplication, Desired, Topology};
+use crate::config::{ApplySettings, DatabaseReplication, Desired, Topology};
+use crate::converge::Config;
 use crate::holdings::held_by_replicas;
 use crate::node::{self, converge_node};
 use crate::plan::{self, Action, Observed};

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::config::{AgentConfig, AgentRole};
 use super::metrics::{self, Counters, Status};
-use super::{AgentConfig, AgentRole};
 use crate::client::{Client, RpcError};
 use crate::config::Desired;
 use crate::holdings::held_by_replicas;
