@@ -1,6 +1,7 @@
 //! The immudb gRPC client: one connection and at most one session per node. Requests that carry a
 //! password are built here and never logged; errors carry the call name, the gRPC code and the
-//! server's text, none of which contains a secret.
+//! server's text, none of which contains a secret. Part of the engine: it may import `plan`'s
+//! types, `proto`, `retry`, `tls` and the leaf `types`.
 
 mod convert;
 

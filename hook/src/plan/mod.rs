@@ -1,5 +1,7 @@
 //! The pure part of the hook: what a node should look like, what it looks like, and the actions
-//! that close the gap. No I/O here, so every rule is unit-tested.
+//! that close the gap (`health` decides the agent's state and repairs, `lag` measures replicas).
+//! No I/O here, so every rule is unit-tested. It may import only the leaf `types`; the engine
+//! and the subcommands import it, never the other way round.
 
 pub mod health;
 pub mod lag;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use immudb_double::{Network, Node, NodeOptions};
-use immudb_hook::client::Target;
 use immudb_hook::cli::{Cli, Command};
+use immudb_hook::client::Target;
 use immudb_hook::converge::Config;
 use immudb_hook::verify::VerifyConfig;
 
