@@ -42,6 +42,20 @@ pub enum Command {
     Agent(AgentArgs),
 }
 
+impl Command {
+    /// The subcommand's name as typed, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Converge(_) => "converge",
+            Command::Verify(_) => "verify",
+            Command::Backup(_) => "backup",
+            Command::Restore(_) => "restore",
+            Command::RebuildPrimary(_) => "rebuild-primary",
+            Command::Agent(_) => "agent",
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,

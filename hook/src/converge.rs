@@ -34,14 +34,55 @@ pub struct Config {
     pub wait_for_catch_up: bool,
 }
 
+/// What `--check` prints for the replicas' primary when neither host flag is given.
+const PRIMARY_HOST_UNSET: &str = "<--primary-host>";
+
 impl ConvergeArgs {
+    fn desired(
+        &self,
+        replica_count: usize,
+        primary_host_for_replicas: String,
+        dials: bool,
+    ) -> Result<Desired, ConfigError> {
+        Spec::read(&self.spec_file)?.desired(spec::Context {
+            replica_count,
+            primary_host_for_replicas,
+            replication_password_file: self.replication_password_file.as_deref(),
+            dials,
+        })
+    }
+
+    /// `--check`: the flags and the spec validated as far as they go without a server. It dials
+    /// nothing, so it needs neither --primary-host nor a password file; those given are checked.
+    pub fn check(&self, topology_args: &TopologyArgs) -> Result<Desired, ConfigError> {
+        let (replicas, primary_host_for_replicas) = match (
+            &topology_args.primary_host,
+            &topology_args.replication_primary_host,
+        ) {
+            (None, None) => (topology_args.replicas()?, PRIMARY_HOST_UNSET.to_string()),
+            (None, Some(_)) => (
+                topology_args.replicas()?,
+                topology_args.primary_host_for_replicas()?,
+            ),
+            (Some(_), _) => (
+                topology_args.topology()?.replicas,
+                topology_args.primary_host_for_replicas()?,
+            ),
+        };
+        if topology_args.admin_password_file.is_some() {
+            topology_args.admin()?;
+        }
+        topology_args.timeout()?;
+        self.desired(replicas.len(), primary_host_for_replicas, false)
+    }
+
     pub fn config(&self, topology_args: &TopologyArgs) -> Result<Config, ConfigError> {
         let topology = topology_args.topology()?;
-        let desired = Spec::read(&self.spec_file)?.desired(spec::Context {
-            replica_count: topology.replicas.len(),
-            primary_host_for_replicas: topology_args.primary_host_for_replicas()?,
-            replication_password_file: self.replication_password_file.as_deref(),
-        })?;
+        let desired = self.desired(
+            topology.replicas.len(),
+            topology_args.primary_host_for_replicas()?,
+            true,
+        )?;
         Ok(Config {
             admin: topology_args.admin()?,
             timeout: topology_args.timeout()?,

@@ -113,6 +113,7 @@ impl AgentConfig {
             replica_count: self.topology.replicas.len(),
             primary_host_for_replicas: self.primary_host_for_replicas.clone(),
             replication_password_file: Some(&self.replication_password_file),
+            dials: true,
         })
     }
 }

@@ -6,13 +6,21 @@ use std::path::Path;
 
 use crate::types::Secret;
 
-/// A rejected value: the flag or spec key, the value, and the rule it breaks.
+/// A rejected value (the flag or spec key, the value, and the rule it breaks) or a missing one.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid {flag} {value:?}: {rule}")]
-pub struct ConfigError {
-    pub flag: String,
-    pub value: String,
-    pub rule: String,
+pub enum ConfigError {
+    #[error("invalid {flag} {value:?}: {rule}")]
+    Invalid {
+        flag: String,
+        value: String,
+        rule: String,
+    },
+    /// A flag clap cannot require because it is global (accepted after the subcommand too).
+    #[error("{flag} ({env}) is required")]
+    Missing {
+        flag: &'static str,
+        env: &'static str,
+    },
 }
 
 pub(crate) fn reject<T>(
@@ -20,7 +28,7 @@ pub(crate) fn reject<T>(
     value: impl fmt::Display,
     rule: impl Into<String>,
 ) -> Result<T, ConfigError> {
-    Err(ConfigError {
+    Err(ConfigError::Invalid {
         flag: flag.into(),
         value: value.to_string(),
         rule: rule.into(),

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::rules::{check_database_name, check_user_name, read_password, reject, ConfigError};
 use crate::types::settings::{parse_duration, Kind};
 use crate::types::{
-    Credentials, DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions, Setting,
+    Credentials, DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions, Secret, Setting,
     StorageSettings,
 };
 
@@ -215,6 +215,9 @@ pub struct Context<'a> {
     pub replica_count: usize,
     pub primary_host_for_replicas: String,
     pub replication_password_file: Option<&'a Path>,
+    /// Whether a server will be dialled. `converge --check` dials none, so it needs no password
+    /// (a password file it is given is still read, to check it).
+    pub dials: bool,
 }
 
 impl Spec {
@@ -340,18 +343,22 @@ impl Spec {
                 ),
             );
         }
-        let Some(password_file) = context.replication_password_file else {
-            return reject(
-                "--replication-password-file",
-                "",
-                "is required in database mode",
-            );
+        let password = match context.replication_password_file {
+            Some(file) => read_password("--replication-password-file", file)?,
+            None if !context.dials => Secret::default(),
+            None => {
+                return reject(
+                    "--replication-password-file",
+                    "",
+                    "is required in database mode",
+                )
+            }
         };
         Ok(DatabaseReplication {
             databases,
             replication: Credentials {
                 user: self.replication_user.clone(),
-                password: read_password("--replication-password-file", password_file)?,
+                password,
             },
             primary_host_for_replicas: context.primary_host_for_replicas,
             sync_acks,
