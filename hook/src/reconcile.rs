@@ -11,12 +11,14 @@ use tracing::Instrument;
 
 use crate::agent::metrics;
 use crate::client::RpcError;
-use crate::config::{ApplySettings, Config, DatabaseReplication, Desired, Role, Secret, Topology};
+use crate::config::{ApplySettings, DatabaseReplication, Desired, Topology};
+use crate::converge::Config;
 use crate::holdings::held_by_replicas;
 use crate::node::{self, converge_node};
 use crate::plan::{self, Action, Observed};
 use crate::report::{Failure, Line, Outcome, Report, StepResult};
 use crate::session::Session;
+use crate::types::{Role, Secret};
 use crate::wait::{self, ReadyNode, SystemResolver};
 
 type Waiting = JoinHandle<Result<ReadyNode, String>>;

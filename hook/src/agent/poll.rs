@@ -6,15 +6,16 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::config::{AgentConfig, AgentRole};
 use super::counters::{Counters, Repaired};
 use super::metrics::{self, Status};
-use super::{AgentConfig, AgentRole};
 use crate::client::{Client, RpcError};
-use crate::config::{Credentials, Desired, Secret};
+use crate::config::Desired;
 use crate::holdings::held_by_replicas;
 use crate::link::{Dial, Link};
 use crate::plan::health::{self, Assessment, Memory, PrimaryView, ReplicaView};
 use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
+use crate::types::{Credentials, Secret};
 use crate::wait::SystemResolver;
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);

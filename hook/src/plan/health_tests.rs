@@ -1,11 +1,11 @@
 //! The agent's decisions, one situation per test.
 
 use super::*;
-use crate::config::Secret;
 use crate::plan::{
     creates_databases, ObservedDatabase, ReplicaOptions, ReplicationSettings, Setting,
     StorageSettings,
 };
+use crate::types::Secret;
 
 const LIMITS: Limits = Limits {
     max_lag: Duration::from_secs(180),

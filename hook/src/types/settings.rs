@@ -1,6 +1,6 @@
 //! immudb's storage settings that the chart manages, as one map from setting to value so that
 //! diffing, validation and display are written once. A setting absent from the desired map is not
-//! managed: the hook neither sends nor compares it.
+//! managed: the hook neither sends nor compares it. A leaf: imports nothing of the crate.
 
 use std::collections::BTreeMap;
 use std::fmt;
