@@ -2,7 +2,7 @@
 //! the declared replication topology. `main.rs` is the thin command-line edge. Layers, top down:
 //! the command tree (`cli`), the subcommands (`converge` with `reconcile` and `node`, `verify`,
 //! `backup`, `agent`), the engine (`config`, `wait`, `client`, `link`, `session`, `holdings`,
-//! `report`, the pure `plan`) and the leaf types (`types`, `tls`, `retry`, `proto`); a file
+//! `report`, `scrape`, the pure `plan`) and the leaf types (`types`, `tls`, `retry`, `proto`); a file
 //! imports only its layer or those below, without cycles (`tests/layers.rs`).
 
 pub mod agent;
@@ -18,6 +18,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod report;
 pub mod retry;
+pub mod scrape;
 pub mod session;
 pub mod tls;
 pub mod types;

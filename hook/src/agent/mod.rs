@@ -4,7 +4,7 @@
 //! result on its HTTP port: `/readyz` for the immudb container's readiness probe, `/metrics`.
 //! It re-reads the spec file every poll, so a `helm upgrade` reaches it without a restart.
 //! A subcommand: it may import the engine (config, client, link, wait, holdings, plan) and the
-//! leaf types; only the command tree imports it (and `reconcile`, for `metrics`' gauge scraper).
+//! leaf types; only the command tree imports it.
 
 pub mod config;
 mod counters;

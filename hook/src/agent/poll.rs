@@ -8,13 +8,14 @@ use tracing::Instrument;
 
 use super::config::{AgentConfig, AgentRole};
 use super::counters::{Counters, Repaired};
-use super::metrics::{self, Status};
+use super::metrics::Status;
 use crate::client::{Client, RpcError};
 use crate::config::Desired;
 use crate::holdings::held_by_replicas;
 use crate::link::{Dial, Link};
 use crate::plan::health::{self, Assessment, Memory, PrimaryView, ReplicaView};
 use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
+use crate::scrape;
 use crate::types::{Credentials, Secret};
 use crate::wait::SystemResolver;
 
@@ -231,7 +232,7 @@ impl Agent {
     async fn replicator_gauges(&self) -> Result<BTreeMap<String, u64>, String> {
         let metrics = SocketAddr::new(self.config.local_address, self.config.topology.metrics_port);
         let url = format!("http://{metrics}/metrics");
-        metrics::scrape_gauge(&self.http, &url, metrics::REPLICATORS)
+        scrape::scrape_gauge(&self.http, &url, scrape::REPLICATORS)
             .await
             .map_err(|e| poll_failed("local metrics", e))
     }

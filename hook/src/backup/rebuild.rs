@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::config::RebuildConfig;
 use super::tx_client::State;
 use super::{all_failed, call, integrity, line, StepResult};
-use crate::reconcile::{joined, node_span, spawn_waits};
+use crate::wait::{joined, node_span, spawn_waits};
 use crate::report::{Failure, Report};
 use crate::session::Session;
 use crate::types::Role;

@@ -12,7 +12,7 @@ use super::storage::Storage;
 use super::tx_client::State;
 use super::walk::walk;
 use super::{all_failed, call, integrity, line, load_chains, storage_failed, StepResult};
-use crate::reconcile::node_span;
+use crate::wait::node_span;
 use crate::report::{Failure, Report};
 use crate::session::Session;
 use crate::types::Role;

@@ -17,7 +17,7 @@ use super::storage::{ObjectWriter, Storage};
 use super::tx_client::State;
 use super::{all_failed, call, integrity, line, load_chains, storage_failed, StepResult};
 use crate::client::Client;
-use crate::reconcile::node_span;
+use crate::wait::node_span;
 use crate::report::{Failure, Report};
 use crate::session::Session;
 use crate::types::Role;
