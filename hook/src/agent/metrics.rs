@@ -131,6 +131,20 @@ pub fn render(status: &Status) -> String {
                 );
             }
         }
+        family(
+            &mut text,
+            "immudb_agent_settings_unconfirmed",
+            "gauge",
+            "1 when immudb accepted the agent's settings update for a database but reports other values back; the update is not sent again.",
+        );
+        for db in &assessment.databases {
+            let _ = writeln!(
+                text,
+                "immudb_agent_settings_unconfirmed{{db=\"{}\"}} {}",
+                db.name,
+                u8::from(db.settings_unconfirmed)
+            );
+        }
     }
     let counters = &status.counters;
     labelled_counter(

@@ -13,7 +13,7 @@ use crate::client::{Client, RpcError};
 use crate::config::Desired;
 use crate::holdings::held_by_replicas;
 use crate::link::{Dial, Link};
-use crate::plan::health::{self, Assessment, Memory, PrimaryView, ReplicaView};
+use crate::plan::health::{self, Assessment, Memory, PrimaryView, Repair, ReplicaView};
 use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
 use crate::scrape;
 use crate::types::{Credentials, Secret};
@@ -42,6 +42,8 @@ pub struct Agent {
     holdings: Option<Holdings>,
     /// Why the pod was last not Ready, logged again only when it changes.
     last_reasons: Vec<String>,
+    /// Databases whose accepted settings immudb does not report back, logged once.
+    last_unconfirmed: Vec<String>,
 }
 
 fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
@@ -76,6 +78,7 @@ impl Agent {
             desired: None,
             holdings: None,
             last_reasons: Vec::new(),
+            last_unconfirmed: Vec::new(),
         }
     }
 
@@ -133,8 +136,34 @@ impl Agent {
             }
             self.last_reasons = reasons;
         }
+        self.log_unconfirmed_settings(&status);
         status.counters = self.counters.clone();
         status
+    }
+
+    /// A settings update immudb accepted but does not report back is worth one warning, not one
+    /// per poll.
+    fn log_unconfirmed_settings(&mut self, status: &Status) {
+        let Some(assessment) = &status.assessment else {
+            return;
+        };
+        let unconfirmed: Vec<&_> = assessment
+            .databases
+            .iter()
+            .filter(|d| d.settings_unconfirmed)
+            .collect();
+        let names: Vec<String> = unconfirmed.iter().map(|d| d.name.clone()).collect();
+        if names == self.last_unconfirmed {
+            return;
+        }
+        for database in unconfirmed
+            .iter()
+            .filter(|d| !self.last_unconfirmed.contains(&d.name))
+        {
+            let detail = database.detail.as_deref().unwrap_or_default();
+            tracing::warn!(database = %database.name, "{detail}");
+        }
+        self.last_unconfirmed = names;
     }
 
     async fn poll_role(&mut self) -> Result<(Assessment, bool), String> {
@@ -345,10 +374,15 @@ impl Agent {
                 .on_local(|s| async move { s.apply(action, password).await })
                 .await;
             match applied {
-                Ok(()) => self.counters.repairs.increment(Repaired {
-                    db: database,
-                    reason: *reason,
-                }),
+                Ok(()) => {
+                    if *reason == Repair::Settings {
+                        self.memory.update_applied(action);
+                    }
+                    self.counters.repairs.increment(Repaired {
+                        db: database,
+                        reason: *reason,
+                    })
+                }
                 // Another writer (the Job) may have done it first; the next poll observes again.
                 Err(error) => tracing::warn!(%database, %error, "repair failed"),
             }

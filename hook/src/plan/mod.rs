@@ -82,6 +82,27 @@ pub enum Action {
 }
 
 impl Action {
+    /// What an update sends, for a log line (never the replication password).
+    pub fn describe_settings(&self) -> String {
+        match self {
+            Action::UpdateDatabase {
+                replication,
+                storage,
+                ..
+            } => {
+                let mut parts = Vec::new();
+                if replication.is_some() {
+                    parts.push("the replication settings".to_string());
+                }
+                if !storage.is_empty() {
+                    parts.push(storage.to_string());
+                }
+                parts.join(" and ")
+            }
+            _ => String::new(),
+        }
+    }
+
     /// The database an action is about, for the per-database summary.
     pub fn database(&self) -> &str {
         match self {

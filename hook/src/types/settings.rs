@@ -265,6 +265,17 @@ impl StorageSettings {
     }
 }
 
+/// `syncFrequency=1ms, retentionPeriod=2d`, as the values file writes them.
+impl fmt::Display for StorageSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pairs: Vec<String> = self
+            .iter()
+            .map(|(setting, value)| format!("{setting}={}", setting.display(value)))
+            .collect();
+        f.write_str(&pairs.join(", "))
+    }
+}
+
 impl FromIterator<(Setting, u64)> for StorageSettings {
     fn from_iter<I: IntoIterator<Item = (Setting, u64)>>(iter: I) -> Self {
         StorageSettings(iter.into_iter().collect())
