@@ -143,6 +143,37 @@ async fn a_missing_replica_database_is_created_again() {
     assert_eq!(tx_count(&nodes[1]), 5);
 }
 
+/// immudb accepts an update of a setting it does not store (a wrong field number, say): the agent
+/// sends it once and then says so, instead of sending it again every drift grace (1 s here).
+#[tokio::test]
+async fn a_setting_immudb_accepts_but_never_reports_back_is_sent_once() {
+    let cluster = Cluster::new();
+    let nodes = converged(&cluster, 0, 1).await;
+    nodes[0]
+        .faults
+        .storage_updates_ignored
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let spec = serde_json::json!({
+        "databases": ["appdb"],
+        "settings": { "retentionPeriod": "48h" },
+    });
+    let agent = cluster.agent(0, &[], spec, &[]);
+    const SETTINGS: &str = "immudb_agent_repairs_total{db=\"appdb\",reason=\"settings\"}";
+    const UNCONFIRMED: &str = "immudb_agent_settings_unconfirmed{db=\"appdb\"}";
+    assert!(
+        eventually(WAIT, || async {
+            agent.metric(UNCONFIRMED).await == Some(1.0)
+        })
+        .await
+    );
+    assert_eq!(agent.metric(SETTINGS).await, Some(1.0));
+    // Three more grace periods: nothing is sent again, the pod stays Ready.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(agent.metric(SETTINGS).await, Some(1.0));
+    assert_eq!(agent.metric(UNCONFIRMED).await, Some(1.0));
+    assert!(agent.ready().await);
+}
+
 #[tokio::test]
 async fn a_writable_database_where_a_replica_belongs_is_reported_and_left_alone() {
     let cluster = Cluster::new();

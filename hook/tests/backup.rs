@@ -12,7 +12,7 @@ use common::*;
 use immudb_double::{Database, Node};
 use immudb_hook::backup::catalog::{self, Manifest};
 use immudb_hook::backup::{rebuild, restore, run};
-use immudb_hook::config::Command;
+use immudb_hook::cli::Command;
 use immudb_hook::report::{Outcome, Report};
 use immudb_txlog::{hex, Chain, Hash, RecordReader};
 use sha2::{Digest, Sha256};

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use immudb_hook::client::Client;
-use immudb_hook::config::{Credentials, Secret};
 use immudb_hook::plan::{Action, ReplicationSettings, StorageSettings};
 use immudb_hook::reconcile::converge;
+use immudb_hook::types::{Credentials, Secret};
 
 const WAIT: Duration = Duration::from_secs(10);
 

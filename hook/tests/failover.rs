@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use immudb_double::Node;
 use immudb_hook::client::Client;
-use immudb_hook::config::{Credentials, Secret};
+use immudb_hook::types::{Credentials, Secret};
 use kube_double::{KubeDouble, Rule};
 
 const NS: &str = "db";

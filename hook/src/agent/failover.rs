@@ -10,13 +10,14 @@ use std::time::{Duration, SystemTime};
 use futures::future::join_all;
 
 use crate::client::{Client, RpcError};
-use crate::config::{Credentials, Role, Topology};
+use crate::config::Topology;
 use crate::kube::{micro_time, Kube, KubeConfig, KubeError, Lease, LeaseSpec, ObjectMeta};
 use crate::link::{Dial, Link};
 use crate::plan::failover::{
     self, elect, lease_step, observe, Election, ElectionRules, LeaseMemory, LeaseStep, Peer,
     Position, Timing, TxPosition,
 };
+use crate::types::{Credentials, Role};
 use crate::wait::SystemResolver;
 
 /// The label the Services select: `primary` on the Lease's holder, `replica` on every other pod.

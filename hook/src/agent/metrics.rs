@@ -1,44 +1,10 @@
-//! Prometheus text format both ways: reading one gauge per database from immudb's `/metrics`,
-//! and writing the agent's own metrics.
+//! The agent's own metrics, in Prometheus's text format.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::counters::{Counters, LabelledCounter, Series};
-use crate::config::Role;
 use crate::plan::health::{Assessment, State};
-
-/// immudb's gauge of running replicators per replica database (its commit concurrency; 0 stopped).
-pub const REPLICATORS: &str = "immudb_replication_replicators";
-
-/// `name{db="x",...} value` lines of `text` → value per database. Other labels are ignored.
-pub fn gauge_by_database(text: &str, name: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-            let (labels, value) = rest.split_once('}')?;
-            let db = labels.split(',').find_map(|label| {
-                let quoted = label.trim().strip_prefix("db=")?;
-                Some(quoted.trim_matches('"').to_string())
-            })?;
-            let value: f64 = value.split_whitespace().next()?.parse().ok()?;
-            Some((db, value.max(0.0) as u64))
-        })
-        .collect()
-}
-
-/// Fetches `url` (an immudb `/metrics`) and reads `name` per database.
-pub async fn scrape_gauge(
-    http: &reqwest::Client,
-    url: &str,
-    name: &str,
-) -> Result<BTreeMap<String, u64>, String> {
-    let text = async { http.get(url).send().await?.error_for_status()?.text().await }
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    Ok(gauge_by_database(&text, name))
-}
+use crate::types::Role;
 
 /// The agent's state after a poll, as the HTTP server shows it.
 #[derive(Clone, Debug, Default)]
@@ -168,6 +134,20 @@ pub fn render(status: &Status) -> String {
                 );
             }
         }
+        family(
+            &mut text,
+            "immudb_agent_settings_unconfirmed",
+            "gauge",
+            "1 when immudb accepted the agent's settings update for a database but reports other values back; the update is not sent again.",
+        );
+        for db in &assessment.databases {
+            let _ = writeln!(
+                text,
+                "immudb_agent_settings_unconfirmed{{db=\"{}\"}} {}",
+                db.name,
+                u8::from(db.settings_unconfirmed)
+            );
+        }
     }
     family(
         &mut text,
@@ -246,23 +226,6 @@ mod tests {
     use crate::agent::counters::Repaired;
     use crate::plan::health::Repair;
     use strum::VariantArray;
-
-    #[test]
-    fn gauges_are_read_per_database() {
-        let text = "# HELP immudb_replication_replicators x\n\
-            # TYPE immudb_replication_replicators gauge\n\
-            immudb_replication_replicators{db=\"appdb\"} 30\n\
-            immudb_replication_replicators{db=\"audit\"} 0\n\
-            immudb_replication_replicators_active{db=\"appdb\"} 3\n\
-            immudb_last_committed_trx_id{db=\"appdb\",index=\"index_00\"} 1.234e+03\n";
-        let replicators = gauge_by_database(text, "immudb_replication_replicators");
-        assert_eq!(
-            replicators,
-            BTreeMap::from([("appdb".into(), 30), ("audit".into(), 0)])
-        );
-        let committed = gauge_by_database(text, "immudb_last_committed_trx_id");
-        assert_eq!(committed, BTreeMap::from([("appdb".into(), 1234)]));
-    }
 
     #[test]
     fn before_the_first_poll_the_pod_is_not_ready_and_says_why() {

@@ -7,16 +7,18 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::config::{AgentConfig, AgentRole};
 use super::counters::{Counters, Repaired};
 use super::failover::Failover;
-use super::metrics::{self, Status};
-use super::{AgentConfig, AgentRole};
+use super::metrics::Status;
 use crate::client::{Client, RpcError};
-use crate::config::{Credentials, Desired, Role, Secret, Topology};
+use crate::config::{Desired, Topology};
 use crate::holdings::held_by_replicas;
 use crate::link::{Dial, Link};
 use crate::plan::health::{self, Assessment, Memory, PrimaryView, Repair, ReplicaView, State};
 use crate::plan::{Action, DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
+use crate::scrape;
+use crate::types::{Credentials, Role, Secret};
 use crate::wait::SystemResolver;
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,6 +44,8 @@ pub struct Agent {
     holdings: Option<Holdings>,
     /// Why the pod was last not Ready, logged again only when it changes.
     last_reasons: Vec<String>,
+    /// Databases whose accepted settings immudb does not report back, logged once.
+    last_unconfirmed: Vec<String>,
     /// Set with failover: the Lease decides the role.
     pub(super) failover: Option<Failover>,
     /// The role this poll acts in: fixed without failover, the Lease's with it.
@@ -85,6 +89,7 @@ impl Agent {
             desired: None,
             holdings: None,
             last_reasons: Vec::new(),
+            last_unconfirmed: Vec::new(),
             failover,
             role,
         }
@@ -145,8 +150,34 @@ impl Agent {
             }
             self.last_reasons = reasons;
         }
+        self.log_unconfirmed_settings(&status);
         status.counters = self.counters.clone();
         status
+    }
+
+    /// A settings update immudb accepted but does not report back is worth one warning, not one
+    /// per poll.
+    fn log_unconfirmed_settings(&mut self, status: &Status) {
+        let Some(assessment) = &status.assessment else {
+            return;
+        };
+        let unconfirmed: Vec<&_> = assessment
+            .databases
+            .iter()
+            .filter(|d| d.settings_unconfirmed)
+            .collect();
+        let names: Vec<String> = unconfirmed.iter().map(|d| d.name.clone()).collect();
+        if names == self.last_unconfirmed {
+            return;
+        }
+        for database in unconfirmed
+            .iter()
+            .filter(|d| !self.last_unconfirmed.contains(&d.name))
+        {
+            let detail = database.detail.as_deref().unwrap_or_default();
+            tracing::warn!(database = %database.name, "{detail}");
+        }
+        self.last_unconfirmed = names;
     }
 
     async fn poll_role(&mut self) -> Result<(Assessment, bool), String> {
@@ -251,7 +282,7 @@ impl Agent {
     async fn replicator_gauges(&self) -> Result<BTreeMap<String, u64>, String> {
         let metrics = SocketAddr::new(self.config.local_address, self.config.topology.metrics_port);
         let url = format!("http://{metrics}/metrics");
-        metrics::scrape_gauge(&self.http, &url, metrics::REPLICATORS)
+        scrape::scrape_gauge(&self.http, &url, scrape::REPLICATORS)
             .await
             .map_err(|e| poll_failed("local metrics", e))
     }
@@ -377,10 +408,15 @@ impl Agent {
                 .on_local(|s| async move { s.apply(action, password).await })
                 .await;
             match applied {
-                Ok(()) => self.counters.repairs.increment(Repaired {
-                    db: database,
-                    reason: *reason,
-                }),
+                Ok(()) => {
+                    if *reason == Repair::Settings {
+                        self.memory.update_applied(action);
+                    }
+                    self.counters.repairs.increment(Repaired {
+                        db: database,
+                        reason: *reason,
+                    })
+                }
                 // Another writer (the Job) may have done it first; the next poll observes again.
                 Err(error) => {
                     all = false;

@@ -11,12 +11,12 @@ use super::failover::{Takeover, Verdict};
 use super::poll::{poll_failed, Agent};
 use crate::client::RpcError;
 use crate::config::spec::DatabaseReplication;
-use crate::config::{Credentials, Role};
 use crate::link::{Dial, Link};
 use crate::locate;
 use crate::plan::failover::{self, History, Rejoin};
 use crate::plan::health::{Assessment, Repair, State};
 use crate::plan::ReplicaDesired;
+use crate::types::{Credentials, Role};
 use crate::wait::SystemResolver;
 
 impl Agent {

@@ -7,9 +7,9 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::config::{
-    check_database_name, check_host, read_password, reject, ConfigError, Credentials, Secret,
-    Topology, TopologyArgs,
+    check_database_name, check_host, read_password, reject, ConfigError, Topology, TopologyArgs,
 };
+use crate::types::{Credentials, Secret};
 
 #[derive(Args, Debug)]
 pub struct StorageArgs {

@@ -473,7 +473,7 @@ fn replica_desired(sync: bool) -> ReplicaDesired {
         primary_host: "db-immudb-primary".into(),
         primary_port: 3322,
         replication_user: "replicator".into(),
-        replication_password: crate::config::Secret::new("pw"),
+        replication_password: crate::types::Secret::new("pw"),
         options: crate::plan::ReplicaOptions {
             sync_replication: sync,
             allow_tx_discarding: true,
