@@ -34,6 +34,10 @@ fn sync_spec() -> serde_json::Value {
     })
 }
 
+fn async_spec() -> serde_json::Value {
+    serde_json::json!({"databases": ["appdb"], "replication": {"allowTxDiscarding": true}})
+}
+
 /// Three pods (the primary StatefulSet's and two replicas), the API double, the write Service.
 struct Release {
     cluster: Cluster,
@@ -41,6 +45,9 @@ struct Release {
     nodes: Vec<Node>,
     agents: Vec<Option<RunningAgent>>,
     cooldown: String,
+    spec: serde_json::Value,
+    /// Extra agent flags.
+    flags: Vec<String>,
     /// Set by the sampler when two live nodes were writable at once.
     two_primaries: Arc<AtomicBool>,
     samples: Arc<AtomicUsize>,
@@ -48,6 +55,10 @@ struct Release {
 
 impl Release {
     async fn start(cooldown: &str) -> Release {
+        Release::start_with(cooldown, sync_spec(), &[]).await
+    }
+
+    async fn start_with(cooldown: &str, spec: serde_json::Value, flags: &[&str]) -> Release {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
             .with_test_writer()
@@ -80,6 +91,8 @@ impl Release {
             nodes,
             agents: Vec::new(),
             cooldown: cooldown.into(),
+            spec,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
             two_primaries: Arc::new(AtomicBool::new(false)),
             samples: Arc::new(AtomicUsize::new(0)),
         };
@@ -136,10 +149,14 @@ impl Release {
             format!("--failover-cooldown={}", self.cooldown),
         ];
         let global: Vec<&str> = global.iter().map(String::as_str).collect();
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let extra: Vec<&str> = extra
+            .iter()
+            .chain(&self.flags)
+            .map(String::as_str)
+            .collect();
         let replicas = self.cluster.replica_hosts(2);
         self.cluster
-            .agent_with(node, &replicas, sync_spec(), &global, &extra)
+            .agent_with(node, &replicas, self.spec.clone(), &global, &extra)
     }
 
     /// Every few milliseconds: how many nodes accept writes, i.e. have appdb writable and are
@@ -559,4 +576,112 @@ async fn a_failover_is_not_followed_by_another_within_the_cooldown() {
     );
     assert_eq!(release.transitions(), 2);
     release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn an_asynchronous_failover_counts_what_it_lost_and_the_old_primary_is_kept_diverged() {
+    let mut release = Release::start_with("1h", async_spec(), &["--allow-data-loss"]).await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    for i in 0..3 {
+        write(&release, &format!("replicated-{i}")).await;
+    }
+    assert!(
+        eventually(WAIT, || async {
+            release.nodes[1..].iter().all(|n| tx_count(n) == 3)
+        })
+        .await
+    );
+    // The replicas stop receiving; the primary acknowledges two more writes, then is lost.
+    release.nodes[0].with_state(|s| s.refuse_replication = true);
+    write(&release, "only-on-the-old-primary-1").await;
+    write(&release, "only-on-the-old-primary-2").await;
+    let seen = |n: usize| {
+        let agent = release.agents[n].as_ref().unwrap();
+        async move {
+            agent
+                .metric("immudb_agent_lag_transactions{db=\"appdb\"}")
+                .await
+                == Some(2.0)
+        }
+    };
+    assert!(eventually(WAIT, || seen(1)).await && eventually(WAIT, || seen(2)).await);
+    release.lose(0);
+    let elected = new_primary_elected(&release).await;
+    let agent = release.agents[elected as usize].as_ref().unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            agent.metric("immudb_agent_failovers_total").await == Some(1.0)
+        })
+        .await
+    );
+    assert_eq!(
+        agent
+            .metric("immudb_agent_failover_lost_transactions_total{db=\"appdb\"}")
+            .await,
+        Some(2.0)
+    );
+    write(&release, "on-the-new-primary").await;
+
+    // The old primary returns with two committed transactions the new one never had: it is
+    // diverged, read-only, not Ready, and keeps them.
+    release.nodes[0].with_state(|s| s.refuse_replication = false);
+    release.bring_back(0);
+    let old = release.agents[0].as_ref().unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            old.metric("immudb_agent_database_state{db=\"appdb\",state=\"diverged\"}")
+                .await
+                == Some(1.0)
+        })
+        .await,
+        "{:?}",
+        old.get("/readyz").await
+    );
+    let (status, body) = old.get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains(
+            "database 'appdb' is diverged: holds 5 committed transactions, the primary 4"
+        ),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(holds(&release.nodes[0], "only-on-the-old-primary-2"));
+    assert_eq!(tx_count(&release.nodes[0]), 5);
+    assert!(release.nodes[0].with_state(|s| s.databases["appdb"].replication.replica));
+    assert_eq!(
+        release.kube.pod_labels(NS, &pod_name(0))["immudb/role"],
+        "replica"
+    );
+    release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn a_primary_back_on_an_empty_volume_hands_the_lease_to_a_replica_and_copies_it_back() {
+    let mut release = Release::start("1h").await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    for i in 0..4 {
+        write(&release, &format!("k{i}")).await;
+    }
+    assert!(
+        eventually(WAIT, || async {
+            release.nodes[1..].iter().all(|n| tx_count(n) == 4)
+        })
+        .await
+    );
+    // The primary pod restarts within the lease on a new, empty volume.
+    release.agents[0] = None;
+    drop(release.nodes.remove(0));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.nodes.insert(0, release.cluster.start_node(0).await);
+    release.agents[0] = Some(release.agent(0));
+    let elected = new_primary_elected(&release).await;
+    assert!(
+        eventually(WAIT, || release.settled_on(elected)).await,
+        "{:?}",
+        release.agents[0].as_ref().unwrap().get("/readyz").await
+    );
+    assert!(eventually(WAIT, || async { tx_count(&release.nodes[0]) == 4 }).await);
+    assert!(holds(&release.nodes[0], "k3"));
+    write(&release, "after").await;
 }

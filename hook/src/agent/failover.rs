@@ -369,6 +369,23 @@ impl Failover {
         }
     }
 
+    /// Gives the Lease up (a holder that cannot serve: its databases were lost with its volume),
+    /// so the most advanced pod is elected; this pod then copies the data back as a replica.
+    pub async fn release(&mut self) {
+        let Some(mut lease) = self.lease.clone() else {
+            return;
+        };
+        lease.spec.holder_identity = None;
+        match self.kube.replace_lease(&lease).await {
+            Ok(written) => {
+                tracing::warn!("gave the Lease up: this pod lost its databases, a replica holding them takes over");
+                self.lease = Some(written);
+                self.memory.lost();
+            }
+            Err(error) => tracing::warn!(%error, "could not give the Lease up"),
+        }
+    }
+
     /// Labels the pod with `role` unless it already carries it; a failure is retried next poll.
     pub async fn label(&mut self, role: Role) {
         if self.labelled == Some(role) {

@@ -94,6 +94,14 @@ impl Agent {
         let topology = locate::with_primary(&self.config.topology, &failover.config.me.clone());
         let assessment = self.assess_primary(&desired, &topology, now).await?;
         self.repair(&assessment, &spec.replication.password).await;
+        if assessment
+            .databases
+            .iter()
+            .any(|d| d.state == State::LostOnPrimary)
+        {
+            let failover = self.failover.as_mut().expect("failover");
+            failover.release().await;
+        }
         Ok((assessment, true))
     }
 

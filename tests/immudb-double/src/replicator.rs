@@ -118,6 +118,9 @@ fn fetch(network: &Network, version: &str, settings: &Replication, report: &Repo
         return Fetch::Failed("connection refused".into());
     };
     let mut primary = primary.lock().expect("double state lock");
+    if primary.refuse_replication {
+        return Fetch::Failed("connection refused".into());
+    }
     if primary.version != version {
         return Fetch::VersionMismatch;
     }

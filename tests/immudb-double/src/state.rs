@@ -90,6 +90,9 @@ pub struct State {
     pub version: String,
     /// Cut off from the network (`Node::isolate`): its replicators pause.
     pub isolated: bool,
+    /// Test knob: replicators fetching from this server fail (`connection refused`) while its
+    /// clients still reach it, so replicas fall behind an asynchronous primary.
+    pub refuse_replication: bool,
 }
 
 impl State {
