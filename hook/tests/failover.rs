@@ -685,3 +685,63 @@ async fn a_primary_back_on_an_empty_volume_hands_the_lease_to_a_replica_and_copi
     assert!(holds(&release.nodes[0], "k3"));
     write(&release, "after").await;
 }
+
+/// The hook binary (the Job, `helm test`) with the release's env and `--lease-name`.
+async fn hook_binary(release: &Release, subcommand: &[&str]) -> (Option<i32>, String, String) {
+    let cluster = &release.cluster;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_immudb-hook"))
+        .env("IMMUDB_HOOK_PRIMARY_HOST", cluster.host(0))
+        .env("IMMUDB_HOOK_REPLICAS", cluster.replica_hosts(2).join(","))
+        .env("IMMUDB_HOOK_REPLICATION_PRIMARY_HOST", WRITE_SERVICE)
+        .env("IMMUDB_HOOK_NAMESPACE", NS)
+        .env("IMMUDB_HOOK_LEASE_NAME", LEASE)
+        .env("IMMUDB_HOOK_KUBE_API_URL", release.kube.url())
+        .env("IMMUDB_HOOK_KUBE_TOKEN_FILE", cluster.path("token-1"))
+        .env("IMMUDB_HOOK_ADMIN_PASSWORD_FILE", cluster.path("admin"))
+        .env(
+            "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE",
+            cluster.path("replication"),
+        )
+        .env("IMMUDB_HOOK_SPEC_FILE", cluster.write_spec(&sync_spec()))
+        .env("IMMUDB_HOOK_HOSTS_FILE", cluster.path("hosts"))
+        .env("IMMUDB_HOOK_RESOLV_CONF", cluster.path("resolv.conf"))
+        .env("IMMUDB_HOOK_TIMEOUT_SECONDS", "20")
+        .args(subcommand)
+        .output()
+        .await
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
+#[tokio::test]
+async fn after_a_failover_the_job_and_helm_test_find_the_primary_through_the_lease() {
+    let mut release = Release::start("1h").await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    write(&release, "k").await;
+    release.lose(0);
+    let elected = new_primary_elected(&release).await;
+    assert!(eventually(WAIT, || release.settled_on(elected)).await);
+    let primary = release.cluster.host(elected);
+    let named = format!("primary: {primary} (holder of Lease {LEASE})\n");
+    // helm upgrade's Job: the lost pod is a replica now that cannot be reached; the new
+    // primary and the other replica are converged already.
+    release.bring_back(0);
+    assert!(eventually(WAIT, || release.settled_on(elected)).await);
+    let (code, stdout, stderr) = hook_binary(&release, &["converge"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with(&named), "{stdout}");
+    assert!(stdout.contains("already converged"), "{stdout}");
+    let (code, stdout, stderr) = hook_binary(&release, &["verify", "--database=appdb"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with(&named), "{stdout}");
+    assert!(
+        stdout.contains("2 replica(s) returned the probe key"),
+        "{stdout}"
+    );
+    release.no_two_primaries();
+}
