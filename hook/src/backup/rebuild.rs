@@ -12,11 +12,11 @@ use tracing::Instrument;
 use super::config::RebuildConfig;
 use super::tx_client::State;
 use super::{all_failed, call, integrity, line, StepResult};
-use crate::wait::{joined, node_span, spawn_waits};
 use crate::report::{Failure, Report};
 use crate::session::Session;
 use crate::types::Role;
 use crate::wait::ReadyNode;
+use crate::wait::{joined, node_span, spawn_waits};
 
 pub async fn rebuild_primary(config: &RebuildConfig) -> Report {
     let topology = &config.topology;

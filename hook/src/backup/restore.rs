@@ -12,10 +12,10 @@ use super::storage::Storage;
 use super::tx_client::State;
 use super::walk::walk;
 use super::{all_failed, call, integrity, line, load_chains, storage_failed, StepResult};
-use crate::wait::node_span;
 use crate::report::{Failure, Report};
 use crate::session::Session;
 use crate::types::Role;
+use crate::wait::node_span;
 use crate::wait::{self, ReadyNode, SystemResolver};
 
 pub async fn restore(config: &RestoreConfig) -> Report {

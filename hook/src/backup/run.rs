@@ -17,10 +17,10 @@ use super::storage::{ObjectWriter, Storage};
 use super::tx_client::State;
 use super::{all_failed, call, integrity, line, load_chains, storage_failed, StepResult};
 use crate::client::Client;
-use crate::wait::node_span;
 use crate::report::{Failure, Report};
 use crate::session::Session;
 use crate::types::Role;
+use crate::wait::node_span;
 use crate::wait::{self, ReadyNode, SystemResolver};
 
 /// How long `--source replica` waits for a replica before backing up from the primary.
