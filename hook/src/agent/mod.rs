@@ -21,6 +21,9 @@ use tokio::net::TcpListener;
 
 pub use config::{AgentArgs, AgentConfig, AgentRole};
 
+/// Poll interval until the local immudb first answers.
+const FIRST_POLLS: Duration = Duration::from_millis(250);
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -44,12 +47,20 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<std::convert::Infallible
     let _server = AbortOnDrop(tokio::spawn(http::serve(listener, shared.clone())));
     tracing::info!(role = ?config.role, listen = %config.listen, "agent started");
     let mut agent = poll::Agent::new(config);
+    let mut assessed_once = false;
     loop {
         let started = Instant::now();
         let status = agent.poll().await;
+        assessed_once |= status.assessment.is_some();
         *shared.status.lock().expect("status lock") = status;
         *shared.last_poll.lock().expect("poll lock") = Instant::now();
-        let interval = agent.config.poll_interval;
+        // Until the local immudb first answers, poll again soon: a returning former primary opens
+        // its databases writable, and the first poll is the one that fences them.
+        let interval = if assessed_once {
+            agent.config.poll_interval
+        } else {
+            agent.config.poll_interval.min(FIRST_POLLS)
+        };
         tokio::time::sleep(interval.saturating_sub(started.elapsed())).await;
     }
 }
