@@ -39,8 +39,8 @@ struct Api {
     tokens: BTreeSet<String>,
     rules: Vec<Rule>,
     cut_off: BTreeSet<String>,
-    /// Every answered call: (verb, resource, status).
-    calls: Vec<(String, String, u16)>,
+    /// Every answered call: (token, verb, resource, status).
+    calls: Vec<(String, String, String, u16)>,
 }
 
 /// One running double; dropping it stops it. Its test helpers are on [`KubeHandle`].
@@ -351,8 +351,12 @@ async fn handle(
         let answer = api.answer(&method, &path, &content_type, &body, &token);
         let resource = route(&path).map_or("", |r| r.2);
         let verb = verb(&method, route(&path).is_some_and(|r| r.3.is_some()));
-        api.calls
-            .push((verb.into(), resource.into(), answer.0.as_u16()));
+        api.calls.push((
+            token.clone(),
+            verb.into(),
+            resource.into(),
+            answer.0.as_u16(),
+        ));
         answer
     };
     let response = Response::builder()
@@ -511,8 +515,8 @@ impl KubeHandle {
         api.leases.insert((ns.into(), name), lease);
     }
 
-    /// Calls answered so far, as (verb, resource, HTTP status).
-    pub fn calls(&self) -> Vec<(String, String, u16)> {
+    /// Calls answered so far, as (token, verb, resource, HTTP status).
+    pub fn calls(&self) -> Vec<(String, String, String, u16)> {
         self.api().calls.clone()
     }
 }
