@@ -3,11 +3,13 @@
 //! Admin) and its error texts.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use immudb_txlog::{ExportedTx, TxHeader as Header};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::commits::{self, Commits, Slot, MAX_ACTIVE_EXCEEDED, MAX_ACTIVE_TRANSACTIONS};
 use crate::proto::{Chunk, ExportTxRequest, ImmutableState, Tx, TxHeader, TxMetadata, TxRequest};
 use crate::rules::{unknown, PERMISSION_ADMIN, PERMISSION_READ};
 use crate::server::Service;
@@ -75,13 +77,15 @@ pub async fn current_state(
     service.gate().await?;
     let state = service.state();
     let db = authorised(&state, request.metadata(), PERMISSION_READ)?;
-    let (tx_id, alh) = state.databases[&db].ledger.state();
+    let ledger = &state.databases[&db].ledger;
+    let (tx_id, alh) = ledger.state();
+    let (precommitted_tx_id, precommitted_alh) = ledger.precommitted_state();
     Ok(Response::new(ImmutableState {
         db,
         tx_id,
         tx_hash: alh.to_vec(),
-        precommitted_tx_id: tx_id,
-        precommitted_tx_hash: alh.to_vec(),
+        precommitted_tx_id,
+        precommitted_tx_hash: precommitted_alh.to_vec(),
     }))
 }
 
@@ -131,6 +135,9 @@ pub async fn export_tx(
     Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
 }
 
+/// Applies one exported transaction as immudb's store does (see [`crate::commits`]): a transaction
+/// slot, the entries hash, the active-transaction window, then in order after its predecessor,
+/// and the answer once the syncer made it durable.
 pub async fn replicate_tx(
     service: &Service,
     request: Request<Streaming<Chunk>>,
@@ -148,15 +155,59 @@ pub async fn replicate_tx(
     }
     let tx = ExportedTx::from_message(&message)
         .map_err(|e| unknown(format!("illegal arguments: {e}")))?;
-    let mut state = service.state();
-    let db_name = authorised(&state, &metadata, PERMISSION_ADMIN)?;
-    let db = state
-        .databases
-        .get_mut(&db_name)
-        .expect("authorised checked it exists");
-    if !db.replication.replica {
-        return Err(unknown("database is not a replica"));
-    }
-    let header = db.ledger.replicate(tx).map_err(|e| unknown(e.message()))?;
+    let id = tx.header.id;
+    let weak = Arc::downgrade(&service.state);
+    // The slot is given back by dropping it, which takes the state lock: never while holding it.
+    let (db_name, admitted) = {
+        let mut state = service.state();
+        let db_name = authorised(&state, &metadata, PERMISSION_ADMIN)?;
+        let db = state
+            .databases
+            .get_mut(&db_name)
+            .expect("authorised checked it exists");
+        if !db.replication.replica {
+            return Err(unknown("database is not a replica"));
+        }
+        Commits::take_slot(db)?;
+        let admitted = db
+            .ledger
+            .admit(&tx)
+            .map_err(|e| unknown(e.message()))
+            .and_then(|()| {
+                if id > db.ledger.precommitted_id() + MAX_ACTIVE_TRANSACTIONS {
+                    Err(unknown(MAX_ACTIVE_EXCEEDED))
+                } else {
+                    Ok(())
+                }
+            });
+        (db_name, admitted)
+    };
+    let slot = Slot {
+        state: weak.clone(),
+        database: db_name.clone(),
+    };
+    admitted?;
+    commits::wait_until(&weak, &db_name, |db| {
+        (db.ledger.precommitted_id() + 1 >= id).then_some(())
+    })
+    .await?;
+    let header = {
+        let mut state = service.state();
+        let db = state
+            .databases
+            .get_mut(&db_name)
+            .ok_or_else(|| unknown("database does not exist"))?;
+        if db.ledger.tx_count() + MAX_ACTIVE_TRANSACTIONS <= db.ledger.precommitted_id() {
+            return Err(unknown(MAX_ACTIVE_EXCEEDED));
+        }
+        let header = db
+            .ledger
+            .precommit_replicated(tx)
+            .map_err(|e| unknown(e.message()))?;
+        Commits::precommitted(db, &service.state, &db_name, &service.sync_cost);
+        header
+    };
+    drop(slot);
+    commits::committed(&weak, &db_name, header.id).await?;
     Ok(Response::new(header_to_proto(&header)))
 }
