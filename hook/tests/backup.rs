@@ -355,17 +355,40 @@ async fn a_corrupted_record_is_named_before_anything_is_written() {
     let args = [flag.as_str(), "--databases=appdb"];
     let restore = || restore_into(&target, &args);
 
-    // A flipped byte in the last value: only the SHA-256 of the object notices.
+    // A flipped byte in the last value, with the manifest as written and then resealed as someone
+    // with write access to the bucket would: the entries hash names the record, the transaction,
+    // the entry and where it is in the object.
+    let mut records = RecordReader::new(&original[..]);
+    let mut last_record = (0, None);
+    loop {
+        let offset = records.offset();
+        match records.next().await.unwrap() {
+            Some(record) => last_record = (offset, Some(record)),
+            None => break,
+        }
+    }
+    let (last_offset, last) = (last_record.0, last_record.1.unwrap());
+    let entry_at = last_offset
+        + immudb_txlog::hotbackup::CONTENT_OFFSET
+        + last.transaction().unwrap().entry_offsets()[0];
     let mut corrupted = original.clone();
-    let last = corrupted.len() - 10;
-    corrupted[last] ^= 0xff;
+    let in_value = corrupted.len() - 10;
+    corrupted[in_value] ^= 0xff;
     std::fs::write(&path, &corrupted).unwrap();
-    let report = restore().await;
-    assert_eq!(report.exit_code(), 8, "{report}");
-    assert!(
-        failure(&report).contains(&format!("{first}: SHA-256")),
-        "{report}"
-    );
+    for resealed in [false, true] {
+        if resealed {
+            reseal(&dir, first);
+        }
+        let report = restore().await;
+        assert_eq!(report.exit_code(), 8, "{report}");
+        let reason = failure(&report);
+        assert!(
+            reason.contains(&format!(
+                "{first}: record 4 (tx 5) at byte {last_offset}: tx 5: entry 0 at byte {entry_at} does not hash to the header's eH"
+            )),
+            "resealed {resealed}: {reason}"
+        );
+    }
 
     // A flipped byte in tx 3's header, with the manifest resealed: the chain check names it.
     let mut records = RecordReader::new(&original[..]);

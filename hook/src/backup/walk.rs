@@ -1,12 +1,13 @@
 //! Reading a chain back: every object streamed (one record in memory at a time), its SHA-256
-//! compared with the manifest, every record run through the chain check, and each record up to
-//! the requested transaction handed to a visitor. A corrupted, truncated or foreign record fails
-//! naming the object, the record, its transaction and its byte offset.
+//! compared with the manifest, every record run through the chain check (values included: each
+//! transaction's entries must hash to its eH), and each record up to the requested transaction
+//! handed to a visitor. A corrupted, truncated or foreign record fails naming the object, the
+//! record, its transaction and its byte offset, and a changed value also names its entry.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use immudb_txlog::{hex, Chain, Hash, Record, RecordReader};
+use immudb_txlog::{hex, Chain, ChainError, Hash, Record, RecordReader};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -66,6 +67,11 @@ where
                 Err(e) => return Err(where_(e.to_string())),
             };
             history.verify(&record).map_err(|e| {
+                // Entry offsets count from the record; the operator needs them in the object.
+                let e = match e {
+                    ChainError::Entries(entries) => ChainError::Entries(entries.shifted(offset)),
+                    other => other,
+                };
                 where_(format!(
                     "record {count} (tx {}) at byte {offset}: {e}",
                     record.tx_id
