@@ -95,7 +95,7 @@ spec:
           livenessProbe:
             httpGet:
               path: /livez
-              port: agent
+              port: {{ $values.agent.port }}
             periodSeconds: 20
             failureThreshold: 3
       containers:

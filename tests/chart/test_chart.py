@@ -229,7 +229,7 @@ def test_network_policy_lets_only_the_expected_peers_in():
     assert "primary" in read_components, "the primary's agent asks replicas what they hold"
     for policy in (primary, read):
         agent_rule = policy["spec"]["ingress"][2]
-        assert [p["port"] for p in agent_rule["ports"]] == ["agent"]
+        assert [p["port"] for p in agent_rule["ports"]] == [9498], "by number: the agent is a native sidecar"
         assert agent_rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
 
 
