@@ -4,8 +4,11 @@
 //! a new primary. Every transaction goes through `immudb-txlog`'s chain check: its checksum is the
 //! Alh of its header and its prevAlh the Alh before it.
 
+pub mod audit;
 pub mod catalog;
 pub mod config;
+pub mod kept_session;
+pub mod pipeline;
 pub mod rebuild;
 pub mod restore;
 pub mod run;

@@ -12,9 +12,10 @@ use crate::tls::TrustedCa;
 
 #[derive(Args, Debug)]
 pub struct TopologyArgs {
-    /// Address the hook dials for the primary.
+    /// Address the hook dials for the primary (required by every subcommand that contacts a
+    /// server).
     #[arg(long, env = "IMMUDB_HOOK_PRIMARY_HOST")]
-    pub primary_host: String,
+    pub primary_host: Option<String>,
     /// Host the replicas replicate from (e.g. the primary Service); defaults to --primary-host.
     #[arg(long, env = "IMMUDB_HOOK_REPLICATION_PRIMARY_HOST")]
     pub replication_primary_host: Option<String>,
@@ -49,9 +50,10 @@ pub struct TopologyArgs {
     /// The system administrator's user name.
     #[arg(long, env = "IMMUDB_HOOK_ADMIN_USER", default_value = "immudb")]
     pub admin_user: String,
-    /// File holding the administrator's password (a mounted Secret).
+    /// File holding the administrator's password (a mounted Secret; required by every
+    /// subcommand that contacts a server).
     #[arg(long, env = "IMMUDB_HOOK_ADMIN_PASSWORD_FILE")]
-    pub admin_password_file: PathBuf,
+    pub admin_password_file: Option<PathBuf>,
     /// Overall deadline, in seconds, for waiting and converging.
     #[arg(long, env = "IMMUDB_HOOK_TIMEOUT_SECONDS", default_value_t = 300)]
     pub timeout_seconds: u64,
@@ -158,10 +160,18 @@ impl TopologyArgs {
             .collect())
     }
 
+    fn primary(&self) -> Result<&str, ConfigError> {
+        match &self.primary_host {
+            Some(host) => Ok(host),
+            None => reject("--primary-host", "", "is required to reach the servers"),
+        }
+    }
+
     pub fn topology(&self) -> Result<Topology, ConfigError> {
-        check_host("--primary-host", &self.primary_host)?;
+        let primary = self.primary()?;
+        check_host("--primary-host", primary)?;
         let replicas = self.replica_hosts()?;
-        let mut seen = BTreeSet::from([self.primary_host.as_str()]);
+        let mut seen = BTreeSet::from([primary]);
         for host in &replicas {
             check_host("--replicas", host)?;
             if !seen.insert(host) {
@@ -179,7 +189,7 @@ impl TopologyArgs {
             return reject("--metrics-port", 0, "ports are 1 to 65535");
         }
         Ok(Topology {
-            primary: self.primary_host.clone(),
+            primary: primary.to_string(),
             replicas,
             grpc_port: self.grpc_port,
             metrics_port: self.metrics_port,
@@ -191,10 +201,10 @@ impl TopologyArgs {
 
     /// The host written into replica databases: --replication-primary-host or the primary.
     pub fn primary_host_for_replicas(&self) -> Result<String, ConfigError> {
-        let host = self
-            .replication_primary_host
-            .clone()
-            .unwrap_or_else(|| self.primary_host.clone());
+        let host = match &self.replication_primary_host {
+            Some(host) => host.clone(),
+            None => self.primary()?.to_string(),
+        };
         check_host("--replication-primary-host", &host)?;
         Ok(host)
     }
@@ -219,7 +229,10 @@ impl TopologyArgs {
         check_user_name("--admin-user", &self.admin_user)?;
         Ok(Credentials {
             user: self.admin_user.clone(),
-            password: read_password("--admin-password-file", &self.admin_password_file)?,
+            password: match &self.admin_password_file {
+                Some(file) => read_password("--admin-password-file", file)?,
+                None => return reject("--admin-password-file", "", "is required to log in"),
+            },
         })
     }
 
