@@ -115,11 +115,21 @@ async fn rebuild_database(
     database: &str,
 ) -> StepResult<String> {
     let timeout = config.timeout;
-    // Each wait starts when it begins: the copy before the last one may have run for hours.
-    let fresh = || Instant::now() + timeout;
-    let admin = Session::open(&primary.client, &config.admin, "defaultdb", fresh()).await?;
+    // Kept across the copy, which may run for hours; reopened if the server loses it.
+    let admin = KeptSession::open(&primary.client, &config.admin, "defaultdb", timeout).await?;
+    let list = || {
+        admin.call(
+            "DatabaseListV2",
+            |c| async move { c.list_databases().await },
+        )
+    };
+    let set_replica = |replica: bool| {
+        admin.call("UpdateDatabaseV2", move |c| async move {
+            c.set_replica(database, replica).await
+        })
+    };
     let result = async {
-        let listed = call(timeout, "DatabaseListV2", || admin.client.list_databases()).await?;
+        let listed = list().await?;
         let existing = listed.into_iter().find(|d| d.name == database);
         if let Some(existing) = &existing {
             if existing.tx_count > 0 {
@@ -134,22 +144,28 @@ async fn rebuild_database(
         }
         let ((source, replica), state) = most_advanced(config, replicas, database).await?;
         match &existing {
-            None => call(timeout, "CreateDatabaseV2", || admin.client.create_replica_target(database)).await?,
-            Some(e) if !e.replication.replica => {
-                call(timeout, "UpdateDatabaseV2", || admin.client.set_replica(database, true)).await?
+            None => {
+                admin
+                    .call("CreateDatabaseV2", |c| async move {
+                        c.create_replica_target(database).await
+                    })
+                    .await?
             }
+            Some(e) if !e.replication.replica => set_replica(true).await?,
             Some(_) => {}
         }
-        let max_concurrency = call(timeout, "DatabaseListV2", || admin.client.list_databases())
+        let max_concurrency = list()
             .await?
             .into_iter()
             .find(|d| d.name == database)
             .and_then(|d| d.storage.get(Setting::MaxConcurrency));
         let depth = max_concurrency.map_or(config.pipeline_depth, |m| config.pipeline_depth.min(m as usize)).max(1);
         copy(config, primary, replica, database, state, source, depth).await?;
-        call(timeout, "UpdateDatabaseV2", || admin.client.set_replica(database, false)).await?;
-        let session = Session::open(&primary.client, &config.admin, database, fresh()).await?;
-        let rebuilt = call(timeout, "CurrentState", || session.client.current_state()).await;
+        set_replica(false).await?;
+        let session = KeptSession::open(&primary.client, &config.admin, database, timeout).await?;
+        let rebuilt = session
+            .call("CurrentState", |c| async move { c.current_state().await })
+            .await;
         session.close().await;
         let rebuilt = rebuilt?;
         if rebuilt != state {

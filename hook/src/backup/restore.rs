@@ -17,12 +17,11 @@ use super::pipeline::ReplicatePipeline;
 use super::storage::Storage;
 use super::tx_client::State;
 use super::walk::walk;
-use super::{all_failed, call, integrity, line, storage_failed, StepResult};
+use super::{all_failed, integrity, line, storage_failed, StepResult};
 use crate::config::Role;
 use crate::plan::{ObservedDatabase, Setting};
 use crate::reconcile::node_span;
 use crate::report::{Failure, Report};
-use crate::session::Session;
 use crate::wait::{self, ReadyNode, SystemResolver};
 
 pub async fn restore(config: &RestoreConfig) -> Report {
@@ -83,28 +82,34 @@ struct Server<'a> {
 }
 
 impl Server<'_> {
-    /// A session for a few administrative calls; each wait starts now, whatever ran before.
-    async fn session(&self, database: &str) -> StepResult<Session> {
-        let deadline = Instant::now() + self.config.timeout;
-        Session::open(&self.node.client, &self.target.admin, database, deadline).await
+    /// A session on `database`, reopened if the server loses it during a long replay.
+    async fn session(&self, database: &str) -> StepResult<KeptSession> {
+        KeptSession::open(
+            &self.node.client,
+            &self.target.admin,
+            database,
+            self.config.timeout,
+        )
+        .await
     }
 
     async fn listed(&self, into: &str) -> StepResult<Option<ObservedDatabase>> {
         let admin = self.session("defaultdb").await?;
-        let listed = call(self.config.timeout, "DatabaseListV2", || {
-            admin.client.list_databases()
-        })
-        .await;
+        let listed = admin
+            .call(
+                "DatabaseListV2",
+                |c| async move { c.list_databases().await },
+            )
+            .await;
         admin.close().await;
         Ok(listed?.into_iter().find(|d| d.name == into))
     }
 
     async fn current_state(&self, into: &str) -> StepResult<State> {
         let session = self.session(into).await?;
-        let state = call(self.config.timeout, "CurrentState", || {
-            session.client.current_state()
-        })
-        .await;
+        let state = session
+            .call("CurrentState", |c| async move { c.current_state().await })
+            .await;
         session.close().await;
         state
     }
@@ -169,20 +174,20 @@ impl Server<'_> {
 
         // Write pass.
         let admin = self.session("defaultdb").await?;
-        let timeout = self.config.timeout;
+        let set_replica = |replica: bool| {
+            admin.call("UpdateDatabaseV2", move |c| async move {
+                c.set_replica(into, replica).await
+            })
+        };
         let prepared = match &existing {
             None => {
-                call(timeout, "CreateDatabaseV2", || {
-                    admin.client.create_replica_target(into)
-                })
-                .await
+                admin
+                    .call("CreateDatabaseV2", |c| async move {
+                        c.create_replica_target(into).await
+                    })
+                    .await
             }
-            Some(e) if !e.replica => {
-                call(timeout, "UpdateDatabaseV2", || {
-                    admin.client.set_replica(into, true)
-                })
-                .await
-            }
+            Some(e) if !e.replica => set_replica(true).await,
             Some(_) => Ok(()),
         };
         let started = std::time::Instant::now();
@@ -193,11 +198,7 @@ impl Server<'_> {
         // Replica mode is switched off only after every record is in: a restore that stopped
         // halfway leaves a read-only database that `--append` continues.
         let promoted = match replayed {
-            Ok(depth) => call(timeout, "UpdateDatabaseV2", || {
-                admin.client.set_replica(into, false)
-            })
-            .await
-            .map(|()| depth),
+            Ok(depth) => set_replica(false).await.map(|()| depth),
             Err((failure, reason)) => Err((
                 failure,
                 format!("{reason}; '{into}' stays read-only (replica mode): rerun with --append to continue"),

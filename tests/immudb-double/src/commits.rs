@@ -9,9 +9,12 @@
 //!   durable, and all their writers return together. One writer waits about a quarter of
 //!   syncFrequency plus the fsync (immudb 1.10: 8.3 ms at 20 ms, 5.2 ms at 5 ms).
 //! - replicateTx takes one of `maxConcurrency` transaction slots while it precommits (none free:
-//!   `max concurrency limit exceeded`), may run at most maxActiveTransactions (1000) ahead of the
-//!   last precommitted transaction (`max active transactions limit exceeded`), and waits for its
-//!   predecessor to precommit: concurrent calls commit in order, batched by the syncer.
+//!   `max concurrency limit exceeded`), may run at most maxConcurrency transactions ahead of the
+//!   last precommitted one (`max active transactions limit exceeded`; `shared/immudb-facts.md`,
+//!   observed on 1.11.1; the store's source names maxActiveTransactions, 1000 by default, for
+//!   this bound: the double applies the smaller), and waits for its predecessor to precommit:
+//!   concurrent calls commit in order, batched by the syncer. At most maxActiveTransactions may
+//!   wait for a sync.
 
 use std::pin::pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -36,6 +39,9 @@ pub struct Commits {
     changed: Arc<Notify>,
     /// replicateTx calls holding a transaction slot.
     slots_taken: u32,
+    /// replicateTx calls between their arrival and their answer, and the most there ever were.
+    calls: u32,
+    most_calls: u32,
     /// Syncs done: each made a batch of precommitted transactions durable.
     syncs: u64,
     syncer: Option<Arc<Syncer>>,
@@ -102,6 +108,25 @@ impl Commits {
         self.slots_taken
     }
 
+    /// The most replicateTx calls this database ever had in flight at once.
+    pub fn most_calls_in_flight(&self) -> u32 {
+        self.most_calls
+    }
+
+    /// Counts a replicateTx call until the returned guard is dropped (never under the lock).
+    pub(crate) fn call_started(
+        db: &mut Database,
+        state: &Arc<Mutex<State>>,
+        name: &str,
+    ) -> CallInFlight {
+        db.commits.calls += 1;
+        db.commits.most_calls = db.commits.most_calls.max(db.commits.calls);
+        CallInFlight {
+            state: Arc::downgrade(state),
+            database: name.to_string(),
+        }
+    }
+
     pub fn syncs(&self) -> u64 {
         self.syncs
     }
@@ -123,6 +148,23 @@ impl Drop for Slot {
             let mut state = state.lock().expect("double state lock");
             if let Some(db) = state.databases.get_mut(&self.database) {
                 db.commits.release_slot();
+            }
+        }
+    }
+}
+
+/// A replicateTx call in flight, counted until it is dropped.
+pub(crate) struct CallInFlight {
+    state: Weak<Mutex<State>>,
+    database: String,
+}
+
+impl Drop for CallInFlight {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.upgrade() {
+            let mut state = state.lock().expect("double state lock");
+            if let Some(db) = state.databases.get_mut(&self.database) {
+                db.commits.calls = db.commits.calls.saturating_sub(1);
             }
         }
     }

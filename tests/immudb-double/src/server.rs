@@ -25,6 +25,14 @@ pub struct Faults {
     /// When set, exportTx serves this many more transactions, then fails every call with
     /// Internal (a source that dies in the middle of a backup).
     pub failing_exports_after: Mutex<Option<usize>>,
+    /// The same for replicateTx (a target that fails in the middle of a restore).
+    pub failing_replicates_after: Mutex<Option<usize>>,
+    /// When set, every this many calls the server forgets every session, as immudb does when it
+    /// reaps them or restarts; sessions then answer 7 `session not found`.
+    pub reap_sessions_every: Mutex<Option<usize>>,
+    /// Calls counted for `reap_sessions_every`, and sessions forgotten so far.
+    pub calls: AtomicUsize,
+    pub sessions_reaped: AtomicUsize,
     /// Set when the node is dropped: connections still open answer as a dead process would.
     pub stopped: AtomicBool,
 }
@@ -51,6 +59,16 @@ impl Service {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if take.is_ok() {
             return Err(Status::unavailable("injected: server is starting"));
+        }
+        let calls = self.faults.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let every = *self.faults.reap_sessions_every.lock().expect("faults lock");
+        if every.is_some_and(|n| n > 0 && calls.is_multiple_of(n)) {
+            let mut state = self.state();
+            let reaped = state.sessions.len();
+            state.sessions.clear();
+            self.faults
+                .sessions_reaped
+                .fetch_add(reaped, Ordering::SeqCst);
         }
         Ok(())
     }

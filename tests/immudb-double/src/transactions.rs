@@ -89,16 +89,11 @@ pub async fn current_state(
     }))
 }
 
-fn take_export_budget(service: &Service) -> Result<(), Status> {
-    let mut budget = service
-        .faults
-        .failing_exports_after
-        .lock()
-        .expect("faults lock");
+/// Counts one call against an injected failure budget: Internal once it is spent.
+fn take_budget(budget: &std::sync::Mutex<Option<usize>>, what: &str) -> Result<(), Status> {
+    let mut budget = budget.lock().expect("faults lock");
     match budget.as_mut() {
-        Some(0) => Err(Status::internal(
-            "injected: the source failed while exporting",
-        )),
+        Some(0) => Err(Status::internal(format!("injected: {what}"))),
         Some(left) => {
             *left -= 1;
             Ok(())
@@ -120,7 +115,10 @@ pub async fn export_tx(
             .ledger
             .transaction(id)
             .ok_or_else(|| unknown("tx not found"))?;
-        take_export_budget(service)?;
+        take_budget(
+            &service.faults.failing_exports_after,
+            "the source failed while exporting",
+        )?;
         tx.to_message()
     };
     let chunks: Vec<Result<Chunk, Status>> = message
@@ -136,18 +134,24 @@ pub async fn export_tx(
 }
 
 /// Applies one exported transaction as immudb's store does (see [`crate::commits`]): a transaction
-/// slot, the entries hash, the active-transaction window, then in order after its predecessor,
-/// and the answer once the syncer made it durable.
+/// slot, the entries hash, the window of maxConcurrency transactions ahead of the last
+/// precommitted one, then in order after its predecessor, and the answer once the syncer made
+/// it durable.
 pub async fn replicate_tx(
     service: &Service,
     request: Request<Streaming<Chunk>>,
 ) -> Result<Response<TxHeader>, Status> {
     service.gate().await?;
-    {
-        let state = service.state();
-        authorised(&state, request.metadata(), PERMISSION_ADMIN)?;
-    }
     let metadata = request.metadata().clone();
+    let _in_flight = {
+        let mut state = service.state();
+        let db_name = authorised(&state, &metadata, PERMISSION_ADMIN)?;
+        let db = state
+            .databases
+            .get_mut(&db_name)
+            .expect("authorised checked it exists");
+        Commits::call_started(db, &service.state, &db_name)
+    };
     let mut stream = request.into_inner();
     let mut message = Vec::new();
     while let Some(chunk) = stream.message().await? {
@@ -155,6 +159,10 @@ pub async fn replicate_tx(
     }
     let tx = ExportedTx::from_message(&message)
         .map_err(|e| unknown(format!("illegal arguments: {e}")))?;
+    take_budget(
+        &service.faults.failing_replicates_after,
+        "the target failed while replicating",
+    )?;
     let id = tx.header.id;
     let weak = Arc::downgrade(&service.state);
     // The slot is given back by dropping it, which takes the state lock: never while holding it.
@@ -174,7 +182,7 @@ pub async fn replicate_tx(
             .admit(&tx)
             .map_err(|e| unknown(e.message()))
             .and_then(|()| {
-                if id > db.ledger.precommitted_id() + MAX_ACTIVE_TRANSACTIONS {
+                if id > db.ledger.precommitted_id() + u64::from(db.effective.max_concurrency) {
                     Err(unknown(MAX_ACTIVE_EXCEEDED))
                 } else {
                     Ok(())
