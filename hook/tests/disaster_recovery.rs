@@ -35,19 +35,6 @@ async fn verify_only(dir: &Path, extra: &[&str]) -> Report {
     restore::restore(&args.config(&cli.topology).expect("valid restore config")).await
 }
 
-/// Flips one byte of the last value of the first object and reseals its manifest, as someone
-/// with write access to the bucket would. Returns the object.
-fn tamper(dir: &Path) -> String {
-    let first = objects(dir)[0].clone();
-    let path = dir.join(&first);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let in_value = bytes.len() - 10;
-    bytes[in_value] ^= 0x01;
-    std::fs::write(&path, bytes).unwrap();
-    reseal(dir, &first);
-    first
-}
-
 #[tokio::test]
 async fn verify_only_proves_every_entry_and_the_expected_state_without_a_server() {
     let cluster = Cluster::new();

@@ -151,3 +151,16 @@ pub fn reseal(dir: &Path, object: &str) {
     manifest.sha256 = hex(&Sha256::digest(std::fs::read(dir.join(object)).unwrap()));
     std::fs::write(manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
 }
+
+/// Flips one byte of the last value of the first object and reseals its manifest, as someone
+/// with write access to the bucket would. Returns the object.
+pub fn tamper(dir: &Path) -> String {
+    let first = objects(dir)[0].clone();
+    let path = dir.join(&first);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let in_value = bytes.len() - 10;
+    bytes[in_value] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    reseal(dir, &first);
+    first
+}
