@@ -176,10 +176,11 @@ checkov.io/skip{{ add1 $i }}: {{ printf "%s=%s" $id (get $reasons $id) | quote }
 {{- if has $repl.canaryDatabase $names -}}
 {{- fail (printf "replication.canaryDatabase=%s is also in replication.databases: helm test writes into the canary, never into a user database; choose another name" $repl.canaryDatabase) -}}
 {{- end -}}
-{{- include "immudb.validateSettings" (dict "where" "databaseSettings" "settings" .Values.databaseSettings "commitConcurrency" $repl.commitConcurrency) -}}
+{{- $chartWide := include "immudb.settings" (dict "settings" .Values.databaseSettings "sync" $sync.enabled) | fromJson -}}
+{{- include "immudb.validateSettings" (dict "where" "databaseSettings" "settings" $chartWide "commitConcurrency" $repl.commitConcurrency) -}}
 {{- range $repl.databases -}}
 {{- if kindIs "map" . -}}
-{{- $effective := merge (dict) (include "immudb.settings" (.settings | default dict) | fromJson) (include "immudb.settings" $.Values.databaseSettings | fromJson) -}}
+{{- $effective := merge (dict) (include "immudb.settings" (dict "settings" (.settings | default dict) "sync" $sync.enabled) | fromJson) $chartWide -}}
 {{- include "immudb.validateSettings" (dict "where" (printf "replication.databases[%s].settings" .name) "settings" $effective "commitConcurrency" $repl.commitConcurrency) -}}
 {{- end -}}
 {{- end -}}

@@ -1,10 +1,17 @@
 {{/*
 The desired state the hook Job and the agents read (hook/src/config/spec.rs): databases with their
 settings, the chart-wide settings, replication options. Unset settings ("" or null) stay unmanaged.
+syncFrequency "auto" is resolved here, so the hook only ever reads durations: 1ms with synchronous
+replication (every replicated database of the release waits for acks; primary and replicas both
+fsync within the commit's round trip), 5ms without.
+Called with (dict "settings" map "sync" .Values.replication.sync.enabled).
 */}}
 {{- define "immudb.settings" -}}
 {{- $settings := dict -}}
-{{- range $key, $value := omit . "applySettings" -}}
+{{- range $key, $value := omit .settings "applySettings" -}}
+{{- if and (eq $key "syncFrequency") (eq (toString $value) "auto") -}}
+{{- $value = ternary "1ms" "5ms" $.sync -}}
+{{- end -}}
 {{- if not (or (kindIs "invalid" $value) (eq (toString $value) "")) -}}
 {{- $_ := set $settings $key $value -}}
 {{- end -}}
@@ -15,11 +22,12 @@ settings, the chart-wide settings, replication options. Unset settings ("" or nu
 {{/* Each replicated database as (dict "name" "settings"), the canary last. */}}
 {{- define "immudb.databases" -}}
 {{- $databases := list -}}
+{{- $sync := .Values.replication.sync.enabled -}}
 {{- range .Values.replication.databases -}}
 {{- if kindIs "string" . -}}
 {{- $databases = append $databases (dict "name" . "settings" dict) -}}
 {{- else -}}
-{{- $databases = append $databases (dict "name" .name "settings" (include "immudb.settings" (.settings | default dict) | fromJson)) -}}
+{{- $databases = append $databases (dict "name" .name "settings" (include "immudb.settings" (dict "settings" (.settings | default dict) "sync" $sync) | fromJson)) -}}
 {{- end -}}
 {{- end -}}
 {{- with .Values.replication.canaryDatabase -}}
@@ -44,7 +52,7 @@ settings, the chart-wide settings, replication options. Unset settings ("" or nu
 -}}
 {{- if eq $repl.mode "database" -}}
 {{- $_ := set $spec "databases" (include "immudb.databases" . | fromJson).list -}}
-{{- $_ := set $spec "settings" (include "immudb.settings" .Values.databaseSettings | fromJson) -}}
+{{- $_ := set $spec "settings" (include "immudb.settings" (dict "settings" .Values.databaseSettings "sync" $repl.sync.enabled) | fromJson) -}}
 {{- end -}}
 {{- toPrettyJson $spec -}}
 {{- end -}}

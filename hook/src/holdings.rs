@@ -9,8 +9,9 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use crate::client::RpcError;
-use crate::config::{Credentials, Topology};
+use crate::config::Topology;
 use crate::link::{Dial, Link};
+use crate::types::Credentials;
 use crate::wait::SystemResolver;
 
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);

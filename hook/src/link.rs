@@ -5,7 +5,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::client::{Client, RpcError, Target};
-use crate::config::{Credentials, Topology};
+use crate::config::Topology;
+use crate::types::Credentials;
 use crate::wait::SystemResolver;
 
 /// How a link finds its server's address.

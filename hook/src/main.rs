@@ -1,6 +1,7 @@
 //! Command-line edge: parse, validate, run, print the summary, exit with the report's code.
 
-use std::io::Write;
+use std::ffi::OsStr;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -8,16 +9,27 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 use immudb_hook::backup::{rebuild, restore, run as backup};
-use immudb_hook::config::{Cli, Command, LogFormat};
+use immudb_hook::cli::{Cli, Command, LogFormat};
 use immudb_hook::report::{Report, EXIT_CONFIG};
 use immudb_hook::{agent, reconcile, verify};
+
+/// Colours only on a terminal (a Job's log is a file), and never when `NO_COLOR` is set and not
+/// empty (no-color.org).
+fn log_colours(stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IMMUDB_HOOK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colours = log_colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colours)
         .with_target(false);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -28,8 +40,7 @@ fn init_tracing(format: LogFormat) {
 async fn run(cli: Cli) -> anyhow::Result<Report> {
     let report = match &cli.command {
         Command::Converge(args) if args.check => {
-            let config = args.config(&cli.topology)?;
-            println!("{}", config.desired.describe());
+            println!("{}", args.check(&cli.topology)?.describe());
             Report::checked()
         }
         Command::Converge(args) => {
@@ -71,6 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    let command = cli.command.name();
     let (mut terminate, mut interrupt) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -92,7 +104,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(130);
         }
     };
-    match outcome.context("invalid configuration") {
+    match outcome.with_context(|| format!("invalid configuration for {command}")) {
         Ok(report) => {
             let mut stdout = std::io::stdout().lock();
             let _ = write!(stdout, "{report}");
@@ -108,5 +120,19 @@ async fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(EXIT_CONFIG)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(log_colours(true, Some(OsStr::new(""))));
+        assert!(!log_colours(true, Some(OsStr::new("1"))));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(false, Some(OsStr::new("1"))));
     }
 }

@@ -4,11 +4,11 @@
 //! planned again instead of failing.
 
 use crate::client::RpcError;
-use crate::config::Secret;
 use crate::plan::{Action, Conflict, Observed};
 use crate::report::{Failure, Outcome, StepResult};
 use crate::retry::Retried;
 use crate::session::{step_failed, Session};
+use crate::types::Secret;
 
 /// Rounds before giving up on a node that keeps changing under the hook.
 const MAX_ROUNDS: usize = 3;

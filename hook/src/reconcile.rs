@@ -5,52 +5,22 @@
 use std::collections::BTreeMap;
 
 use futures::future::join_all;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::agent::metrics;
 use crate::client::RpcError;
-use crate::config::{ApplySettings, Config, DatabaseReplication, Desired, Role, Secret, Topology};
+use crate::config::{ApplySettings, DatabaseReplication, Desired};
+use crate::converge::Config;
 use crate::holdings::held_by_replicas;
 use crate::node::{self, converge_node};
 use crate::plan::{self, Action, Observed};
 use crate::report::{Failure, Line, Outcome, Report, StepResult};
 use crate::session::Session;
-use crate::wait::{self, ReadyNode, SystemResolver};
+use crate::scrape;
+use crate::types::{Role, Secret};
+use crate::wait::{joined, node_span, spawn_waits, ReadyNode, Waiting};
 
-type Waiting = JoinHandle<Result<ReadyNode, String>>;
 type Outcomes = Vec<(String, Outcome)>;
-
-/// Starts waiting for every node concurrently, each in its own span.
-pub fn spawn_waits(topology: &Topology, deadline: Instant) -> (Waiting, Vec<(String, Waiting)>) {
-    let resolver = SystemResolver::new(topology);
-    let spawn = |role: Role, host: &str| {
-        let (resolver, topology, host) = (resolver.clone(), topology.clone(), host.to_string());
-        let span = node_span(role, &host);
-        tokio::spawn(
-            async move { wait::wait_for(&resolver, &topology, &host, deadline).await }
-                .instrument(span),
-        )
-    };
-    let primary = spawn(Role::Primary, &topology.primary);
-    let replicas = topology
-        .replicas
-        .iter()
-        .map(|host| (host.clone(), spawn(Role::Replica, host)))
-        .collect();
-    (primary, replicas)
-}
-
-pub async fn joined(waiting: Waiting) -> Result<ReadyNode, String> {
-    waiting
-        .await
-        .unwrap_or_else(|e| Err(format!("waiting task failed: {e}")))
-}
-
-pub fn node_span(role: Role, host: &str) -> tracing::Span {
-    tracing::info_span!("node", %role, host = %host)
-}
 
 fn lines(role: Role, host: &str, outcomes: Outcomes) -> Vec<Line> {
     outcomes
@@ -115,7 +85,7 @@ async fn wait_for_replicators(
         std::net::SocketAddr::new(ready.address.ip(), metrics_port)
     );
     let replicating = || async {
-        let gauges = metrics::scrape_gauge(&http, &url, metrics::REPLICATORS)
+        let gauges = scrape::scrape_gauge(&http, &url, scrape::REPLICATORS)
             .await
             .map_err(|e| RpcError::pending("replicators", e))?;
         match databases
@@ -127,7 +97,7 @@ async fn wait_for_replicators(
                 "replicators",
                 format!(
                     "database '{db}' has no running replicator yet ({} is 0)",
-                    metrics::REPLICATORS
+                    scrape::REPLICATORS
                 ),
             )),
         }

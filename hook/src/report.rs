@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::config::Role;
+use crate::types::Role;
 
 pub const EXIT_CONFIG: u8 = 2;
 

@@ -4,9 +4,9 @@
 use tokio::time::Instant;
 
 use crate::client::{Client, RpcError};
-use crate::config::Credentials;
 use crate::report::{Failed, Failure, StepResult};
 use crate::retry::{self, Retried};
+use crate::types::Credentials;
 
 /// A failed step: a permanent refusal fails fast, a transient error that outlasted the deadline
 /// counts as "not ready".

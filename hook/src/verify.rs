@@ -5,17 +5,54 @@
 //! Async replicas may pick up a write only after their idle backoff (up to about two minutes),
 //! so the deadline should be minutes.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use clap::Args;
 use futures::future::join_all;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::client::RpcError;
-use crate::config::{Role, VerifyConfig};
-use crate::reconcile::{joined, node_span, spawn_waits};
+use crate::config::{check_database_name, ConfigError, Topology, TopologyArgs};
+use crate::wait::{joined, node_span, spawn_waits};
 use crate::report::{Failure, Line, Outcome, Report};
 use crate::session::Session;
+use crate::types::{Credentials, Role};
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The canary database the probe key is written to (never a user database).
+    #[arg(long, env = "IMMUDB_HOOK_VERIFY_DATABASE")]
+    pub database: String,
+    /// Write nothing: check that every replica holds the transactions the primary had at start.
+    #[arg(long, env = "IMMUDB_HOOK_VERIFY_READ_ONLY")]
+    pub read_only: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct VerifyConfig {
+    pub topology: Topology,
+    pub admin: Credentials,
+    pub timeout: Duration,
+    pub database: String,
+    pub read_only: bool,
+}
+
+impl VerifyArgs {
+    pub fn config(&self, topology_args: &TopologyArgs) -> Result<VerifyConfig, ConfigError> {
+        if !(self.read_only && self.database == "defaultdb") {
+            // defaultdb is where clients write: verify writes into it never, only reads.
+            check_database_name("--database", &self.database)?;
+        }
+        Ok(VerifyConfig {
+            topology: topology_args.topology()?,
+            admin: topology_args.admin()?,
+            timeout: topology_args.timeout()?,
+            database: self.database.clone(),
+            read_only: self.read_only,
+        })
+    }
+}
 
 /// What every replica must show.
 enum Expectation {

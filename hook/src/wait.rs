@@ -11,12 +11,15 @@ use hickory_resolver::config::ResolveHosts;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::{Hosts, Resolver};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::client::{Client, Target};
 use crate::config::Topology;
 use crate::retry::{self, Retried, Transient};
 use crate::tls;
+use crate::types::Role;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -248,4 +251,37 @@ pub async fn wait_for(
             last.unwrap_or_else(|| "no attempt finished".into())
         )),
     }
+}
+
+/// A node being waited for, in its own task.
+pub type Waiting = JoinHandle<Result<ReadyNode, String>>;
+
+/// Starts waiting for every node concurrently, each in its own span.
+pub fn spawn_waits(topology: &Topology, deadline: Instant) -> (Waiting, Vec<(String, Waiting)>) {
+    let resolver = SystemResolver::new(topology);
+    let spawn = |role: Role, host: &str| {
+        let (resolver, topology, host) = (resolver.clone(), topology.clone(), host.to_string());
+        let span = node_span(role, &host);
+        tokio::spawn(
+            async move { wait_for(&resolver, &topology, &host, deadline).await }
+                .instrument(span),
+        )
+    };
+    let primary = spawn(Role::Primary, &topology.primary);
+    let replicas = topology
+        .replicas
+        .iter()
+        .map(|host| (host.clone(), spawn(Role::Replica, host)))
+        .collect();
+    (primary, replicas)
+}
+
+pub async fn joined(waiting: Waiting) -> Result<ReadyNode, String> {
+    waiting
+        .await
+        .unwrap_or_else(|e| Err(format!("waiting task failed: {e}")))
+}
+
+pub fn node_span(role: Role, host: &str) -> tracing::Span {
+    tracing::info_span!("node", %role, host = %host)
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use immudb_double::Database;
+use immudb_hook::plan::health::Repair;
 use immudb_hook::reconcile::converge;
+use strum::VariantArray;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -43,6 +45,19 @@ const RESTARTED: &str = "immudb_agent_repairs_total{db=\"appdb\",reason=\"replic
 
 fn state_series(state: &str) -> String {
     format!("immudb_agent_database_state{{db=\"appdb\",state=\"{state}\"}}")
+}
+
+/// `immudb_agent_repairs_total` of `db` for every reason the planner can give, from `/metrics`.
+async fn repairs(agent: &RunningAgent, db: &str) -> Vec<Option<f64>> {
+    let mut counts = Vec::new();
+    for reason in Repair::VARIANTS {
+        let series = format!(
+            "immudb_agent_repairs_total{{db=\"{db}\",reason=\"{}\"}}",
+            reason.name()
+        );
+        counts.push(agent.metric(&series).await);
+    }
+    counts
 }
 
 #[tokio::test]
@@ -81,6 +96,11 @@ async fn a_replicator_stopped_by_a_version_mismatch_is_restarted_once_versions_m
     let nodes = converged(&cluster, 1, 3).await;
     let agent = cluster.agent(1, &cluster.replica_hosts(1), spec(), &[]);
     assert!(eventually(WAIT, || agent.ready()).await);
+    assert_eq!(
+        repairs(&agent, "appdb").await,
+        vec![Some(0.0); Repair::VARIANTS.len()],
+        "every reason is exported at 0 before the first repair"
+    );
 
     // A rollout half done: the primary runs another version; the replicator stops for good.
     nodes[0].with_state(|s| s.version = "1.11.2".into());
@@ -95,7 +115,7 @@ async fn a_replicator_stopped_by_a_version_mismatch_is_restarted_once_versions_m
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         agent.metric(RESTARTED).await,
-        None,
+        Some(0.0),
         "no restart while versions differ"
     );
     assert!(!nodes[1].with_state(|s| s.databases["appdb"].replicator.running));
@@ -121,6 +141,32 @@ async fn a_missing_replica_database_is_created_again() {
     assert!(eventually(WAIT, || async { agent.metric(CREATED).await == Some(1.0) }).await);
     assert!(eventually(WAIT, || agent.ready()).await);
     assert_eq!(tx_count(&nodes[1]), 5);
+}
+
+/// immudb accepts an update of a setting it does not store (a wrong field number, say): the agent
+/// sends it once and then says so, instead of sending it again every drift grace (1 s here).
+#[tokio::test]
+async fn a_setting_immudb_accepts_but_never_reports_back_is_sent_once() {
+    let cluster = Cluster::new();
+    let nodes = converged(&cluster, 0, 1).await;
+    nodes[0]
+        .faults
+        .storage_updates_ignored
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let spec = serde_json::json!({
+        "databases": ["appdb"],
+        "settings": { "retentionPeriod": "48h" },
+    });
+    let agent = cluster.agent(0, &[], spec, &[]);
+    const SETTINGS: &str = "immudb_agent_repairs_total{db=\"appdb\",reason=\"settings\"}";
+    const UNCONFIRMED: &str = "immudb_agent_settings_unconfirmed{db=\"appdb\"}";
+    assert!(eventually(WAIT, || async { agent.metric(UNCONFIRMED).await == Some(1.0) }).await);
+    assert_eq!(agent.metric(SETTINGS).await, Some(1.0));
+    // Three more grace periods: nothing is sent again, the pod stays Ready.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(agent.metric(SETTINGS).await, Some(1.0));
+    assert_eq!(agent.metric(UNCONFIRMED).await, Some(1.0));
+    assert!(agent.ready().await);
 }
 
 #[tokio::test]
@@ -333,8 +379,9 @@ async fn in_systemdb_mode_the_agent_decides_readiness_and_changes_nothing() {
         metrics.contains("state=\"replicator_stopped\"} 1"),
         "{metrics}"
     );
-    assert!(
-        !metrics.contains("immudb_agent_repairs_total{"),
+    assert_eq!(
+        repairs(&agent, "defaultdb").await,
+        vec![Some(0.0); Repair::VARIANTS.len()],
         "no repair: {metrics}"
     );
     let primary_agent = cluster.agent(0, &cluster.replica_hosts(1), spec, &[]);

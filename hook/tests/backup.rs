@@ -13,7 +13,7 @@ use common::*;
 use immudb_double::{Database, Node};
 use immudb_hook::backup::catalog::{self, Manifest};
 use immudb_hook::backup::{rebuild, run};
-use immudb_hook::config::Command;
+use immudb_hook::cli::Command;
 use immudb_txlog::{hex, Chain, RecordReader};
 use sha2::{Digest, Sha256};
 

@@ -1,4 +1,5 @@
-//! The built binary: exit codes, env-only configuration, secrets never printed, SIGTERM.
+//! The built binary: exit codes, env-only configuration, secrets never printed, no colours in a
+//! piped log, SIGTERM.
 
 mod common;
 
@@ -34,6 +35,7 @@ async fn converges_from_env_alone_and_never_prints_a_secret() {
     for format in ["text", "json"] {
         let output = hook(&cluster, &cluster.replica_hosts(2), databases(&["appdb"]))
             .env("IMMUDB_HOOK_LOG_FORMAT", format)
+            .env_remove("NO_COLOR")
             .arg("converge")
             .output()
             .await
@@ -51,7 +53,50 @@ async fn converges_from_env_alone_and_never_prints_a_secret() {
                 "a secret leaked"
             );
         }
+        // stderr is a pipe here, as in a Job's log: plain text, no ANSI escape codes.
+        assert!(stderr.contains("converging"), "{stderr}");
+        assert!(
+            !stderr.contains("\x1b["),
+            "escape codes in a piped log: {stderr:?}"
+        );
     }
+}
+
+#[tokio::test]
+async fn converge_check_runs_without_a_server_address_or_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, databases(&["appdb"]).to_string()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_immudb-hook"))
+        .env_clear()
+        .args(["converge", "--check", "--replicas=r0,r1"])
+        .arg(format!("--spec-file={}", spec.display()))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("database appdb"), "{stdout}");
+    assert!(stdout.contains("no server was contacted"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_missing_primary_host_is_named_with_its_env_and_the_subcommand() {
+    let output = Command::new(env!("CARGO_BIN_EXE_immudb-hook"))
+        .env_clear()
+        .args(["restore", "--dir=/backups", "--databases=appdb"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "invalid configuration for restore: --primary-host (IMMUDB_HOOK_PRIMARY_HOST) is required"
+        ),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Invalid specs and flags are rejected before any server is touched, naming the key and the rule.
 
 use clap::Parser;
-use immudb_hook::config::{Cli, Command};
+use immudb_hook::cli::{Cli, Command};
 
 fn converge_error(spec: serde_json::Value) -> String {
     let dir = tempfile::tempdir().unwrap();

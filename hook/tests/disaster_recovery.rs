@@ -14,7 +14,7 @@ use common::backups::*;
 use common::*;
 use immudb_double::Database;
 use immudb_hook::backup::{rebuild, restore};
-use immudb_hook::config::{Cli, Command};
+use immudb_hook::cli::{Cli, Command};
 use immudb_hook::report::Report;
 use immudb_txlog::hex;
 

@@ -4,10 +4,10 @@ mod common;
 
 use common::*;
 use immudb_hook::client::Client;
-use immudb_hook::config::{Credentials, Secret};
 use immudb_hook::plan::{Action, ReplicationSettings, StorageSettings};
 use immudb_hook::proto::immu_service_client::ImmuServiceClient;
 use immudb_hook::proto::DatabaseListRequestV2;
+use immudb_hook::types::{Credentials, Secret};
 use tonic::Code;
 
 fn admin() -> Credentials {

@@ -9,7 +9,7 @@ use common::*;
 use immudb_double::commits::{MAX_ACTIVE_EXCEEDED, MAX_CONCURRENCY_EXCEEDED};
 use immudb_double::{Database, Ledger, Node};
 use immudb_hook::client::Client;
-use immudb_hook::config::{Credentials, Secret};
+use immudb_hook::types::{Credentials, Secret};
 use tonic::Code;
 
 /// A source history of `count` one-entry transactions.

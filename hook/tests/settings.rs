@@ -6,10 +6,10 @@ mod common;
 use common::*;
 use immudb_double::storage::Storage;
 use immudb_hook::client::Client;
-use immudb_hook::config::{Credentials, Secret};
 use immudb_hook::plan::Setting;
 use immudb_hook::reconcile::converge;
 use immudb_hook::report::{Failure, Outcome};
+use immudb_hook::types::{Credentials, Secret};
 use serde_json::json;
 
 fn spec(settings: serde_json::Value, apply: &str) -> serde_json::Value {

@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use immudb_double::TlsIdentity;
-use immudb_hook::config::{Cli, Command, Config};
+use immudb_hook::cli::{Cli, Command};
+use immudb_hook::converge::Config;
 use immudb_hook::reconcile::converge;
 use immudb_hook::report::{Failure, Outcome};
 

@@ -20,14 +20,14 @@ AGENT_METRICS = set(
     """
 immudb_agent_ready immudb_agent_primary_reachable immudb_agent_replicating immudb_agent_lag_transactions
 immudb_agent_lag_seconds immudb_agent_database_state immudb_agent_repairs_total immudb_agent_polls_total
-immudb_agent_poll_errors_total immudb_agent_logins_total immudb_agent_poll_duration_seconds
+immudb_agent_poll_errors_total immudb_agent_logins_total immudb_agent_poll_duration_seconds immudb_agent_settings_unconfirmed
 """.split()
 )
 AGENT_SOURCE = REPO / "hook" / "src" / "agent" / "metrics.rs"
 HEALTH_SOURCE = REPO / "hook" / "src" / "plan" / "health.rs"
 
-# immudb 1.10.0 as observed, 1.11 additions, the agent, go-grpc-prometheus, and kubelet / cAdvisor / kube-state-metrics.
-KNOWN_METRICS = AGENT_METRICS | set(
+# immudb's port: 1.10.0 as observed, 1.11 additions, go-grpc-prometheus.
+IMMUDB_METRICS = set(
     """
 immudb_uptime_hours immudb_loaded_databases immudb_active_sessions immudb_db_size_bytes
 immudb_number_of_stored_entries immudb_remote_storage_kind immudb_number_of_rpcs_per_client
@@ -42,12 +42,11 @@ immudb_query_latency_seconds immudb_index_seek_latency_seconds immudb_catalog_ca
 immudb_stream_send_blocked_duration_seconds
 grpc_server_started_total grpc_server_handled_total grpc_server_msg_received_total grpc_server_msg_sent_total
 grpc_server_handling_seconds
-up
-kubelet_volume_stats_used_bytes kubelet_volume_stats_capacity_bytes
-container_cpu_usage_seconds_total container_memory_working_set_bytes
-kube_pod_container_status_restarts_total kube_pod_container_info
 """.split()
 )
+# Recorded by Prometheus itself for every target.
+PROMETHEUS_METRICS = {"up"}
+README = (REPO / "README.md").read_text()
 PROMQL_WORDS = set(
     """
 sum max min avg count by on without group_left group_right ignoring rate increase irate deriv
@@ -158,6 +157,40 @@ def test_traffic_panels_draw_only_live_series_and_leave_replication_out_of_the_e
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_first_repair_reaches_the_repairs_panel_and_the_alert_counts_it(rules, tmp_path):
+    # The agent exports every database x reason at 0 from its first poll (hook/src/agent/counters.rs):
+    # increase() needs a sample before a repair to see it. A series born at 1 (the agent before it
+    # exported zeros, here on the primary) never reaches the panel.
+    (panel,) = panel_exprs("Agent repairs by reason")
+    (alert,) = [r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == "ImmudbAgentRepairing"]
+    restarted = 'namespace="db", release="demo", endpoint="agent", db="appdb", reason="replicator_restarted"'
+    read, primary = 'role="read", pod="demo-immudb-read-0"', 'role="primary", pod="demo-immudb-primary-0"'
+    one_repair = [
+        {"series": f"immudb_agent_repairs_total{{{restarted}, {read}}}", "values": "0x4 1x20"},
+        {"series": f"immudb_agent_repairs_total{{{restarted}, {primary}}}", "values": "_x4 1x20"},
+    ]
+    # repairsPerHour (3) + 1 repairs, one every 5 minutes: counted exactly, the first included.
+    four_repairs = [{"series": f"immudb_agent_repairs_total{{{restarted}, {read}}}", "values": "0x4 1x4 2x4 3x4 4x10"}]
+    shown = '{pod="demo-immudb-read-0", db="appdb", reason="replicator_restarted"}'
+    alerting = '{namespace="db", release="demo", pod="demo-immudb-read-0", db="appdb", reason="replicator_restarted"}'
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {"interval": "1m", "input_series": one_repair, "promql_expr_test": [
+                {"expr": panel, "eval_time": "4m", "exp_samples": []},
+                {"expr": panel, "eval_time": "5m", "exp_samples": [{"labels": shown, "value": 1}]},
+            ]},
+            {"interval": "1m", "input_series": four_repairs, "promql_expr_test": [
+                {"expr": alert, "eval_time": "19m", "exp_samples": []},
+                {"expr": alert, "eval_time": "20m", "exp_samples": [{"labels": alerting, "value": 4}]},
+            ]},
+        ],
+    }
+    (tmp_path / "repairs-test.yaml").write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", "repairs-test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_every_dashboard_query_parses_as_promql(tmp_path):
     # promtool parses each expression with Prometheus's own parser when it checks recording rules.
     records = [{"record": f"dashboard:panel{panel['id']}:{i}", "expr": expr} for i, (panel, expr) in enumerate(dashboard_queries())]
@@ -177,19 +210,48 @@ def metric_names(expr):
     return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names if not n.isdigit()}
 
 
-def test_every_metric_name_is_a_real_metric(rules):
+def readme_needs():
+    """README "Metrics from outside the chart": source -> (metrics, panels, alerts)."""
+    section = README.split("### Metrics from outside the chart\n", 1)[1].split("\n#", 1)[0]
+    needs = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("| ").split(" | ")]
+        if len(cells) == 4 and cells[1].startswith("`"):
+            source, metrics, panels, alerts = cells
+            listed = lambda cell: set() if cell == "none" else set(cell.split(", "))
+            needs[source] = (set(re.findall(r"`(\w+)`", metrics)), listed(panels), listed(alerts))
+    return needs
+
+
+def alert_rules(rules):
+    return [r for g in rules["groups"] for r in g["rules"]]
+
+
+def test_every_metric_name_is_the_charts_or_a_documented_need(rules):
     used = set()
     for _, expr in dashboard_queries():
         used |= metric_names(expr)
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            used |= metric_names(rule["expr"])
-    unknown = {n for n in used if n not in KNOWN_METRICS and not re.fullmatch(r"[0-9e.]+", n)}
-    assert not unknown, f"not an immudb, agent, gRPC, kubelet, cAdvisor or kube-state-metrics metric: {unknown}"
+    for rule in alert_rules(rules):
+        used |= metric_names(rule["expr"])
+    needed = set().union(*(metrics for metrics, _, _ in readme_needs().values()))
+    known = IMMUDB_METRICS | AGENT_METRICS | PROMETHEUS_METRICS | needed
+    unknown = {n for n in used if n not in known and not re.fullmatch(r"[0-9e.]+", n)}
+    assert not unknown, f"neither immudb's, the agent's, Prometheus's nor in the README's needs table: {unknown}"
+    assert needed <= used, f"documented as needed but unused: {needed - used}"
+
+
+def test_readme_names_every_panel_and_alert_each_outside_source_feeds(rules):
+    needs = readme_needs()
+    assert {"kube-state-metrics", "cAdvisor", "kubelet volume stats"} == {s.split(" (")[0] for s in needs}
+    for source, (metrics, panels, alerts) in needs.items():
+        assert not metrics & (IMMUDB_METRICS | AGENT_METRICS), source
+        fed_panels = {panel["title"] for panel, expr in dashboard_queries() if metric_names(expr) & metrics}
+        fed_alerts = {r["alert"] for r in alert_rules(rules) if metric_names(r["expr"]) & metrics}
+        assert (panels, alerts) == (fed_panels, fed_alerts), source
 
 
 def test_agent_metric_names_are_the_ones_the_agent_exports():
-    exported = set(re.findall(r'family\(\s*&mut text,\s*"(immudb_agent_\w+)"', AGENT_SOURCE.read_text()))
+    exported = set(re.findall(r'(?:family|labelled_counter)\(\s*&mut text,\s*"(immudb_agent_\w+)"', AGENT_SOURCE.read_text()))
     assert exported == AGENT_METRICS
 
 
@@ -249,13 +311,12 @@ def test_chart_ships_the_dashboard_unchanged_with_the_sidecar_label():
 
 
 def test_readme_lists_every_panel_with_its_query():
-    readme = (REPO / "README.md").read_text()
     for panel in DASHBOARD["panels"]:
         if panel["type"] == "row":
             continue
-        assert panel["title"] in readme, panel["title"]
+        assert panel["title"] in README, panel["title"]
         for target in panel["targets"]:
-            assert target["expr"] in readme, f"{panel['title']}: query missing from README"
+            assert target["expr"] in README, f"{panel['title']}: query missing from README"
 
 
 def test_monitors_carry_release_and_role_labels():

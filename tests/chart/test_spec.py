@@ -27,9 +27,8 @@ def env_of(container):
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_the_hook_accepts_the_rendered_spec(name, tmp_path):
-    values = SCENARIOS[name]
+def hook_check(values, tmp_path):
+    """`converge --check` on the rendered spec: its stdout, after asserting it accepted the spec."""
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(spec_of(render(values))))
     password = tmp_path / "pw"
@@ -42,6 +41,47 @@ def test_the_hook_accepts_the_rendered_spec(name, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "the configuration is valid" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_the_hook_accepts_the_rendered_spec(name, tmp_path):
+    hook_check(SCENARIOS[name], tmp_path)
+
+
+def sync_frequencies(check_output):
+    """Each database's syncFrequency as the hook applies it on the primary and every replica."""
+    found = {}
+    for line in check_output.splitlines():
+        if line.startswith("database "):
+            name, settings = line.removeprefix("database ").split(": ", 1)
+            found[name] = dict(s.split("=", 1) for s in settings.split())["syncFrequency"]
+    return found
+
+
+SYNC = {"replication": {"sync": {"enabled": True, "acks": 1}}}
+
+
+@pytest.mark.parametrize("values, expected", [({}, "5ms"), (SYNC, "1ms")], ids=["async", "sync"])
+def test_sync_frequency_auto_follows_the_replication_mode_on_every_database_and_node(values, expected, tmp_path):
+    values = {**values, "replication": {**values.get("replication", {}), "databases": ["appdb", "audit"]}}
+    assert spec_of(render(values))["settings"]["syncFrequency"] == expected
+    # One spec for every pod: the agents of both roles and the Job read the same ConfigMap.
+    objects = render(values)
+    for kind, name in [("StatefulSet", f"{FULLNAME}-primary"), ("StatefulSet", f"{FULLNAME}-read"), ("Job", f"{FULLNAME}-hook")]:
+        volumes = named(objects, kind, name)["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "spec", "configMap": {"name": f"{FULLNAME}-spec"}} in volumes, name
+    assert sync_frequencies(hook_check(values, tmp_path)) == {"appdb": expected, "audit": expected, "chart_canary": expected}
+
+
+def test_an_explicit_sync_frequency_wins_over_auto(tmp_path):
+    overrides = ["appdb", {"name": "audit", "settings": {"syncFrequency": "20ms"}}, {"name": "ledger", "settings": {"syncFrequency": "auto"}}]
+    explicit = {"replication": {**SYNC["replication"], "databases": overrides}, "databaseSettings": {"syncFrequency": "2ms"}}
+    assert sync_frequencies(hook_check(explicit, tmp_path)) == {"appdb": "2ms", "audit": "20ms", "ledger": "1ms", "chart_canary": "2ms"}
+    async_override = {"replication": {"databases": overrides}}
+    assert sync_frequencies(hook_check(async_override, tmp_path)) == {"appdb": "5ms", "audit": "20ms", "ledger": "5ms", "chart_canary": "5ms"}
+    unmanaged = {**SYNC, "databaseSettings": {"syncFrequency": None}}
+    assert "syncFrequency" not in spec_of(render(unmanaged))["settings"]
 
 
 def test_settings_and_overrides_reach_the_spec():

@@ -1,51 +1,9 @@
-//! Prometheus text format both ways: reading one gauge per database from immudb's `/metrics`,
-//! and writing the agent's own metrics.
+//! The agent's own metrics, in Prometheus's text format.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::plan::health::{Assessment, Repair, State};
-
-/// immudb's gauge of running replicators per replica database (its commit concurrency; 0 stopped).
-pub const REPLICATORS: &str = "immudb_replication_replicators";
-
-/// `name{db="x",...} value` lines of `text` → value per database. Other labels are ignored.
-pub fn gauge_by_database(text: &str, name: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-            let (labels, value) = rest.split_once('}')?;
-            let db = labels.split(',').find_map(|label| {
-                let quoted = label.trim().strip_prefix("db=")?;
-                Some(quoted.trim_matches('"').to_string())
-            })?;
-            let value: f64 = value.split_whitespace().next()?.parse().ok()?;
-            Some((db, value.max(0.0) as u64))
-        })
-        .collect()
-}
-
-/// Fetches `url` (an immudb `/metrics`) and reads `name` per database.
-pub async fn scrape_gauge(
-    http: &reqwest::Client,
-    url: &str,
-    name: &str,
-) -> Result<BTreeMap<String, u64>, String> {
-    let text = async { http.get(url).send().await?.error_for_status()?.text().await }
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    Ok(gauge_by_database(&text, name))
-}
-
-/// Everything the agent counts across polls.
-#[derive(Clone, Debug, Default)]
-pub struct Counters {
-    pub repairs: BTreeMap<(String, Repair), u64>,
-    pub polls: u64,
-    pub poll_errors: u64,
-    pub logins: u64,
-}
+use super::counters::{Counters, LabelledCounter, Series};
+use crate::plan::health::{Assessment, State};
 
 /// The agent's state after a poll, as the HTTP server shows it.
 #[derive(Clone, Debug, Default)]
@@ -89,6 +47,20 @@ impl Status {
 
 fn family(text: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A counter with labels: every series the agent knows of, at 0 until its first event.
+fn labelled_counter<S: Series>(
+    text: &mut String,
+    name: &str,
+    help: &str,
+    counter: &LabelledCounter<S>,
+    databases: &[String],
+) {
+    family(text, name, "counter", help);
+    for (series, count) in counter.series(databases) {
+        let _ = writeln!(text, "{name}{{{}}} {count}", series.labels());
+    }
 }
 
 /// The agent's `/metrics`.
@@ -159,27 +131,36 @@ pub fn render(status: &Status) -> String {
                 );
             }
         }
+        family(
+            &mut text,
+            "immudb_agent_settings_unconfirmed",
+            "gauge",
+            "1 when immudb accepted the agent's settings update for a database but reports other values back; the update is not sent again.",
+        );
+        for db in &assessment.databases {
+            let _ = writeln!(
+                text,
+                "immudb_agent_settings_unconfirmed{{db=\"{}\"}} {}",
+                db.name,
+                u8::from(db.settings_unconfirmed)
+            );
+        }
     }
-    family(
+    let counters = &status.counters;
+    labelled_counter(
         &mut text,
         "immudb_agent_repairs_total",
-        "counter",
         "Changes the agent made, by database and reason.",
+        &counters.repairs,
+        &counters.databases,
     );
-    for ((db, repair), count) in &status.counters.repairs {
-        let _ = writeln!(
-            text,
-            "immudb_agent_repairs_total{{db=\"{db}\",reason=\"{}\"}} {count}",
-            repair.name()
-        );
-    }
     family(
         &mut text,
         "immudb_agent_polls_total",
         "counter",
         "Polls run.",
     );
-    let _ = writeln!(text, "immudb_agent_polls_total {}", status.counters.polls);
+    let _ = writeln!(text, "immudb_agent_polls_total {}", counters.polls);
     family(
         &mut text,
         "immudb_agent_poll_errors_total",
@@ -189,7 +170,7 @@ pub fn render(status: &Status) -> String {
     let _ = writeln!(
         text,
         "immudb_agent_poll_errors_total {}",
-        status.counters.poll_errors
+        counters.poll_errors
     );
     family(
         &mut text,
@@ -197,7 +178,7 @@ pub fn render(status: &Status) -> String {
         "counter",
         "Sessions the agent opened or tried to open (each login costs immudb about 100 ms of CPU).",
     );
-    let _ = writeln!(text, "immudb_agent_logins_total {}", status.counters.logins);
+    let _ = writeln!(text, "immudb_agent_logins_total {}", counters.logins);
     family(
         &mut text,
         "immudb_agent_poll_duration_seconds",
@@ -215,23 +196,9 @@ pub fn render(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gauges_are_read_per_database() {
-        let text = "# HELP immudb_replication_replicators x\n\
-            # TYPE immudb_replication_replicators gauge\n\
-            immudb_replication_replicators{db=\"appdb\"} 30\n\
-            immudb_replication_replicators{db=\"audit\"} 0\n\
-            immudb_replication_replicators_active{db=\"appdb\"} 3\n\
-            immudb_last_committed_trx_id{db=\"appdb\",index=\"index_00\"} 1.234e+03\n";
-        let replicators = gauge_by_database(text, "immudb_replication_replicators");
-        assert_eq!(
-            replicators,
-            BTreeMap::from([("appdb".into(), 30), ("audit".into(), 0)])
-        );
-        let committed = gauge_by_database(text, "immudb_last_committed_trx_id");
-        assert_eq!(committed, BTreeMap::from([("appdb".into(), 1234)]));
-    }
+    use crate::agent::counters::Repaired;
+    use crate::plan::health::Repair;
+    use strum::VariantArray;
 
     #[test]
     fn before_the_first_poll_the_pod_is_not_ready_and_says_why() {
@@ -241,5 +208,55 @@ mod tests {
         let text = render(&status);
         assert!(text.contains("immudb_agent_ready 0\n"));
         assert!(text.contains("# TYPE immudb_agent_repairs_total counter"));
+    }
+
+    fn before_any_event() -> Status {
+        let mut status = Status::default();
+        status.counters.databases = vec!["appdb".into(), "audit".into()];
+        status
+    }
+
+    #[test]
+    fn every_repair_series_is_exported_at_zero_before_the_first_repair() {
+        let text = render(&before_any_event());
+        for db in ["appdb", "audit"] {
+            for reason in Repair::VARIANTS {
+                let series = format!(
+                    "immudb_agent_repairs_total{{db=\"{db}\",reason=\"{}\"}} 0\n",
+                    reason.name()
+                );
+                assert!(text.contains(&series), "{series} missing from\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_counter_family_has_a_series_before_its_first_event() {
+        // A counter added as a plain map of labels would export nothing until its first event.
+        let text = render(&before_any_event());
+        let counters: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+            .collect();
+        assert!(counters.contains(&"immudb_agent_repairs_total"), "{text}");
+        for name in counters {
+            let samples = text.lines().filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            });
+            assert!(samples.count() > 0, "{name} has no series:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_repair_counts_on_its_own_series() {
+        let mut status = before_any_event();
+        status.counters.repairs.increment(Repaired {
+            db: "audit".into(),
+            reason: Repair::Loaded,
+        });
+        let text = render(&status);
+        assert!(text.contains("immudb_agent_repairs_total{db=\"audit\",reason=\"loaded\"} 1\n"));
+        assert!(text.contains("immudb_agent_repairs_total{db=\"appdb\",reason=\"loaded\"} 0\n"));
     }
 }

@@ -6,14 +6,17 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use super::metrics::{self, Counters, Status};
-use super::{AgentConfig, AgentRole};
+use super::config::{AgentConfig, AgentRole};
+use super::counters::{Counters, Repaired};
+use super::metrics::Status;
 use crate::client::{Client, RpcError};
-use crate::config::{Credentials, Desired, Secret};
+use crate::config::Desired;
 use crate::holdings::held_by_replicas;
 use crate::link::{Dial, Link};
-use crate::plan::health::{self, Assessment, Memory, PrimaryView, ReplicaView};
+use crate::plan::health::{self, Assessment, Memory, PrimaryView, Repair, ReplicaView};
 use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
+use crate::scrape;
+use crate::types::{Credentials, Secret};
 use crate::wait::SystemResolver;
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,6 +42,8 @@ pub struct Agent {
     holdings: Option<Holdings>,
     /// Why the pod was last not Ready, logged again only when it changes.
     last_reasons: Vec<String>,
+    /// Databases whose accepted settings immudb does not report back, logged once.
+    last_unconfirmed: Vec<String>,
 }
 
 fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
@@ -73,21 +78,28 @@ impl Agent {
             desired: None,
             holdings: None,
             last_reasons: Vec::new(),
+            last_unconfirmed: Vec::new(),
         }
     }
 
-    /// Re-reads the spec; on an error the previous one stays in force.
+    /// Re-reads the spec; on an error the previous one stays in force. The counters learn its
+    /// databases, so each has its series before its first event.
     fn refresh_desired(&mut self) -> Result<Desired, String> {
-        match self.config.desired() {
+        let desired = match self.config.desired() {
             Ok(desired) => {
                 self.desired = Some(desired.clone());
-                Ok(desired)
+                desired
             }
             Err(error) => {
                 tracing::error!(%error, "the spec file is invalid; keeping the previous one");
-                self.desired.clone().ok_or_else(|| error.to_string())
+                self.desired.clone().ok_or_else(|| error.to_string())?
             }
-        }
+        };
+        self.counters.databases = match &desired {
+            Desired::Database(spec) => spec.databases.iter().map(|d| d.name.clone()).collect(),
+            Desired::Systemdb { .. } => vec!["defaultdb".to_string()],
+        };
+        Ok(desired)
     }
 
     pub async fn poll(&mut self) -> Status {
@@ -124,8 +136,34 @@ impl Agent {
             }
             self.last_reasons = reasons;
         }
+        self.log_unconfirmed_settings(&status);
         status.counters = self.counters.clone();
         status
+    }
+
+    /// A settings update immudb accepted but does not report back is worth one warning, not one
+    /// per poll.
+    fn log_unconfirmed_settings(&mut self, status: &Status) {
+        let Some(assessment) = &status.assessment else {
+            return;
+        };
+        let unconfirmed: Vec<&_> = assessment
+            .databases
+            .iter()
+            .filter(|d| d.settings_unconfirmed)
+            .collect();
+        let names: Vec<String> = unconfirmed.iter().map(|d| d.name.clone()).collect();
+        if names == self.last_unconfirmed {
+            return;
+        }
+        for database in unconfirmed
+            .iter()
+            .filter(|d| !self.last_unconfirmed.contains(&d.name))
+        {
+            let detail = database.detail.as_deref().unwrap_or_default();
+            tracing::warn!(database = %database.name, "{detail}");
+        }
+        self.last_unconfirmed = names;
     }
 
     async fn poll_role(&mut self) -> Result<(Assessment, bool), String> {
@@ -223,7 +261,7 @@ impl Agent {
     async fn replicator_gauges(&self) -> Result<BTreeMap<String, u64>, String> {
         let metrics = SocketAddr::new(self.config.local_address, self.config.topology.metrics_port);
         let url = format!("http://{metrics}/metrics");
-        metrics::scrape_gauge(&self.http, &url, metrics::REPLICATORS)
+        scrape::scrape_gauge(&self.http, &url, scrape::REPLICATORS)
             .await
             .map_err(|e| poll_failed("local metrics", e))
     }
@@ -337,11 +375,13 @@ impl Agent {
                 .await;
             match applied {
                 Ok(()) => {
-                    *self
-                        .counters
-                        .repairs
-                        .entry((database, *reason))
-                        .or_default() += 1;
+                    if *reason == Repair::Settings {
+                        self.memory.update_applied(action);
+                    }
+                    self.counters.repairs.increment(Repaired {
+                        db: database,
+                        reason: *reason,
+                    })
                 }
                 // Another writer (the Job) may have done it first; the next poll observes again.
                 Err(error) => tracing::warn!(%database, %error, "repair failed"),

@@ -12,8 +12,8 @@ use super::config::{ExpectedState, RestoreConfig};
 use super::storage::Storage;
 use super::walk::{walk, Walked};
 use super::{integrity, line, load_chains, storage_failed, StepResult};
-use crate::config::Role;
 use crate::report::{Failure, Report};
+use crate::types::Role;
 
 /// What the verification pass proved about a chain up to `end`.
 pub struct Audit {

@@ -9,9 +9,9 @@ use immudb_txlog::Hash;
 
 use super::catalog::parse_hash;
 use crate::config::{
-    check_database_name, check_host, read_password, reject, ConfigError, Credentials, Secret,
-    Topology, TopologyArgs,
+    check_database_name, check_host, read_password, reject, ConfigError, Topology, TopologyArgs,
 };
+use crate::types::{Credentials, Secret};
 
 #[derive(Args, Debug)]
 pub struct StorageArgs {

@@ -10,10 +10,10 @@ use tokio::sync::RwLock;
 use tokio::time::Instant;
 
 use crate::client::{Client, RpcError};
-use crate::config::Credentials;
 use crate::report::StepResult;
 use crate::retry::{self, Retried};
 use crate::session::step_failed;
+use crate::types::Credentials;
 
 pub struct KeptSession {
     /// The connection sessions are opened over.

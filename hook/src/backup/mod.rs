@@ -2,7 +2,9 @@
 //! default) into immuadmin's hot-backup format in a directory or S3, `restore` replays them into
 //! a new database and proves the result, `rebuild-primary` copies the most advanced replica into
 //! a new primary. Every transaction goes through `immudb-txlog`'s chain check: its checksum is the
-//! Alh of its header and its prevAlh the Alh before it.
+//! Alh of its header and its prevAlh the Alh before it. Three subcommands: they may import the
+//! engine (config, client, session, wait, report, `reconcile`'s node span) and the leaf types;
+//! only the command tree imports them.
 
 pub mod audit;
 pub mod catalog;
@@ -21,9 +23,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::client::RpcError;
-use crate::config::Role;
 use crate::report::{Failure, Line, Outcome, Report};
 use crate::retry;
+use crate::types::Role;
 use storage::{Storage, StorageError};
 
 pub use crate::report::{Failed, StepResult};

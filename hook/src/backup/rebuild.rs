@@ -17,12 +17,11 @@ use super::kept_session::KeptSession;
 use super::pipeline::{ReadAhead, ReplicatePipeline};
 use super::tx_client::State;
 use super::{all_failed, call, integrity, line, StepResult};
-use crate::config::Role;
-use crate::plan::Setting;
-use crate::reconcile::{joined, node_span, spawn_waits};
 use crate::report::{Failure, Report};
 use crate::session::Session;
+use crate::types::{Role, Setting};
 use crate::wait::ReadyNode;
+use crate::wait::{joined, node_span, spawn_waits};
 
 pub async fn rebuild_primary(config: &RebuildConfig) -> Report {
     let topology = &config.topology;

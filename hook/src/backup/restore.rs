@@ -18,10 +18,10 @@ use super::storage::Storage;
 use super::tx_client::State;
 use super::walk::walk;
 use super::{all_failed, integrity, line, storage_failed, StepResult};
-use crate::config::Role;
-use crate::plan::{ObservedDatabase, Setting};
-use crate::reconcile::node_span;
+use crate::plan::ObservedDatabase;
 use crate::report::{Failure, Report};
+use crate::types::{Role, Setting};
+use crate::wait::node_span;
 use crate::wait::{self, ReadyNode, SystemResolver};
 
 pub async fn restore(config: &RestoreConfig) -> Report {

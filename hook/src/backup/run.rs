@@ -20,9 +20,9 @@ use super::pipeline::ReadAhead;
 use super::storage::{ObjectWriter, Storage};
 use super::tx_client::State;
 use super::{all_failed, integrity, line, load_chains, storage_failed, StepResult};
-use crate::config::Role;
-use crate::reconcile::node_span;
 use crate::report::{Failure, Report};
+use crate::types::Role;
+use crate::wait::node_span;
 use crate::wait::{self, ReadyNode, SystemResolver};
 
 /// How long `--source replica` waits for a replica before backing up from the primary.

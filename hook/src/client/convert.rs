@@ -1,12 +1,11 @@
 //! Settings ↔ immudb's nullable protobuf messages. Unset means "unchanged" to immudb, so what is
 //! sent is exactly what the plan decided to change.
 
-use crate::config::Secret;
-use crate::plan::{ReplicationSettings, Setting, StorageSettings};
 use crate::proto::{
     self, NullableBool, NullableMilliseconds, NullableString, NullableUint32,
     ReplicationNullableSettings, TruncationNullableSettings,
 };
+use crate::types::{ReplicationSettings, Secret, Setting, StorageSettings};
 
 fn bool_(value: bool) -> Option<NullableBool> {
     Some(NullableBool { value })
@@ -141,7 +140,7 @@ pub fn storage_from_proto(settings: Option<&proto::DatabaseNullableSettings>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::settings::Kind;
+    use crate::types::settings::Kind;
 
     #[test]
     fn replication_settings_survive_the_round_trip() {

@@ -1,6 +1,7 @@
 //! The immudb gRPC client: one connection and at most one session per node. Requests that carry a
 //! password are built here and never logged; errors carry the call name, the gRPC code and the
-//! server's text, none of which contains a secret.
+//! server's text, none of which contains a secret. Part of the engine: it may import `plan`'s
+//! types, `proto`, `retry`, `tls` and the leaf `types`.
 
 mod convert;
 
@@ -11,12 +12,12 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::config::{Credentials, Secret};
 use crate::plan::{Action, Observed, ObservedDatabase, ObservedUser, StorageSettings};
 use crate::proto;
 use crate::proto::immu_service_client::ImmuServiceClient;
 use crate::retry::Transient;
 use crate::tls::TrustedCa;
+use crate::types::{Credentials, Secret};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -8,10 +8,11 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{check_database_name, check_user_name, reject, ConfigError, Credentials};
-use crate::plan::settings::{parse_duration, Kind};
-use crate::plan::{
-    DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions, Setting, StorageSettings,
+use super::rules::{check_database_name, check_user_name, read_password, reject, ConfigError};
+use crate::types::settings::{parse_duration, Kind};
+use crate::types::{
+    Credentials, DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions, Secret, Setting,
+    StorageSettings,
 };
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -214,6 +215,9 @@ pub struct Context<'a> {
     pub replica_count: usize,
     pub primary_host_for_replicas: String,
     pub replication_password_file: Option<&'a Path>,
+    /// Whether a server will be dialled. `converge --check` dials none, so it needs no password
+    /// (a password file it is given is still read, to check it).
+    pub dials: bool,
 }
 
 impl Spec {
@@ -339,18 +343,22 @@ impl Spec {
                 ),
             );
         }
-        let Some(password_file) = context.replication_password_file else {
-            return reject(
-                "--replication-password-file",
-                "",
-                "is required in database mode",
-            );
+        let password = match context.replication_password_file {
+            Some(file) => read_password("--replication-password-file", file)?,
+            None if !context.dials => Secret::default(),
+            None => {
+                return reject(
+                    "--replication-password-file",
+                    "",
+                    "is required in database mode",
+                )
+            }
         };
         Ok(DatabaseReplication {
             databases,
             replication: Credentials {
                 user: self.replication_user.clone(),
-                password: super::read_password("--replication-password-file", password_file)?,
+                password,
             },
             primary_host_for_replicas: context.primary_host_for_replicas,
             sync_acks,

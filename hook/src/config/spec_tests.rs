@@ -14,6 +14,7 @@ fn desired(json: serde_json::Value, replicas: usize) -> Result<Desired, ConfigEr
         replica_count: replicas,
         primary_host_for_replicas: "p".into(),
         replication_password_file: Some(&password),
+        dials: true,
     })
 }
 

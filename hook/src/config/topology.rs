@@ -1,71 +1,100 @@
-//! Where the nodes are and how to reach them: the flags every subcommand shares.
+//! Where the nodes are and how to reach them: the flags every subcommand shares. They are global
+//! (accepted before or after the subcommand), so clap cannot require them: a subcommand asks for
+//! the primary and the admin password only when it will dial a server, and a missing one is
+//! named with its env variable.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
-use super::{check_user_name, read_password, reject, ConfigError, Credentials};
+use super::rules::{check_user_name, read_password, reject, ConfigError};
 use crate::tls::TrustedCa;
+use crate::types::Credentials;
 
 #[derive(Args, Debug)]
 pub struct TopologyArgs {
-    /// Address the hook dials for the primary (required by every subcommand that contacts a
-    /// server).
-    #[arg(long, env = "IMMUDB_HOOK_PRIMARY_HOST")]
+    /// Address the hook dials for the primary.
+    #[arg(long, env = "IMMUDB_HOOK_PRIMARY_HOST", global = true)]
     pub primary_host: Option<String>,
     /// Host the replicas replicate from (e.g. the primary Service); defaults to --primary-host.
-    #[arg(long, env = "IMMUDB_HOOK_REPLICATION_PRIMARY_HOST")]
+    #[arg(long, env = "IMMUDB_HOOK_REPLICATION_PRIMARY_HOST", global = true)]
     pub replication_primary_host: Option<String>,
     /// Replica addresses, comma separated (instead of the StatefulSet form).
-    #[arg(long, env = "IMMUDB_HOOK_REPLICAS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_REPLICAS",
+        value_delimiter = ',',
+        global = true
+    )]
     pub replicas: Vec<String>,
     /// StatefulSet form: the replica StatefulSet's name (pods are NAME-0 … NAME-{count-1}).
-    #[arg(long, env = "IMMUDB_HOOK_REPLICA_STATEFULSET")]
+    #[arg(long, env = "IMMUDB_HOOK_REPLICA_STATEFULSET", global = true)]
     pub replica_statefulset: Option<String>,
     /// StatefulSet form: the headless Service that gives the replica pods their DNS names.
-    #[arg(long, env = "IMMUDB_HOOK_REPLICA_SERVICE")]
+    #[arg(long, env = "IMMUDB_HOOK_REPLICA_SERVICE", global = true)]
     pub replica_service: Option<String>,
     /// StatefulSet form: the namespace of the replica pods.
-    #[arg(long, env = "IMMUDB_HOOK_NAMESPACE")]
+    #[arg(long, env = "IMMUDB_HOOK_NAMESPACE", global = true)]
     pub namespace: Option<String>,
     /// StatefulSet form: how many replica pods there are.
-    #[arg(long, env = "IMMUDB_HOOK_REPLICA_COUNT")]
+    #[arg(long, env = "IMMUDB_HOOK_REPLICA_COUNT", global = true)]
     pub replica_count: Option<u32>,
     /// StatefulSet form: the cluster's DNS domain.
     #[arg(
         long,
         env = "IMMUDB_HOOK_CLUSTER_DOMAIN",
-        default_value = "cluster.local"
+        default_value = "cluster.local",
+        global = true
     )]
     pub cluster_domain: String,
     /// immudb's gRPC port on every node.
-    #[arg(long, env = "IMMUDB_HOOK_GRPC_PORT", default_value_t = 3322)]
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_GRPC_PORT",
+        default_value_t = 3322,
+        global = true
+    )]
     pub grpc_port: u16,
     /// immudb's metrics and health port on every node.
-    #[arg(long, env = "IMMUDB_HOOK_METRICS_PORT", default_value_t = 9497)]
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_METRICS_PORT",
+        default_value_t = 9497,
+        global = true
+    )]
     pub metrics_port: u16,
     /// The system administrator's user name.
-    #[arg(long, env = "IMMUDB_HOOK_ADMIN_USER", default_value = "immudb")]
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_ADMIN_USER",
+        default_value = "immudb",
+        global = true
+    )]
     pub admin_user: String,
-    /// File holding the administrator's password (a mounted Secret; required by every
-    /// subcommand that contacts a server).
-    #[arg(long, env = "IMMUDB_HOOK_ADMIN_PASSWORD_FILE")]
+    /// File holding the administrator's password (a mounted Secret).
+    #[arg(long, env = "IMMUDB_HOOK_ADMIN_PASSWORD_FILE", global = true)]
     pub admin_password_file: Option<PathBuf>,
     /// Overall deadline, in seconds, for waiting and converging.
-    #[arg(long, env = "IMMUDB_HOOK_TIMEOUT_SECONDS", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_TIMEOUT_SECONDS",
+        default_value_t = 300,
+        global = true
+    )]
     pub timeout_seconds: u64,
     /// CA certificate (PEM) of the immudb servers, when they serve TLS; plaintext without it.
-    #[arg(long, env = "IMMUDB_HOOK_TLS_CA_FILE")]
+    #[arg(long, env = "IMMUDB_HOOK_TLS_CA_FILE", global = true)]
     pub tls_ca_file: Option<PathBuf>,
     /// The hosts file the resolver reads first.
     #[arg(
         long,
         env = "IMMUDB_HOOK_HOSTS_FILE",
         default_value = "/etc/hosts",
-        hide = true
+        hide = true,
+        global = true
     )]
     pub hosts_file: PathBuf,
     /// The resolver configuration (nameservers, search domains, ndots).
@@ -73,10 +102,12 @@ pub struct TopologyArgs {
         long,
         env = "IMMUDB_HOOK_RESOLV_CONF",
         default_value = "/etc/resolv.conf",
-        hide = true
+        hide = true,
+        global = true
     )]
     pub resolv_conf: PathBuf,
 }
+
 /// Where the nodes are and how to reach them.
 #[derive(Clone, Debug)]
 pub struct Topology {
@@ -160,18 +191,20 @@ impl TopologyArgs {
             .collect())
     }
 
-    fn primary(&self) -> Result<&str, ConfigError> {
-        match &self.primary_host {
-            Some(host) => Ok(host),
-            None => reject("--primary-host", "", "is required to reach the servers"),
-        }
+    /// The primary's address, for a subcommand that dials it.
+    pub fn primary_host(&self) -> Result<&str, ConfigError> {
+        let host = self.primary_host.as_deref().ok_or(ConfigError::Missing {
+            flag: "--primary-host",
+            env: "IMMUDB_HOOK_PRIMARY_HOST",
+        })?;
+        check_host("--primary-host", host)?;
+        Ok(host)
     }
 
-    pub fn topology(&self) -> Result<Topology, ConfigError> {
-        let primary = self.primary()?;
-        check_host("--primary-host", primary)?;
+    /// The replicas' addresses, each valid and listed once (and not the primary, when given).
+    pub fn replicas(&self) -> Result<Vec<String>, ConfigError> {
         let replicas = self.replica_hosts()?;
-        let mut seen = BTreeSet::from([primary]);
+        let mut seen: BTreeSet<&str> = self.primary_host.as_deref().into_iter().collect();
         for host in &replicas {
             check_host("--replicas", host)?;
             if !seen.insert(host) {
@@ -182,6 +215,12 @@ impl TopologyArgs {
                 );
             }
         }
+        Ok(replicas)
+    }
+
+    pub fn topology(&self) -> Result<Topology, ConfigError> {
+        let primary = self.primary_host()?.to_string();
+        let replicas = self.replicas()?;
         if self.grpc_port == 0 {
             return reject("--grpc-port", 0, "ports are 1 to 65535");
         }
@@ -189,7 +228,7 @@ impl TopologyArgs {
             return reject("--metrics-port", 0, "ports are 1 to 65535");
         }
         Ok(Topology {
-            primary: primary.to_string(),
+            primary,
             replicas,
             grpc_port: self.grpc_port,
             metrics_port: self.metrics_port,
@@ -201,12 +240,11 @@ impl TopologyArgs {
 
     /// The host written into replica databases: --replication-primary-host or the primary.
     pub fn primary_host_for_replicas(&self) -> Result<String, ConfigError> {
-        let host = match &self.replication_primary_host {
-            Some(host) => host.clone(),
-            None => self.primary()?.to_string(),
+        let Some(host) = &self.replication_primary_host else {
+            return self.primary_host().map(str::to_string);
         };
-        check_host("--replication-primary-host", &host)?;
-        Ok(host)
+        check_host("--replication-primary-host", host)?;
+        Ok(host.clone())
     }
 
     fn trusted_ca(&self) -> Result<Option<TrustedCa>, ConfigError> {
@@ -229,11 +267,17 @@ impl TopologyArgs {
         check_user_name("--admin-user", &self.admin_user)?;
         Ok(Credentials {
             user: self.admin_user.clone(),
-            password: match &self.admin_password_file {
-                Some(file) => read_password("--admin-password-file", file)?,
-                None => return reject("--admin-password-file", "", "is required to log in"),
-            },
+            password: read_password("--admin-password-file", self.admin_password_file()?)?,
         })
+    }
+
+    fn admin_password_file(&self) -> Result<&Path, ConfigError> {
+        self.admin_password_file
+            .as_deref()
+            .ok_or(ConfigError::Missing {
+                flag: "--admin-password-file",
+                env: "IMMUDB_HOOK_ADMIN_PASSWORD_FILE",
+            })
     }
 
     pub fn timeout(&self) -> Result<Duration, ConfigError> {

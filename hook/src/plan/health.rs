@@ -112,8 +112,9 @@ impl State {
     }
 }
 
-/// Why the agent changed something, the `reason` label of its repairs counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Why the agent changed something, the `reason` label of its repairs counter. `VARIANTS` lists
+/// every reason, so the counter exports each one from the start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, strum::VariantArray)]
 pub enum Repair {
     Created,
     Loaded,
@@ -144,6 +145,9 @@ pub struct DatabaseHealth {
     pub lag: Option<Lag>,
     /// Settings differ (and since when), or a conflict the agent will not resolve.
     pub detail: Option<String>,
+    /// immudb accepted the agent's settings update and still reports other values: the update is
+    /// not sent again (the detail names it) until the spec or what immudb reports changes.
+    pub settings_unconfirmed: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -172,6 +176,10 @@ struct DatabaseMemory {
     drift_since: Option<Duration>,
     next_restart: Duration,
     restart_delay: Duration,
+    /// The settings update the agent last applied to this database, and whether it was planned
+    /// again after that: immudb accepted it but reports other values back.
+    applied_update: Option<Action>,
+    unconfirmed: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -179,8 +187,21 @@ pub struct Memory {
     databases: BTreeMap<String, DatabaseMemory>,
 }
 
+impl Memory {
+    /// The agent applied `update` and immudb accepted it. Should a later poll plan the very same
+    /// update, immudb does not report what it accepted: the agent says so once instead of sending
+    /// it again every grace period.
+    pub fn update_applied(&mut self, update: &Action) {
+        if let Action::UpdateDatabase { name, .. } = update {
+            let remembered = self.databases.entry(name.clone()).or_default();
+            remembered.applied_update = Some(update.clone());
+        }
+    }
+}
+
 impl DatabaseMemory {
-    /// Drifted settings are updated only after they have differed for the grace period.
+    /// Drifted settings are updated only after they have differed for the grace period, and an
+    /// update immudb accepted without reporting it back is not sent again.
     fn update_after_grace(
         &mut self,
         update: Option<Action>,
@@ -189,8 +210,22 @@ impl DatabaseMemory {
     ) -> (Option<Action>, Option<String>) {
         let Some(update) = update else {
             self.drift_since = None;
+            self.applied_update = None;
+            self.unconfirmed = false;
             return (None, None);
         };
+        if self.applied_update.as_ref() == Some(&update) {
+            self.unconfirmed = true;
+            return (
+                None,
+                Some(format!(
+                    "immudb accepted {} but reports other values; not sent again until the spec or immudb's values change",
+                    update.describe_settings()
+                )),
+            );
+        }
+        self.applied_update = None;
+        self.unconfirmed = false;
         let since = *self.drift_since.get_or_insert(now);
         if now.saturating_sub(since) >= grace {
             self.drift_since = None;
@@ -228,6 +263,7 @@ fn conflict_health(name: &str, conflict: &Conflict) -> DatabaseHealth {
         ready: false,
         lag: None,
         detail: Some(conflict.to_string()),
+        settings_unconfirmed: false,
     }
 }
 
@@ -254,13 +290,14 @@ fn assess_replica_database(
             *have == replication
         }),
     };
-    let health = |state, replicating, ready, lag, detail| DatabaseHealth {
+    let health = |state, replicating, ready, lag, detail, settings_unconfirmed| DatabaseHealth {
         name: name.to_string(),
         state,
         replicating,
         ready,
         lag,
         detail,
+        settings_unconfirmed,
     };
     let planned = match planned {
         Err(conflict) => return conflict_health(name, &conflict),
@@ -268,7 +305,7 @@ fn assess_replica_database(
     };
     let Some(db) = found else {
         repairs.extend(planned.map(|create| (create, Repair::Created)));
-        return health(State::Missing, false, false, None, None);
+        return health(State::Missing, false, false, None, None, false);
     };
     if !db.loaded {
         if view.manage {
@@ -277,7 +314,7 @@ fn assess_replica_database(
             };
             repairs.push((load, Repair::Loaded));
         }
-        return health(State::NotLoaded, false, false, None, None);
+        return health(State::NotLoaded, false, false, None, None, false);
     }
     let (update, detail) = memory.update_after_grace(planned, now, limits.drift_grace);
     repairs.extend(update.map(|update| (update, Repair::Settings)));
@@ -319,7 +356,7 @@ fn assess_replica_database(
         }
         _ => false,
     };
-    health(state, replicating, ready, lag, detail)
+    health(state, replicating, ready, lag, detail, memory.unconfirmed)
 }
 
 /// A replica pod: every replicated database.
@@ -368,6 +405,7 @@ pub fn assess_primary(
         }
     };
     let mut repairs = Vec::new();
+    let mut details = BTreeMap::new();
     for action in actions {
         let name = action.database().to_string();
         // Nothing is made for a lost database, its replication user's grant included.
@@ -376,10 +414,11 @@ pub fn assess_primary(
             _ if lost => {}
             Action::CreateDatabase { .. } => repairs.push((action, Repair::Created)),
             Action::UpdateDatabase { .. } => {
-                let remembered = memory.databases.entry(name).or_default();
-                let (update, _) =
+                let remembered = memory.databases.entry(name.clone()).or_default();
+                let (update, detail) =
                     remembered.update_after_grace(Some(action), now, limits.drift_grace);
                 repairs.extend(update.map(|update| (update, Repair::Settings)));
+                details.insert(name, detail);
             }
             _ => repairs.push((action, Repair::User)),
         }
@@ -389,8 +428,13 @@ pub fn assess_primary(
         .iter()
         .map(|wanted| {
             let name = wanted.name.as_str();
-            let found = observed.database(name);
-            let (state, detail) = match (found, held.get(name)) {
+            let remembered = memory.databases.entry(name.to_string()).or_default();
+            let settings_detail = match details.remove(name) {
+                Some(detail) => detail,
+                // Nothing to update: any drift is over.
+                None => remembered.update_after_grace(None, now, limits.drift_grace).1,
+            };
+            let (state, detail) = match (observed.database(name), held.get(name)) {
                 (None, Some((replica, tx))) => (
                     State::LostOnPrimary,
                     Some(format!("missing here while {replica} holds {tx} transactions; rebuild the primary from it (docs/disaster-recovery.md)")),
@@ -403,7 +447,7 @@ pub fn assess_primary(
                     repairs.push((load, Repair::Loaded));
                     (State::NotLoaded, None)
                 }
-                (Some(_), _) => (State::Serving, None),
+                (Some(_), _) => (State::Serving, settings_detail),
             };
             DatabaseHealth {
                 name: name.to_string(),
@@ -412,6 +456,7 @@ pub fn assess_primary(
                 ready: state == State::Serving,
                 lag: None,
                 detail,
+                settings_unconfirmed: remembered.unconfirmed,
             }
         })
         .collect();

@@ -1,11 +1,11 @@
 //! The agent's decisions, one situation per test.
 
 use super::*;
-use crate::config::Secret;
 use crate::plan::{
-    creates_databases, ObservedDatabase, ReplicaOptions, ReplicationSettings, Setting,
-    StorageSettings,
+    creates_databases, ObservedDatabase, ObservedUser, ReplicaOptions, ReplicationSettings,
+    Setting, StorageSettings,
 };
+use crate::types::Secret;
 
 const LIMITS: Limits = Limits {
     max_lag: Duration::from_secs(180),
@@ -224,6 +224,90 @@ fn drifted_settings_wait_out_the_grace_period() {
     assert!(poll(&mut memory, at(350), vec![drifted], 10, p())
         .repairs
         .is_empty());
+}
+
+/// A setting immudb accepts but never reports back (as with a wrong field number): the update is
+/// sent once, then reported (detail and flag) instead of being sent again every grace period.
+#[test]
+fn an_update_immudb_accepts_but_does_not_report_back_is_sent_once() {
+    let mut memory = Memory::default();
+    let mut drifted = replica_db(5);
+    drifted.replication.replication_commit_concurrency = 10;
+    let p = || Some(primary("1.10.0", Some(5)));
+    poll(&mut memory, at(0), vec![drifted.clone()], 10, p());
+    let sent = poll(&mut memory, at(300), vec![drifted.clone()], 10, p());
+    let [(update, Repair::Settings)] = &sent.repairs[..] else {
+        panic!("one settings update: {:?}", sent.repairs);
+    };
+    assert!(!sent.databases[0].settings_unconfirmed);
+    memory.update_applied(update);
+
+    for seconds in [305, 600, 900, 3600] {
+        let again = poll(&mut memory, at(seconds), vec![drifted.clone()], 10, p());
+        assert!(again.repairs.is_empty(), "sent again at {seconds} s");
+        let db = &again.databases[0];
+        assert!(db.settings_unconfirmed);
+        assert!(db
+            .detail
+            .as_deref()
+            .unwrap()
+            .starts_with("immudb accepted the replication settings but reports other values"));
+        assert_eq!((db.state, again.ready), (State::Replicating, true));
+    }
+    // immudb reports the value after all (a restart): nothing is left to report.
+    let fine = poll(&mut memory, at(3700), vec![replica_db(5)], 30, p());
+    assert!(!fine.databases[0].settings_unconfirmed && fine.databases[0].detail.is_none());
+    // A new drift is a new update: the grace period applies again, then it is sent.
+    assert!(poll(&mut memory, at(3800), vec![drifted.clone()], 10, p())
+        .repairs
+        .is_empty());
+    assert_eq!(
+        reasons(&poll(&mut memory, at(4100), vec![drifted], 10, p())),
+        vec![Repair::Settings]
+    );
+}
+
+#[test]
+fn the_primary_reports_an_update_immudb_does_not_report_back_once() {
+    let desired = PrimaryDesired {
+        databases: vec![DesiredDatabase {
+            name: "appdb".into(),
+            storage: [(Setting::RetentionPeriod, 172_800_000)].into_iter().collect(),
+        }],
+        sync_acks: None,
+        replication_user: "replicator".into(),
+    };
+    let ignored = Observed {
+        databases: vec![ObservedDatabase {
+            name: "appdb".into(),
+            replication: ReplicationSettings::default(),
+            storage: StorageSettings::default(),
+            loaded: true,
+            tx_count: 1,
+        }],
+        users: vec![ObservedUser {
+            name: "replicator".into(),
+            active: true,
+            permissions: BTreeMap::from([("appdb".to_string(), crate::plan::PERMISSION_ADMIN)]),
+        }],
+    };
+    let mut memory = Memory::default();
+    let none = BTreeMap::new();
+    assert!(assess_primary(&desired, &ignored, &none, &mut memory, at(0), &LIMITS)
+        .repairs
+        .is_empty());
+    let sent = assess_primary(&desired, &ignored, &none, &mut memory, at(300), &LIMITS);
+    let [(update, Repair::Settings)] = &sent.repairs[..] else {
+        panic!("one settings update: {:?}", sent.repairs);
+    };
+    memory.update_applied(update);
+    let again = assess_primary(&desired, &ignored, &none, &mut memory, at(900), &LIMITS);
+    assert!(again.repairs.is_empty());
+    assert!(again.databases[0].settings_unconfirmed && again.ready);
+    assert_eq!(
+        again.databases[0].detail.as_deref(),
+        Some("immudb accepted retentionPeriod=2d but reports other values; not sent again until the spec or immudb's values change")
+    );
 }
 
 #[test]

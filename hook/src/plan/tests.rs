@@ -1,6 +1,7 @@
 //! Planner rules, one situation per test.
 
 use super::*;
+use crate::types::Secret;
 
 fn options() -> ReplicaOptions {
     ReplicaOptions {

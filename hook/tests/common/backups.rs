@@ -7,7 +7,7 @@ use std::time::Duration;
 use immudb_double::Node;
 use immudb_hook::backup::catalog::Manifest;
 use immudb_hook::backup::{restore, run};
-use immudb_hook::config::Command;
+use immudb_hook::cli::Command;
 use immudb_hook::report::{Outcome, Report};
 use immudb_txlog::{hex, Hash};
 use sha2::{Digest, Sha256};

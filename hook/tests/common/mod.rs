@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use immudb_double::{Network, Node, NodeOptions};
+use immudb_hook::cli::{Cli, Command};
 use immudb_hook::client::Target;
-use immudb_hook::config::{Cli, Command, Config, VerifyConfig};
+use immudb_hook::converge::Config;
+use immudb_hook::verify::VerifyConfig;
 
 pub const GRPC_PORT: u16 = 3322;
 pub const METRICS_PORT: u16 = 9497;

@@ -35,6 +35,9 @@ pub struct Faults {
     pub sessions_reaped: AtomicUsize,
     /// Set when the node is dropped: connections still open answer as a dead process would.
     pub stopped: AtomicBool,
+    /// UpdateDatabaseV2 accepts storage settings but keeps the old ones, as immudb does with a
+    /// field it does not know (a client sending a wrong field number).
+    pub storage_updates_ignored: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -233,7 +236,10 @@ impl ImmuService for Service {
         let replication = db.replication.merged(update);
         replication.validate(&name)?;
         // Stored now; the running database keeps `effective` until it is loaded again.
-        db.settings = db.settings.merged(r.settings.as_ref(), true, &name)?;
+        let stored = db.settings.merged(r.settings.as_ref(), true, &name)?;
+        if !self.faults.storage_updates_ignored.load(Ordering::SeqCst) {
+            db.settings = stored;
+        }
         db.replication = replication;
         if update.is_some() {
             // immudb stops the replicator and starts it again with the new settings.

@@ -169,7 +169,11 @@ impl Bench {
 /// syncFrequency 20 ms (`shared/immudb-facts.md`, "replicateTx ordering and restore speed"):
 /// one replicateTx at a time (our restore), and immudb's replicator committing 10 and 30 at once.
 const REAL_RESTORE: [(usize, f64, &str); 3] = [
-    (1, 131.0, "our restore one at a time (immuadmin hot-restore: 129)"),
+    (
+        1,
+        131.0,
+        "our restore one at a time (immuadmin hot-restore: 129)",
+    ),
     (10, 791.0, "immudb's replicator, commit concurrency 10"),
     (30, 2219.0, "immudb's replicator, commit concurrency 30"),
 ];
@@ -254,7 +258,11 @@ async fn main() {
     println!("### Peak RSS as the database grows (64 KiB per transaction)\n");
     println!("The hook's VmHWM, read every 20 ms. A backup holds at most 16 transactions read ahead (each as read and as decoded) and up to three 8 MiB upload parts; a restore holds the record being verified and at most 30 in flight: the bound does not depend on the database's size.\n");
     println!("| database | transactions | backup object (MiB) | backup (s) | backup peak RSS (MB) | restore (s) | restore tx/s | restore peak RSS (MB) |\n| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (name, count) in [("64 MiB", 1_024usize), ("256 MiB", 4_096), ("1 GiB", 16_384)] {
+    for (name, count) in [
+        ("64 MiB", 1_024usize),
+        ("256 MiB", 4_096),
+        ("1 GiB", 16_384),
+    ] {
         let source = bench.node().await;
         seed(&source, count, 65_536);
         let backups = bench.fresh_dir("memory");

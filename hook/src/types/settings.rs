@@ -1,6 +1,6 @@
 //! immudb's storage settings that the chart manages, as one map from setting to value so that
 //! diffing, validation and display are written once. A setting absent from the desired map is not
-//! managed: the hook neither sends nor compares it.
+//! managed: the hook neither sends nor compares it. A leaf: imports nothing of the crate.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -262,6 +262,17 @@ impl StorageSettings {
                 })
                 .collect(),
         )
+    }
+}
+
+/// `syncFrequency=1ms, retentionPeriod=2d`, as the values file writes them.
+impl fmt::Display for StorageSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pairs: Vec<String> = self
+            .iter()
+            .map(|(setting, value)| format!("{setting}={}", setting.display(value)))
+            .collect();
+        f.write_str(&pairs.join(", "))
     }
 }
 
