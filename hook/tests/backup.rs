@@ -6,13 +6,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::backups::*;
 use common::*;
-use immudb_double::{Database, Node};
+use immudb_double::Database;
 use immudb_hook::backup::catalog::{self, Manifest};
-use immudb_hook::backup::{rebuild, run};
+use immudb_hook::backup::run;
 use immudb_hook::cli::Command;
 use immudb_txlog::{hex, Chain, RecordReader};
 use sha2::{Digest, Sha256};
@@ -421,23 +420,8 @@ async fn rebuild_primary_copies_the_most_advanced_replica() {
     assert_eq!(state_of(&nodes[2], "appdb").0, 4);
 
     // The primary's volume is lost: a new, empty primary at the same address.
-    drop(nodes.remove(0));
-    let fresh = loop {
-        match Node::start(cluster.options(0), &cluster.network).await {
-            Ok(node) => break node,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    let cli = cluster.cli(
-        &cluster.replica_hosts(2),
-        10,
-        "rebuild-primary",
-        &["--databases=appdb"],
-    );
-    let Command::RebuildPrimary(args) = &cli.command else {
-        unreachable!()
-    };
-    let report = rebuild::rebuild_primary(&args.config(&cli.topology).unwrap()).await;
+    let fresh = restarted_empty(&cluster, nodes.remove(0)).await;
+    let report = rebuild_appdb(&cluster, 2).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     assert!(
         completed(&report)[0].starts_with(&format!("rebuilt from {}: tx 1..8", cluster.host(1))),
@@ -447,7 +431,7 @@ async fn rebuild_primary_copies_the_most_advanced_replica() {
     fresh.with_state(|s| assert!(!s.databases["appdb"].replication.replica));
 
     // A second run refuses: the primary now holds the database.
-    let again = rebuild::rebuild_primary(&args.config(&cli.topology).unwrap()).await;
+    let again = rebuild_appdb(&cluster, 2).await;
     assert_eq!(again.exit_code(), 9, "{again}");
 
     // Converged again (replication user, replica settings), the lagging replica catches up.

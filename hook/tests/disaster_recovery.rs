@@ -13,7 +13,7 @@ use clap::Parser;
 use common::backups::*;
 use common::*;
 use immudb_double::Database;
-use immudb_hook::backup::{rebuild, restore};
+use immudb_hook::backup::restore;
 use immudb_hook::cli::{Cli, Command};
 use immudb_hook::report::Report;
 use immudb_txlog::hex;
@@ -137,10 +137,7 @@ async fn a_tampered_value_with_a_consistent_manifest_is_refused_before_any_datab
 #[tokio::test]
 async fn a_restore_that_outlasts_the_timeout_completes() {
     let cluster = Cluster::new();
-    let source = seeded(&cluster, 0, 40).await;
-    let dir = backup_dir(&cluster);
-    let report = backup_report_of(&cluster, &[], &[&dir_flag(&dir), "--databases=appdb"]).await;
-    assert_eq!(report.exit_code(), 0, "{report}");
+    let (source, dir) = backed_up_once(&cluster, 40).await;
 
     // 50 ms on every call and one replicateTx at a time: 40 transactions take well over the
     // 1-second timeout, which bounds each call only.
@@ -191,24 +188,9 @@ async fn sessions_lost_in_the_middle_of_a_transfer_are_reopened() {
 
     // rebuild-primary: the primary is lost and comes back empty, both ends lose sessions.
     let mut nodes = nodes;
-    drop(nodes.remove(0));
-    let fresh = loop {
-        match immudb_double::Node::start(cluster.options(0), &cluster.network).await {
-            Ok(node) => break node,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let fresh = restarted_empty(&cluster, nodes.remove(0)).await;
     *fresh.faults.reap_sessions_every.lock().unwrap() = Some(25);
-    let cli = cluster.cli(
-        &cluster.replica_hosts(1),
-        10,
-        "rebuild-primary",
-        &["--databases=appdb"],
-    );
-    let Command::RebuildPrimary(args) = &cli.command else {
-        unreachable!()
-    };
-    let report = rebuild::rebuild_primary(&args.config(&cli.topology).unwrap()).await;
+    let report = rebuild_appdb(&cluster, 1).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     assert!(fresh.faults.sessions_reaped.load(Ordering::SeqCst) > 0);
     assert_eq!(state_of(&fresh, "appdb"), state_of(&node, "appdb"));
@@ -256,10 +238,7 @@ async fn the_first_failed_replicate_stops_the_restore_and_append_continues() {
 #[tokio::test]
 async fn the_pipeline_is_no_deeper_than_the_target_max_concurrency() {
     let cluster = Cluster::new();
-    let source = seeded(&cluster, 0, 40).await;
-    let dir = backup_dir(&cluster);
-    let report = backup_report_of(&cluster, &[], &[&dir_flag(&dir), "--databases=appdb"]).await;
-    assert_eq!(report.exit_code(), 0, "{report}");
+    let (source, dir) = backed_up_once(&cluster, 40).await;
     let target = Cluster::new();
     let node = target.start_node(0).await;
     // An empty database an operator created with maxConcurrency 2: more calls in flight could

@@ -56,6 +56,24 @@ fn commits<T>(node: &Node, db: &str, f: impl FnOnce(&Database) -> T) -> T {
     node.with_state(|s| f(&s.databases[db]))
 }
 
+/// replicateTx of transaction `id` of `history`, in a task of its own.
+fn spawn_replicate(
+    client: &Client,
+    history: &Ledger,
+    id: u64,
+) -> tokio::task::JoinHandle<Result<immudb_txlog::TxHeader, immudb_hook::client::RpcError>> {
+    let (client, message) = (client.clone(), message(history, id));
+    tokio::spawn(async move { client.replicate_tx(&message).await })
+}
+
+/// Whether `appdb` on `node` comes to have `slots` transaction slots taken.
+async fn slots_taken(node: &Node, slots: u32) -> bool {
+    eventually(SHORT, || async {
+        commits(node, "appdb", |db| db.commits.slots_taken()) == slots
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_value_that_does_not_hash_to_eh_is_refused() {
     let cluster = Cluster::new();
@@ -88,18 +106,10 @@ async fn concurrent_calls_commit_in_order() {
     let history = source(3);
     let later: Vec<_> = [3, 2]
         .into_iter()
-        .map(|id| {
-            let (client, message) = (client.clone(), message(&history, id));
-            tokio::spawn(async move { client.replicate_tx(&message).await })
-        })
+        .map(|id| spawn_replicate(&client, &history, id))
         .collect();
     // Both wait for their predecessor, each holding a transaction slot; nothing is precommitted.
-    assert!(
-        eventually(SHORT, || async {
-            commits(&node, "appdb", |db| db.commits.slots_taken()) == 2
-        })
-        .await
-    );
+    assert!(slots_taken(&node, 2).await);
     assert_eq!(commits(&node, "appdb", |db| db.ledger.precommitted_id()), 0);
     client.replicate_tx(&message(&history, 1)).await.unwrap();
     for call in later {
@@ -130,17 +140,9 @@ async fn beyond_max_concurrency_or_its_window_a_call_is_refused() {
     );
     // Two calls for tx 2 wait for tx 1, each holding one of the 2 transaction slots.
     let waiting: Vec<_> = (0..2)
-        .map(|_| {
-            let (client, message) = (client.clone(), message(&history, 2));
-            tokio::spawn(async move { client.replicate_tx(&message).await })
-        })
+        .map(|_| spawn_replicate(&client, &history, 2))
         .collect();
-    assert!(
-        eventually(SHORT, || async {
-            commits(&node, "appdb", |db| db.commits.slots_taken()) == 2
-        })
-        .await
-    );
+    assert!(slots_taken(&node, 2).await);
     // Every slot is taken: any further call is refused, even the one the others wait for.
     let err = client
         .replicate_tx(&message(&history, 1))
@@ -154,12 +156,7 @@ async fn beyond_max_concurrency_or_its_window_a_call_is_refused() {
     for call in waiting {
         call.abort();
     }
-    assert!(
-        eventually(SHORT, || async {
-            commits(&node, "appdb", |db| db.commits.slots_taken()) == 0
-        })
-        .await
-    );
+    assert!(slots_taken(&node, 0).await);
     for id in 1..=3 {
         client.replicate_tx(&message(&history, id)).await.unwrap();
     }
@@ -191,10 +188,7 @@ async fn commits_pending_at_a_sync_complete_together() {
 
     let client = session(&node, "pipelined").await;
     let calls: Vec<_> = (1..=8)
-        .map(|id| {
-            let (client, message) = (client.clone(), message(&history, id));
-            tokio::spawn(async move { client.replicate_tx(&message).await })
-        })
+        .map(|id| spawn_replicate(&client, &history, id))
         .collect();
     for call in calls {
         call.await.unwrap().unwrap();

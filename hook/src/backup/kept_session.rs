@@ -50,11 +50,6 @@ impl KeptSession {
         })
     }
 
-    /// How many sessions this transfer opened (1 unless the server lost one).
-    pub async fn opened(&self) -> u64 {
-        self.current.read().await.0
-    }
-
     /// One call on the session, its transient failures retried for up to `--timeout-seconds`
     /// from now; a session the server lost is reopened (once per loss, however many calls saw
     /// it) and the call made again.

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod config;
+pub mod destination;
 pub mod kept_session;
 pub mod pipeline;
 pub mod rebuild;

@@ -68,7 +68,6 @@ pub struct ReplicatePipeline {
     session: Arc<KeptSession>,
     depth: usize,
     in_flight: InFlight<(Hash, TxHeader)>,
-    replicated: u64,
 }
 
 impl ReplicatePipeline {
@@ -77,7 +76,6 @@ impl ReplicatePipeline {
             session,
             depth: depth.max(1),
             in_flight: InFlight::default(),
-            replicated: 0,
         }
     }
 
@@ -96,12 +94,12 @@ impl ReplicatePipeline {
         Ok(())
     }
 
-    /// Waits for every call in flight; returns how many transactions were replicated.
-    pub async fn finish(mut self) -> StepResult<u64> {
+    /// Waits for every call in flight.
+    pub async fn finish(mut self) -> StepResult<()> {
         while !self.in_flight.tasks.is_empty() {
             self.complete_oldest().await?;
         }
-        Ok(self.replicated)
+        Ok(())
     }
 
     async fn complete_oldest(&mut self) -> StepResult<()> {
@@ -117,7 +115,6 @@ impl ReplicatePipeline {
                 hex(&alh)
             )));
         }
-        self.replicated += 1;
         Ok(())
     }
 }

@@ -275,7 +275,7 @@ impl Server<'_> {
         })
         .await;
         let replayed = match walked {
-            Ok(_) => pipeline.finish().await.map(|_| ()),
+            Ok(_) => pipeline.finish().await,
             Err(failed) => {
                 drop(pipeline);
                 Err(failed)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use immudb_double::Node;
 use immudb_hook::backup::catalog::Manifest;
-use immudb_hook::backup::{restore, run};
+use immudb_hook::backup::{rebuild, restore, run};
 use immudb_hook::cli::Command;
 use immudb_hook::report::{Outcome, Report};
 use immudb_txlog::{hex, Hash};
@@ -126,14 +126,46 @@ pub fn dir_flag(dir: &Path) -> String {
 
 /// A cluster whose `appdb` (8 transactions) is backed up in two objects: 1..5 and 6..8.
 pub async fn backed_up(cluster: &Cluster) -> (Vec<Node>, PathBuf) {
-    let nodes = seeded(cluster, 0, 5).await;
-    let dir = backup_dir(cluster);
+    let (nodes, dir) = backed_up_once(cluster, 5).await;
+    write(&nodes[0], 5, 3);
     let flags = [dir_flag(&dir), "--databases=appdb".to_string()];
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     assert_eq!(backup_report_of(cluster, &[], &flags).await.exit_code(), 0);
-    write(&nodes[0], 5, 3);
-    assert_eq!(backup_report_of(cluster, &[], &flags).await.exit_code(), 0);
     (nodes, dir)
+}
+
+/// A primary whose `appdb` holds `count` transactions, backed up in one object.
+pub async fn backed_up_once(cluster: &Cluster, count: u8) -> (Vec<Node>, PathBuf) {
+    let nodes = seeded(cluster, 0, count).await;
+    let dir = backup_dir(cluster);
+    let report = backup_report_of(cluster, &[], &[&dir_flag(&dir), "--databases=appdb"]).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    (nodes, dir)
+}
+
+/// The primary `lost` comes back at its address on an empty volume.
+pub async fn restarted_empty(cluster: &Cluster, lost: Node) -> Node {
+    drop(lost);
+    loop {
+        match Node::start(cluster.options(0), &cluster.network).await {
+            Ok(node) => break node,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// `rebuild-primary` of `appdb` from `replicas` replicas.
+pub async fn rebuild_appdb(cluster: &Cluster, replicas: u8) -> Report {
+    let cli = cluster.cli(
+        &cluster.replica_hosts(replicas),
+        10,
+        "rebuild-primary",
+        &["--databases=appdb"],
+    );
+    let Command::RebuildPrimary(args) = &cli.command else {
+        unreachable!()
+    };
+    rebuild::rebuild_primary(&args.config(&cli.topology).unwrap()).await
 }
 
 pub fn objects(dir: &Path) -> Vec<String> {

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::commits::{self, Commits, SyncCost};
+use crate::commits::SyncCost;
 use crate::proto::immu_service_server::ImmuService;
 use crate::proto::*;
 use crate::rules::{self, unknown, Replication, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
-use crate::state::{Database, State, User, ADMIN_USER, CLOSED, READ_ONLY, SYSTEM_DB};
+use crate::state::{Database, State, User, ADMIN_USER, CLOSED, SYSTEM_DB};
 use crate::storage::Storage;
 use crate::transactions;
 
@@ -355,12 +355,8 @@ impl ImmuService for Service {
         Ok(Response::new(UserList { users }))
     }
 
-    /// Precommits, then answers once the database's syncer made the transaction durable.
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<TxHeader>, Status> {
-        self.gate().await?;
-        let (db_name, header) = self.precommit_set(request)?;
-        commits::committed(&Arc::downgrade(&self.state), &db_name, header.id).await?;
-        Ok(Response::new(transactions::header_to_proto(&header)))
+        transactions::set(self, request).await
     }
 
     async fn get(&self, request: Request<KeyRequest>) -> Result<Response<Entry>, Status> {
@@ -496,41 +492,6 @@ impl ImmuService for Service {
     }
 }
 
-impl Service {
-    /// Set's checks and its precommit: (database, header of the precommitted transaction).
-    fn precommit_set(&self, request: Request<SetRequest>) -> Result<(String, TxHeader_), Status> {
-        let mut state = self.state();
-        let (user, db_name) = state.caller(request.metadata())?;
-        if state.permission_on(&user, &db_name) < rules::PERMISSION_READ_WRITE {
-            return Err(unknown(
-                "user does not have write permission on this database",
-            ));
-        }
-        let server_replica = state.server_replica;
-        let db = state
-            .databases
-            .get_mut(&db_name)
-            .ok_or_else(|| unknown("database does not exist"))?;
-        if !db.loaded {
-            return Err(unknown(CLOSED));
-        }
-        if db.replication.replica || server_replica {
-            return Err(unknown(READ_ONLY));
-        }
-        let kvs: Vec<(Vec<u8>, Vec<u8>)> = request
-            .into_inner()
-            .k_vs
-            .into_iter()
-            .map(|kv| (kv.key, kv.value))
-            .collect();
-        let header = db.ledger.precommit(&kvs);
-        Commits::precommitted(db, &self.state, &db_name, &self.sync_cost);
-        Ok((db_name, header))
-    }
-}
-
-/// The ledger's header type, beside the generated `TxHeader` message.
-type TxHeader_ = immudb_txlog::TxHeader;
 /// The generated `User` message, renamed here so it does not clash with the stored user.
 type User_ = crate::proto::User;
 /// The generated `Database` message (UseDatabase's argument), beside the stored database.

@@ -1,6 +1,6 @@
-//! The transaction calls of one double node: TxById, CurrentState, exportTx and replicateTx, with
-//! immudb's authorisation (a session or token on the database; exportTx and replicateTx need
-//! Admin) and its error texts.
+//! The transaction calls of one double node: Set, TxById, CurrentState, exportTx and replicateTx,
+//! with immudb's authorisation (a session or token on the database; Set needs ReadWrite, exportTx
+//! and replicateTx Admin), its error texts, and its commit cost (`crate::commits`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,10 +10,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::commits::{self, Commits, Slot, MAX_ACTIVE_EXCEEDED, MAX_ACTIVE_TRANSACTIONS};
-use crate::proto::{Chunk, ExportTxRequest, ImmutableState, Tx, TxHeader, TxMetadata, TxRequest};
-use crate::rules::{unknown, PERMISSION_ADMIN, PERMISSION_READ};
+use crate::proto::{
+    Chunk, ExportTxRequest, ImmutableState, SetRequest, Tx, TxHeader, TxMetadata, TxRequest,
+};
+use crate::rules::{unknown, PERMISSION_ADMIN, PERMISSION_READ, PERMISSION_READ_WRITE};
 use crate::server::Service;
-use crate::state::State;
+use crate::state::{Database, State, CLOSED, READ_ONLY};
 
 /// immudb's stream chunk size: messages travel in pieces of at most 64 KiB.
 pub const CHUNK_SIZE: usize = 64 * 1024;
@@ -51,6 +53,20 @@ fn authorised(
         return Err(Status::internal("permission denied"));
     }
     Ok(db)
+}
+
+/// [`authorised`], with the database to change.
+fn authorised_mut<'a>(
+    state: &'a mut State,
+    metadata: &tonic::metadata::MetadataMap,
+    needed: u32,
+) -> Result<(String, &'a mut Database), Status> {
+    let name = authorised(state, metadata, needed)?;
+    let db = state
+        .databases
+        .get_mut(&name)
+        .expect("authorised checked it exists");
+    Ok((name, db))
 }
 
 pub async fn tx_by_id(
@@ -145,11 +161,7 @@ pub async fn replicate_tx(
     let metadata = request.metadata().clone();
     let _in_flight = {
         let mut state = service.state();
-        let db_name = authorised(&state, &metadata, PERMISSION_ADMIN)?;
-        let db = state
-            .databases
-            .get_mut(&db_name)
-            .expect("authorised checked it exists");
+        let (db_name, db) = authorised_mut(&mut state, &metadata, PERMISSION_ADMIN)?;
         Commits::call_started(db, &service.state, &db_name)
     };
     let mut stream = request.into_inner();
@@ -168,11 +180,7 @@ pub async fn replicate_tx(
     // The slot is given back by dropping it, which takes the state lock: never while holding it.
     let (db_name, admitted) = {
         let mut state = service.state();
-        let db_name = authorised(&state, &metadata, PERMISSION_ADMIN)?;
-        let db = state
-            .databases
-            .get_mut(&db_name)
-            .expect("authorised checked it exists");
+        let (db_name, db) = authorised_mut(&mut state, &metadata, PERMISSION_ADMIN)?;
         if !db.replication.replica {
             return Err(unknown("database is not a replica"));
         }
@@ -218,4 +226,49 @@ pub async fn replicate_tx(
     drop(slot);
     commits::committed(&weak, &db_name, header.id).await?;
     Ok(Response::new(header_to_proto(&header)))
+}
+
+/// Precommits plain key-value entries, then answers once the database's syncer made them durable.
+pub async fn set(
+    service: &Service,
+    request: Request<SetRequest>,
+) -> Result<Response<TxHeader>, Status> {
+    service.gate().await?;
+    let (db_name, header) = precommit_set(service, request)?;
+    commits::committed(&Arc::downgrade(&service.state), &db_name, header.id).await?;
+    Ok(Response::new(header_to_proto(&header)))
+}
+
+/// Set's checks and its precommit: (database, header of the precommitted transaction).
+fn precommit_set(
+    service: &Service,
+    request: Request<SetRequest>,
+) -> Result<(String, Header), Status> {
+    let mut state = service.state();
+    let (user, db_name) = state.caller(request.metadata())?;
+    if state.permission_on(&user, &db_name) < PERMISSION_READ_WRITE {
+        return Err(unknown(
+            "user does not have write permission on this database",
+        ));
+    }
+    let server_replica = state.server_replica;
+    let db = state
+        .databases
+        .get_mut(&db_name)
+        .ok_or_else(|| unknown("database does not exist"))?;
+    if !db.loaded {
+        return Err(unknown(CLOSED));
+    }
+    if db.replication.replica || server_replica {
+        return Err(unknown(READ_ONLY));
+    }
+    let kvs: Vec<(Vec<u8>, Vec<u8>)> = request
+        .into_inner()
+        .k_vs
+        .into_iter()
+        .map(|kv| (kv.key, kv.value))
+        .collect();
+    let header = db.ledger.precommit(&kvs);
+    Commits::precommitted(db, &service.state, &db_name, &service.sync_cost);
+    Ok((db_name, header))
 }
