@@ -15,8 +15,8 @@ use crate::holdings::held_by_replicas;
 use crate::node::{self, converge_node};
 use crate::plan::{self, Action, Observed};
 use crate::report::{Failure, Line, Outcome, Report, StepResult};
-use crate::session::Session;
 use crate::scrape;
+use crate::session::Session;
 use crate::types::{Role, Secret};
 use crate::wait::{joined, node_span, spawn_waits, ReadyNode, Waiting};
 

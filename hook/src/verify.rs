@@ -14,10 +14,10 @@ use tracing::Instrument;
 
 use crate::client::RpcError;
 use crate::config::{check_database_name, ConfigError, Topology, TopologyArgs};
-use crate::wait::{joined, node_span, spawn_waits};
 use crate::report::{Failure, Line, Outcome, Report};
 use crate::session::Session;
 use crate::types::{Credentials, Role};
+use crate::wait::{joined, node_span, spawn_waits};
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {

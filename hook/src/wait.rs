@@ -263,8 +263,7 @@ pub fn spawn_waits(topology: &Topology, deadline: Instant) -> (Waiting, Vec<(Str
         let (resolver, topology, host) = (resolver.clone(), topology.clone(), host.to_string());
         let span = node_span(role, &host);
         tokio::spawn(
-            async move { wait_for(&resolver, &topology, &host, deadline).await }
-                .instrument(span),
+            async move { wait_for(&resolver, &topology, &host, deadline).await }.instrument(span),
         )
     };
     let primary = spawn(Role::Primary, &topology.primary);

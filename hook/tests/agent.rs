@@ -160,7 +160,12 @@ async fn a_setting_immudb_accepts_but_never_reports_back_is_sent_once() {
     let agent = cluster.agent(0, &[], spec, &[]);
     const SETTINGS: &str = "immudb_agent_repairs_total{db=\"appdb\",reason=\"settings\"}";
     const UNCONFIRMED: &str = "immudb_agent_settings_unconfirmed{db=\"appdb\"}";
-    assert!(eventually(WAIT, || async { agent.metric(UNCONFIRMED).await == Some(1.0) }).await);
+    assert!(
+        eventually(WAIT, || async {
+            agent.metric(UNCONFIRMED).await == Some(1.0)
+        })
+        .await
+    );
     assert_eq!(agent.metric(SETTINGS).await, Some(1.0));
     // Three more grace periods: nothing is sent again, the pod stays Ready.
     tokio::time::sleep(Duration::from_secs(3)).await;

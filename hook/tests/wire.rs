@@ -27,7 +27,10 @@ struct Upstream {
 fn upstream() -> Upstream {
     let mut api = Upstream::default();
     let mut rows = UPSTREAM.lines().filter(|l| !l.starts_with('#'));
-    assert_eq!(rows.next(), Some("kind\tscope\tname\ttype\tnumber_or_returns"));
+    assert_eq!(
+        rows.next(),
+        Some("kind\tscope\tname\ttype\tnumber_or_returns")
+    );
     for row in rows {
         let cols: Vec<&str> = row.split('\t').collect();
         let [kind, scope, name, ty, last] = cols[..] else {
@@ -45,7 +48,8 @@ fn upstream() -> Upstream {
             }
             "rpc" => {
                 for t in [ty, last] {
-                    api.types.insert(t.trim_start_matches("stream ").to_string());
+                    api.types
+                        .insert(t.trim_start_matches("stream ").to_string());
                 }
                 api.rpcs.insert(key, (ty.to_string(), last.to_string()));
             }
@@ -125,7 +129,10 @@ fn departures(file: &FileDescriptorProto, api: &Upstream) -> Vec<String> {
         }
         for field in &message.field {
             let ours = (field_type(message, field), field.number().to_string());
-            match api.fields.get(&(name.to_string(), field.name().to_string())) {
+            match api
+                .fields
+                .get(&(name.to_string(), field.name().to_string()))
+            {
                 None => found.push(format!("{name}.{}: immudb has no such field", field.name())),
                 Some(theirs) if *theirs != ours => found.push(format!(
                     "{name}.{}: ours is {} = {}, immudb's is {} = {}",
@@ -219,6 +226,9 @@ fn a_changed_number_an_invented_field_and_a_wrong_rpc_are_caught() {
     let found = departures(&file, &api);
     assert_eq!(found.len(), 3, "{found:#?}");
     assert!(found[0].contains("TruncationNullableSettings.retentionPeriod: ours is NullableMilliseconds = 28, immudb's is NullableMilliseconds = 1"), "{found:#?}");
-    assert!(found[1].contains("DatabaseNullableSettings.inventedSetting: immudb has no such field"), "{found:#?}");
+    assert!(
+        found[1].contains("DatabaseNullableSettings.inventedSetting: immudb has no such field"),
+        "{found:#?}"
+    );
     assert!(found[2].starts_with("rpc ImmuService."), "{found:#?}");
 }

@@ -251,7 +251,7 @@ def test_readme_names_every_panel_and_alert_each_outside_source_feeds(rules):
 
 
 def test_agent_metric_names_are_the_ones_the_agent_exports():
-    exported = set(re.findall(r'(?:family|labelled_counter)\(\s*&mut text,\s*"(immudb_agent_\w+)"', AGENT_SOURCE.read_text()))
+    exported = set(re.findall(r'(?:family|labelled_counter|database_gauge)\(\s*&mut text,\s*"(immudb_agent_\w+)"', AGENT_SOURCE.read_text()))
     assert exported == AGENT_METRICS
 
 

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::counters::{Counters, LabelledCounter, Series};
-use crate::plan::health::{Assessment, State};
+use crate::plan::health::{Assessment, DatabaseHealth, State};
 
 /// The agent's state after a poll, as the HTTP server shows it.
 #[derive(Clone, Debug, Default)]
@@ -63,6 +63,26 @@ fn labelled_counter<S: Series>(
     }
 }
 
+/// A gauge with one series per database; `value` None leaves a database out.
+fn database_gauge(
+    text: &mut String,
+    name: &str,
+    help: &str,
+    databases: &[DatabaseHealth],
+    value: impl Fn(&DatabaseHealth) -> Option<f64>,
+) {
+    family(text, name, "gauge", help);
+    for db in databases {
+        if let Some(value) = value(db) {
+            let _ = writeln!(text, "{name}{{db=\"{}\"}} {value}", db.name);
+        }
+    }
+}
+
+fn flag(on: bool) -> f64 {
+    f64::from(u8::from(on))
+}
+
 /// The agent's `/metrics`.
 pub fn render(status: &Status) -> String {
     let mut text = String::new();
@@ -80,47 +100,23 @@ pub fn render(status: &Status) -> String {
         u8::from(status.primary_reachable)
     );
     if let Some(assessment) = &status.assessment {
-        family(&mut text, "immudb_agent_replicating", "gauge", "1 when the database's replicator runs against a reachable primary of the same version.");
-        for db in &assessment.databases {
-            let _ = writeln!(
-                text,
-                "immudb_agent_replicating{{db=\"{}\"}} {}",
-                db.name,
-                u8::from(db.replicating)
-            );
-        }
-        family(
+        let databases = &assessment.databases;
+        database_gauge(&mut text, "immudb_agent_replicating", "1 when the database's replicator runs against a reachable primary of the same version.", databases, |db| Some(flag(db.replicating)));
+        database_gauge(
             &mut text,
             "immudb_agent_lag_transactions",
-            "gauge",
             "Transactions the primary has committed that this replica lacks.",
+            databases,
+            |db| db.lag.map(|lag| lag.transactions as f64),
         );
-        for db in &assessment.databases {
-            if let Some(lag) = db.lag {
-                let _ = writeln!(
-                    text,
-                    "immudb_agent_lag_transactions{{db=\"{}\"}} {}",
-                    db.name, lag.transactions
-                );
-            }
-        }
-        family(&mut text, "immudb_agent_lag_seconds", "gauge", "How long ago the primary first had a transaction this replica still lacks (0 when caught up).");
-        for db in &assessment.databases {
-            if let Some(lag) = db.lag {
-                let _ = writeln!(
-                    text,
-                    "immudb_agent_lag_seconds{{db=\"{}\"}} {}",
-                    db.name, lag.seconds
-                );
-            }
-        }
+        database_gauge(&mut text, "immudb_agent_lag_seconds", "How long ago the primary first had a transaction this replica still lacks (0 when caught up).", databases, |db| db.lag.map(|lag| lag.seconds));
         family(
             &mut text,
             "immudb_agent_database_state",
             "gauge",
             "1 for the state each database is in.",
         );
-        for db in &assessment.databases {
+        for db in databases {
             for state in State::ALL {
                 let value = u8::from(db.state == state);
                 let _ = writeln!(
@@ -131,20 +127,7 @@ pub fn render(status: &Status) -> String {
                 );
             }
         }
-        family(
-            &mut text,
-            "immudb_agent_settings_unconfirmed",
-            "gauge",
-            "1 when immudb accepted the agent's settings update for a database but reports other values back; the update is not sent again.",
-        );
-        for db in &assessment.databases {
-            let _ = writeln!(
-                text,
-                "immudb_agent_settings_unconfirmed{{db=\"{}\"}} {}",
-                db.name,
-                u8::from(db.settings_unconfirmed)
-            );
-        }
+        database_gauge(&mut text, "immudb_agent_settings_unconfirmed", "1 when immudb accepted the agent's settings update for a database but reports other values back; the update is not sent again.", databases, |db| Some(flag(db.settings_unconfirmed)));
     }
     let counters = &status.counters;
     labelled_counter(

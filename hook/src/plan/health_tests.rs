@@ -272,7 +272,9 @@ fn the_primary_reports_an_update_immudb_does_not_report_back_once() {
     let desired = PrimaryDesired {
         databases: vec![DesiredDatabase {
             name: "appdb".into(),
-            storage: [(Setting::RetentionPeriod, 172_800_000)].into_iter().collect(),
+            storage: [(Setting::RetentionPeriod, 172_800_000)]
+                .into_iter()
+                .collect(),
         }],
         sync_acks: None,
         replication_user: "replicator".into(),
@@ -293,9 +295,11 @@ fn the_primary_reports_an_update_immudb_does_not_report_back_once() {
     };
     let mut memory = Memory::default();
     let none = BTreeMap::new();
-    assert!(assess_primary(&desired, &ignored, &none, &mut memory, at(0), &LIMITS)
-        .repairs
-        .is_empty());
+    assert!(
+        assess_primary(&desired, &ignored, &none, &mut memory, at(0), &LIMITS)
+            .repairs
+            .is_empty()
+    );
     let sent = assess_primary(&desired, &ignored, &none, &mut memory, at(300), &LIMITS);
     let [(update, Repair::Settings)] = &sent.repairs[..] else {
         panic!("one settings update: {:?}", sent.repairs);
