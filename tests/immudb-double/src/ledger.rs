@@ -1,12 +1,16 @@
-//! One database's transaction log, as immudb keeps it: headers chained by a real Alh (computed by
-//! `immudb-txlog`, checked there against a real server), the entries of every transaction, and a
-//! key index so that Get answers. Replicas grow their log only by applying exported transactions
-//! one at a time, as immudb's replicator does.
+//! One database's transaction log, as immudb keeps it: headers chained by a real Alh and a real
+//! entries hash eH (both computed by `immudb-txlog`, checked there against a real server), the
+//! entries of every transaction, and a key index so that Get answers. Replicas grow their log only
+//! by applying exported transactions in order, as immudb's replicator does.
 //!
-//! Two header fields are stand-ins: eH (immudb's hash tree over the entries) is a SHA-256 of the
-//! encoded entries, and blRoot (the root of immudb's accumulated hash tree at blTxId) is a SHA-256
-//! chain over the previous Alhs. Both are deterministic and feed the real Alh, so a changed entry
-//! or a reordered history still changes every later Alh.
+//! A transaction is first precommitted (in the log, ordered) and becomes committed (durable,
+//! visible to CurrentState, TxById and exportTx) when the database's syncer syncs it
+//! ([`crate::commits`]). Seeding a ledger directly ([`Ledger::commit`], [`Ledger::replicate`])
+//! commits at once.
+//!
+//! One header field is a stand-in: blRoot (the root of immudb's accumulated hash tree at blTxId)
+//! is a SHA-256 chain over the previous Alhs. It is deterministic and feeds the real Alh, so a
+//! reordered history still changes every later Alh.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,7 +27,7 @@ pub enum ReplicateError {
     AlreadyCommitted,
     WrongOrder,
     InvalidPrevAlh,
-    EntryCount,
+    EntriesHash,
 }
 
 impl ReplicateError {
@@ -34,39 +38,75 @@ impl ReplicateError {
             ReplicateError::InvalidPrevAlh => {
                 "illegal arguments: attempt to commit a tx with invalid prevAlh"
             }
-            ReplicateError::EntryCount => "illegal arguments",
+            ReplicateError::EntriesHash => "illegal arguments: entries hash (Eh) differs",
         }
     }
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
+    /// Every precommitted transaction; the first `committed` are durable.
     transactions: Vec<ExportedTx>,
     alhs: Vec<Hash>,
+    committed: u64,
     /// Stored key (with its prefix) → (transaction, stored value).
     index: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
 }
 
 impl Ledger {
+    /// Committed transactions.
     pub fn tx_count(&self) -> u64 {
+        self.committed
+    }
+
+    /// The last precommitted transaction: what the next one must follow.
+    pub fn precommitted_id(&self) -> u64 {
         self.transactions.len() as u64
     }
 
-    /// (last transaction id, its Alh): what CurrentState reports; (0, SHA256("")) when empty.
-    pub fn state(&self) -> (u64, Hash) {
-        (
-            self.tx_count(),
-            self.alhs.last().copied().unwrap_or(EMPTY_ALH),
-        )
+    /// The Alh after transaction `id` (SHA256("") for 0), precommitted or committed.
+    pub fn alh(&self, id: u64) -> Hash {
+        id.checked_sub(1)
+            .and_then(|i| self.alhs.get(i as usize))
+            .copied()
+            .unwrap_or(EMPTY_ALH)
     }
 
+    /// (last committed transaction id, its Alh): what CurrentState reports; (0, SHA256("")) when
+    /// empty.
+    pub fn state(&self) -> (u64, Hash) {
+        (self.committed, self.alh(self.committed))
+    }
+
+    /// (last precommitted transaction id, its Alh).
+    pub fn precommitted_state(&self) -> (u64, Hash) {
+        let id = self.precommitted_id();
+        (id, self.alh(id))
+    }
+
+    /// A committed transaction.
     pub fn transaction(&self, id: u64) -> Option<&ExportedTx> {
+        if id > self.committed {
+            return None;
+        }
         let index = usize::try_from(id).ok()?.checked_sub(1)?;
         self.transactions.get(index)
     }
 
-    /// Commits plain key-value entries as a new transaction, as Set does.
+    /// Makes every transaction up to `id` durable, as a sync does.
+    pub fn sync_up_to(&mut self, id: u64) {
+        self.committed = self.committed.max(id.min(self.precommitted_id()));
+    }
+
+    /// Commits plain key-value entries as a new, already durable transaction: a seeded database.
     pub fn commit(&mut self, kvs: &[(Vec<u8>, Vec<u8>)]) -> TxHeader {
+        let header = self.precommit(kvs);
+        self.sync_up_to(header.id);
+        header
+    }
+
+    /// Precommits plain key-value entries as a new transaction, as Set does before its sync.
+    pub fn precommit(&mut self, kvs: &[(Vec<u8>, Vec<u8>)]) -> TxHeader {
         let entries: Vec<TxEntry> = kvs
             .iter()
             .map(|(key, value)| TxEntry {
@@ -75,7 +115,7 @@ impl Ledger {
                 value: [&[PLAIN], value.as_slice()].concat(),
             })
             .collect();
-        let (last_id, last_alh) = self.state();
+        let (last_id, last_alh) = self.precommitted_state();
         let (bl_tx_id, bl_root) = match self.transactions.last() {
             None => (0, [0; 32]),
             Some(previous) => {
@@ -90,41 +130,58 @@ impl Ledger {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let header = TxHeader {
-            id: last_id + 1,
-            prev_alh: last_alh,
-            ts,
-            version: 1,
-            metadata: TxMetadata::default(),
-            nentries: entries.len() as u32,
-            eh: entries_hash(&entries),
-            bl_tx_id,
-            bl_root,
-        };
-        let tx = ExportedTx {
-            header: header.clone(),
+        let mut tx = ExportedTx {
+            header: TxHeader {
+                id: last_id + 1,
+                prev_alh: last_alh,
+                ts,
+                version: 1,
+                metadata: TxMetadata::default(),
+                nentries: entries.len() as u32,
+                eh: [0; 32],
+                bl_tx_id,
+                bl_root,
+            },
             entries,
             values_truncated: false,
         };
+        tx.header.eh = tx
+            .entries_hash()
+            .expect("plain version 1 entries always hash");
+        let header = tx.header.clone();
         self.append(tx);
         header
     }
 
-    /// Applies one exported transaction, as replicateTx does on a replica: it must be the next
-    /// id and chain to the last Alh.
+    /// Applies one exported transaction and makes it durable at once, as immudb's replicator
+    /// does for a replica database (see [`Ledger::precommit_replicated`]).
     pub fn replicate(&mut self, tx: ExportedTx) -> Result<TxHeader, ReplicateError> {
-        let (last_id, last_alh) = self.state();
-        if tx.header.id <= last_id {
+        let header = self.precommit_replicated(tx)?;
+        self.sync_up_to(header.id);
+        Ok(header)
+    }
+
+    /// The checks replicateTx makes before it waits for its turn: the entries hash to the
+    /// header's eH, and the transaction is not already in the log.
+    pub fn admit(&self, tx: &ExportedTx) -> Result<(), ReplicateError> {
+        tx.verify_entries()
+            .map_err(|_| ReplicateError::EntriesHash)?;
+        if tx.header.id <= self.precommitted_id() {
             return Err(ReplicateError::AlreadyCommitted);
         }
+        Ok(())
+    }
+
+    /// Precommits one exported transaction, as replicateTx does on a replica: its entries hash to
+    /// its eH, it is the next id and it chains to the last Alh.
+    pub fn precommit_replicated(&mut self, tx: ExportedTx) -> Result<TxHeader, ReplicateError> {
+        self.admit(&tx)?;
+        let (last_id, last_alh) = self.precommitted_state();
         if tx.header.id > last_id + 1 {
             return Err(ReplicateError::WrongOrder);
         }
         if tx.header.prev_alh != last_alh {
             return Err(ReplicateError::InvalidPrevAlh);
-        }
-        if tx.entries.len() != tx.header.nentries as usize {
-            return Err(ReplicateError::EntryCount);
         }
         let header = tx.header.clone();
         self.append(tx);
@@ -159,19 +216,6 @@ impl Ledger {
     }
 }
 
-fn entries_hash(entries: &[TxEntry]) -> Hash {
-    let mut hasher = Sha256::new();
-    for e in entries {
-        hasher.update((e.key.len() as u16).to_be_bytes());
-        hasher.update(&e.key);
-        hasher.update((e.metadata.len() as u16).to_be_bytes());
-        hasher.update(&e.metadata);
-        hasher.update((e.value.len() as u32).to_be_bytes());
-        hasher.update(&e.value);
-    }
-    hasher.finalize().into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +235,21 @@ mod tests {
         assert_eq!(replica.state(), primary.state());
         assert_eq!(replica.get(b"a"), Some((2, b"2".to_vec())));
         assert_eq!(replica.get(b"b"), Some((2, vec![])));
+        for id in 1..=2 {
+            primary.transaction(id).unwrap().verify_entries().unwrap();
+        }
+    }
+
+    #[test]
+    fn precommitted_transactions_are_invisible_until_synced() {
+        let mut ledger = Ledger::default();
+        ledger.commit(&[(b"a".to_vec(), b"1".to_vec())]);
+        let header = ledger.precommit(&[(b"a".to_vec(), b"2".to_vec())]);
+        assert_eq!((ledger.tx_count(), ledger.precommitted_id()), (1, 2));
+        assert!(ledger.transaction(2).is_none());
+        assert_eq!(ledger.precommitted_state(), (2, header.alh()));
+        ledger.sync_up_to(5);
+        assert_eq!(ledger.state(), (2, header.alh()));
     }
 
     #[test]
@@ -206,6 +265,12 @@ mod tests {
         assert_eq!(
             replica.replicate(tx(1)),
             Err(ReplicateError::AlreadyCommitted)
+        );
+        let mut tampered = tx(2);
+        tampered.entries[0].value.push(0);
+        assert_eq!(
+            replica.replicate(tampered),
+            Err(ReplicateError::EntriesHash)
         );
         let mut other = Ledger::default();
         other.commit(&[(b"x".to_vec(), b"y".to_vec())]);

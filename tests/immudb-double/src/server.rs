@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::commits::SyncCost;
 use crate::proto::immu_service_server::ImmuService;
 use crate::proto::*;
 use crate::rules::{self, unknown, Replication, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
-use crate::state::{Database, State, User, ADMIN_USER, CLOSED, READ_ONLY, SYSTEM_DB};
+use crate::state::{Database, State, User, ADMIN_USER, CLOSED, SYSTEM_DB};
 use crate::storage::Storage;
 use crate::transactions;
 
@@ -24,6 +25,14 @@ pub struct Faults {
     /// When set, exportTx serves this many more transactions, then fails every call with
     /// Internal (a source that dies in the middle of a backup).
     pub failing_exports_after: Mutex<Option<usize>>,
+    /// The same for replicateTx (a target that fails in the middle of a restore).
+    pub failing_replicates_after: Mutex<Option<usize>>,
+    /// When set, every this many calls the server forgets every session, as immudb does when it
+    /// reaps them or restarts; sessions then answer 7 `session not found`.
+    pub reap_sessions_every: Mutex<Option<usize>>,
+    /// Calls counted for `reap_sessions_every`, and sessions forgotten so far.
+    pub calls: AtomicUsize,
+    pub sessions_reaped: AtomicUsize,
     /// Set when the node is dropped: connections still open answer as a dead process would.
     pub stopped: AtomicBool,
     /// UpdateDatabaseV2 accepts storage settings but keeps the old ones, as immudb does with a
@@ -36,6 +45,7 @@ pub struct Service {
     pub state: Arc<Mutex<State>>,
     pub faults: Arc<Faults>,
     pub max_sessions: usize,
+    pub sync_cost: SyncCost,
 }
 
 impl Service {
@@ -52,6 +62,16 @@ impl Service {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if take.is_ok() {
             return Err(Status::unavailable("injected: server is starting"));
+        }
+        let calls = self.faults.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let every = *self.faults.reap_sessions_every.lock().expect("faults lock");
+        if every.is_some_and(|n| n > 0 && calls.is_multiple_of(n)) {
+            let mut state = self.state();
+            let reaped = state.sessions.len();
+            state.sessions.clear();
+            self.faults
+                .sessions_reaped
+                .fetch_add(reaped, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -336,33 +356,7 @@ impl ImmuService for Service {
     }
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<TxHeader>, Status> {
-        self.gate().await?;
-        let mut state = self.state();
-        let (user, db_name) = state.caller(request.metadata())?;
-        if state.permission_on(&user, &db_name) < rules::PERMISSION_READ_WRITE {
-            return Err(unknown(
-                "user does not have write permission on this database",
-            ));
-        }
-        let server_replica = state.server_replica;
-        let db = state
-            .databases
-            .get_mut(&db_name)
-            .ok_or_else(|| unknown("database does not exist"))?;
-        if !db.loaded {
-            return Err(unknown(CLOSED));
-        }
-        if db.replication.replica || server_replica {
-            return Err(unknown(READ_ONLY));
-        }
-        let kvs: Vec<(Vec<u8>, Vec<u8>)> = request
-            .into_inner()
-            .k_vs
-            .into_iter()
-            .map(|kv| (kv.key, kv.value))
-            .collect();
-        let header = db.ledger.commit(&kvs);
-        Ok(Response::new(transactions::header_to_proto(&header)))
+        transactions::set(self, request).await
     }
 
     async fn get(&self, request: Request<KeyRequest>) -> Result<Response<Entry>, Status> {
@@ -447,6 +441,7 @@ impl ImmuService for Service {
         }
         db.loaded = false;
         db.stop_replicator();
+        db.commits.restart();
         Ok(Response::new(UnloadDatabaseResponse { database }))
     }
 
@@ -463,6 +458,7 @@ impl ImmuService for Service {
         }
         db.loaded = true;
         db.effective = db.settings.clone();
+        db.commits.restart();
         db.start_replicator();
         db.last_loaded = Some(std::time::Instant::now());
         Ok(Response::new(LoadDatabaseResponse { database }))

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
+use crate::commits::Commits;
 use crate::ledger::Ledger;
 use crate::proto::{DatabaseNullableSettings, NullableBool};
 use crate::replicator::Replicator;
@@ -31,6 +32,8 @@ pub struct Database {
     /// When LoadDatabase last loaded it, for tests that check the order of reloads.
     pub last_loaded: Option<std::time::Instant>,
     pub replicator: Replicator,
+    /// Writers waiting for their sync, replicateTx slots, the syncer.
+    pub commits: Commits,
 }
 
 impl Database {
