@@ -177,7 +177,8 @@ const REAL_RESTORE: [(usize, f64, &str); 3] = [
     (10, 791.0, "immudb's replicator, commit concurrency 10"),
     (30, 2219.0, "immudb's replicator, commit concurrency 30"),
 ];
-/// The same machine's backups (TxById + exportTx per transaction, one at a time).
+/// The same machine's backups, one transaction at a time (TxById + exportTx each, as immuadmin
+/// and this hook before read-ahead did).
 const REAL_BACKUP_ONE_AT_A_TIME: f64 = 1027.0;
 const REAL_IMMUADMIN_BACKUP: f64 = 893.0;
 
