@@ -91,7 +91,11 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         }
         Command::Restore(args) => {
             let mut config = args.config(&cli.topology)?;
-            let lease = follow_lease(&cli, &mut config.topology, config.timeout).await?;
+            let timeout = config.timeout;
+            let lease = match &mut config.target {
+                Some(target) => follow_lease(&cli, &mut target.topology, timeout).await?,
+                None => None,
+            };
             tracing::info!(databases = ?config.databases, "restoring");
             restore::restore(&config).await.from_lease(lease)
         }

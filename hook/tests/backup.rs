@@ -6,121 +6,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use common::backups::*;
 use common::*;
-use immudb_double::{Database, Node};
+use immudb_double::Database;
 use immudb_hook::backup::catalog::{self, Manifest};
-use immudb_hook::backup::{rebuild, restore, run};
+use immudb_hook::backup::run;
 use immudb_hook::cli::Command;
-use immudb_hook::report::{Outcome, Report};
-use immudb_txlog::{hex, Chain, Hash, RecordReader};
+use immudb_txlog::{hex, Chain, RecordReader};
 use sha2::{Digest, Sha256};
-
-fn backup_report_of(
-    cluster: &Cluster,
-    replicas: &[String],
-    extra: &[&str],
-) -> impl std::future::Future<Output = Report> {
-    let cli = cluster.cli(replicas, 10, "backup", extra);
-    async move {
-        let Command::Backup(args) = &cli.command else {
-            unreachable!()
-        };
-        run::backup(&args.config(&cli.topology).expect("valid backup config")).await
-    }
-}
-
-async fn restore_into(target: &Cluster, extra: &[&str]) -> Report {
-    let cli = target.cli(&[], 10, "restore", extra);
-    let Command::Restore(args) = &cli.command else {
-        unreachable!()
-    };
-    restore::restore(&args.config(&cli.topology).expect("valid restore config")).await
-}
-
-fn completed(report: &Report) -> Vec<String> {
-    report
-        .lines
-        .iter()
-        .map(|l| match &l.outcome {
-            Outcome::Completed(what) => what.clone(),
-            other => panic!("{}: {other}\n{report}", l.host),
-        })
-        .collect()
-}
-
-fn failure(report: &Report) -> String {
-    match &report.lines[0].outcome {
-        Outcome::Failed { reason, .. } => reason.clone(),
-        other => panic!("expected a failure, got {other}"),
-    }
-}
-
-/// A primary with `appdb` holding `count` transactions, and `replicas` replicas converged on it.
-async fn seeded(cluster: &Cluster, replicas: u8, count: u8) -> Vec<Node> {
-    let nodes = start_all(cluster, replicas).await;
-    let report = converge_databases(cluster, &cluster.replica_hosts(replicas), &["appdb"]).await;
-    assert_eq!(report.exit_code(), 0, "{report}");
-    write(&nodes[0], 0, count);
-    for replica in &nodes[1..] {
-        caught_up(&nodes[0], replica).await;
-    }
-    nodes
-}
-
-/// Writes transactions `from..from+count`, each one key `k<i>` with a value of 200 bytes.
-fn write(node: &Node, from: u8, count: u8) {
-    node.with_state(|s| {
-        let db = s.databases.get_mut("appdb").unwrap();
-        for i in from..from + count {
-            db.ledger
-                .commit(&[(format!("k{i}").into_bytes(), vec![i; 200])]);
-        }
-    });
-}
-
-fn state_of(node: &Node, db: &str) -> (u64, Hash) {
-    node.with_state(|s| s.databases[db].ledger.state())
-}
-
-async fn caught_up(primary: &Node, replica: &Node) {
-    for _ in 0..200 {
-        if state_of(primary, "appdb") == state_of(replica, "appdb") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the replica did not catch up");
-}
-
-/// Every file under `dir`, relative, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                out.push(path.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
-
-fn backup_dir(cluster: &Cluster) -> PathBuf {
-    let dir = cluster.dir.path().join("backups");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn dir_flag(dir: &Path) -> String {
-    format!("--dir={}", dir.display())
-}
 
 /// Reads the objects of `database`'s newest chain as one hot-backup file and verifies it.
 async fn verified_records(dir: &Path, database: &str) -> u64 {
@@ -314,34 +208,6 @@ async fn an_interrupted_run_writes_nothing_and_the_next_run_completes() {
     assert_eq!(verified_records(&dir, "appdb").await, 6);
 }
 
-/// A cluster whose `appdb` (8 transactions) is backed up in two objects: 1..5 and 6..8.
-async fn backed_up(cluster: &Cluster) -> (Vec<Node>, PathBuf) {
-    let nodes = seeded(cluster, 0, 5).await;
-    let dir = backup_dir(cluster);
-    let flags = [dir_flag(&dir), "--databases=appdb".to_string()];
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    assert_eq!(backup_report_of(cluster, &[], &flags).await.exit_code(), 0);
-    write(&nodes[0], 5, 3);
-    assert_eq!(backup_report_of(cluster, &[], &flags).await.exit_code(), 0);
-    (nodes, dir)
-}
-
-fn objects(dir: &Path) -> Vec<String> {
-    files(dir)
-        .into_iter()
-        .filter(|f| f.ends_with(".immubackup"))
-        .collect()
-}
-
-/// Rewrites the manifest of `object` so that its SHA-256 matches the object's bytes again.
-fn reseal(dir: &Path, object: &str) {
-    let manifest_path = dir.join(object.replace(".immubackup", ".manifest.json"));
-    let mut manifest: Manifest =
-        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    manifest.sha256 = hex(&Sha256::digest(std::fs::read(dir.join(object)).unwrap()));
-    std::fs::write(manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
-}
-
 #[tokio::test]
 async fn a_corrupted_record_is_named_before_anything_is_written() {
     let cluster = Cluster::new();
@@ -355,17 +221,40 @@ async fn a_corrupted_record_is_named_before_anything_is_written() {
     let args = [flag.as_str(), "--databases=appdb"];
     let restore = || restore_into(&target, &args);
 
-    // A flipped byte in the last value: only the SHA-256 of the object notices.
+    // A flipped byte in the last value, with the manifest as written and then resealed as someone
+    // with write access to the bucket would: the entries hash names the record, the transaction,
+    // the entry and where it is in the object.
+    let mut records = RecordReader::new(&original[..]);
+    let mut last_record = (0, None);
+    loop {
+        let offset = records.offset();
+        match records.next().await.unwrap() {
+            Some(record) => last_record = (offset, Some(record)),
+            None => break,
+        }
+    }
+    let (last_offset, last) = (last_record.0, last_record.1.unwrap());
+    let entry_at = last_offset
+        + immudb_txlog::hotbackup::CONTENT_OFFSET
+        + last.transaction().unwrap().entry_offsets()[0];
     let mut corrupted = original.clone();
-    let last = corrupted.len() - 10;
-    corrupted[last] ^= 0xff;
+    let in_value = corrupted.len() - 10;
+    corrupted[in_value] ^= 0xff;
     std::fs::write(&path, &corrupted).unwrap();
-    let report = restore().await;
-    assert_eq!(report.exit_code(), 8, "{report}");
-    assert!(
-        failure(&report).contains(&format!("{first}: SHA-256")),
-        "{report}"
-    );
+    for resealed in [false, true] {
+        if resealed {
+            reseal(&dir, first);
+        }
+        let report = restore().await;
+        assert_eq!(report.exit_code(), 8, "{report}");
+        let reason = failure(&report);
+        assert!(
+            reason.contains(&format!(
+                "{first}: record 4 (tx 5) at byte {last_offset}: tx 5: entry 0 at byte {entry_at} does not hash to the header's eH"
+            )),
+            "resealed {resealed}: {reason}"
+        );
+    }
 
     // A flipped byte in tx 3's header, with the manifest resealed: the chain check names it.
     let mut records = RecordReader::new(&original[..]);
@@ -531,23 +420,8 @@ async fn rebuild_primary_copies_the_most_advanced_replica() {
     assert_eq!(state_of(&nodes[2], "appdb").0, 4);
 
     // The primary's volume is lost: a new, empty primary at the same address.
-    drop(nodes.remove(0));
-    let fresh = loop {
-        match Node::start(cluster.options(0), &cluster.network).await {
-            Ok(node) => break node,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    let cli = cluster.cli(
-        &cluster.replica_hosts(2),
-        10,
-        "rebuild-primary",
-        &["--databases=appdb"],
-    );
-    let Command::RebuildPrimary(args) = &cli.command else {
-        unreachable!()
-    };
-    let report = rebuild::rebuild_primary(&args.config(&cli.topology).unwrap()).await;
+    let fresh = restarted_empty(&cluster, nodes.remove(0)).await;
+    let report = rebuild_appdb(&cluster, 2).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     assert!(
         completed(&report)[0].starts_with(&format!("rebuilt from {}: tx 1..8", cluster.host(1))),
@@ -557,7 +431,7 @@ async fn rebuild_primary_copies_the_most_advanced_replica() {
     fresh.with_state(|s| assert!(!s.databases["appdb"].replication.replica));
 
     // A second run refuses: the primary now holds the database.
-    let again = rebuild::rebuild_primary(&args.config(&cli.topology).unwrap()).await;
+    let again = rebuild_appdb(&cluster, 2).await;
     assert_eq!(again.exit_code(), 9, "{again}");
 
     // Converged again (replication user, replica settings), the lagging replica catches up.

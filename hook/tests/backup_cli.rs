@@ -267,3 +267,51 @@ async fn bad_input_exits_with_the_documented_codes_and_writes_nothing() {
     let result = text.lines().find(|l| l.starts_with("result: ")).unwrap();
     assert_eq!(result, "result: done, 1 database(s)");
 }
+
+#[tokio::test]
+async fn verify_only_needs_no_server_and_exits_8_on_a_tampered_value() {
+    let cluster = Cluster::new();
+    let _primary = primary_with_appdb(&cluster, 4).await;
+    let dir = cluster.dir.path().join("backups");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_env = dir.display().to_string();
+    let (code, text) = run(hook(&cluster, "backup")
+        .env("IMMUDB_HOOK_BACKUP_DIR", &dir_env)
+        .env("IMMUDB_HOOK_BACKUP_SOURCE", "primary"))
+    .await;
+    assert_eq!(code, 0, "{text}");
+
+    // No server address and no password: an auditor's machine with only the backup.
+    let audit = || {
+        let mut command = hook(&cluster, "restore");
+        command
+            .env_remove("IMMUDB_HOOK_PRIMARY_HOST")
+            .env_remove("IMMUDB_HOOK_ADMIN_PASSWORD_FILE")
+            .env("IMMUDB_HOOK_BACKUP_DIR", &dir_env)
+            .arg("--verify-only");
+        command
+    };
+    let (code, text) = run(&mut audit()).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("verified chain "), "{text}");
+    assert!(
+        text.contains("4 records, 4 entries hashed to their eH"),
+        "{text}"
+    );
+
+    let object = common::backups::tamper(&dir);
+    let (code, text) = run(&mut audit()).await;
+    assert_eq!(code, 8, "{text}");
+    assert!(
+        text.contains(&object) && text.contains("entry 0 at byte"),
+        "{text}"
+    );
+
+    // A restore proper does need the server.
+    let (code, text) = run(hook(&cluster, "restore")
+        .env_remove("IMMUDB_HOOK_PRIMARY_HOST")
+        .env("IMMUDB_HOOK_BACKUP_DIR", &dir_env))
+    .await;
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--primary-host"), "{text}");
+}

@@ -49,7 +49,7 @@ async fn sync_pair(cluster: &Cluster) -> Vec<immudb_double::Node> {
 fn positions(node: &immudb_double::Node) -> (u64, u64) {
     node.with_state(|s| {
         let ledger = &s.databases["appdb"].ledger;
-        (ledger.tx_count(), ledger.precommitted_count())
+        (ledger.tx_count(), ledger.precommitted_id())
     })
 }
 

@@ -1,10 +1,12 @@
 //! One unbroken history: each record is the next transaction id, its content decodes, its
-//! checksum is the Alh of the header it carries, and that header's prevAlh is the previous
-//! record's Alh. A backup, a restore and a rebuild all run every transaction through this.
+//! checksum is the Alh of the header it carries, that header's prevAlh is the previous record's
+//! Alh, and its entries hash to the header's eH, so the chain proves every key and value, not only
+//! the headers. A backup, a restore and a rebuild all run every transaction through this.
 
+use crate::entries::EntriesError;
 use crate::export::ExportedTx;
 use crate::header::{Hash, EMPTY_ALH};
-use crate::hotbackup::Record;
+use crate::hotbackup::{Record, CONTENT_OFFSET};
 use crate::FormatError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +31,10 @@ pub enum ChainError {
         found: String,
         expected: String,
     },
+    /// The entries are not those the header commits to; offsets count from the start of the
+    /// record ([`Chain::verify`]) or of the exported transaction ([`Chain::append`]).
+    #[error("{0}")]
+    Entries(EntriesError),
 }
 
 pub fn hex(hash: &[u8]) -> String {
@@ -62,7 +68,8 @@ impl Chain {
         Chain { last_id, last_alh }
     }
 
-    /// Accepts `tx` as the next transaction (checking id and prevAlh) and returns its Alh.
+    /// Accepts `tx` as the next transaction (checking id, prevAlh and that its entries hash to
+    /// its eH) and returns its Alh.
     pub fn append(&mut self, tx: &ExportedTx) -> Result<Hash, ChainError> {
         let id = tx.header.id;
         if id != self.last_id + 1 {
@@ -78,6 +85,7 @@ impl Chain {
                 expected: hex(&self.last_alh),
             });
         }
+        tx.verify_entries().map_err(ChainError::Entries)?;
         let alh = tx.header.alh();
         self.last_id = id;
         self.last_alh = alh;
@@ -111,7 +119,10 @@ impl Chain {
                 computed: hex(&computed),
             });
         }
-        self.append(&tx)?;
+        self.append(&tx).map_err(|e| match e {
+            ChainError::Entries(e) => ChainError::Entries(e.shifted(CONTENT_OFFSET)),
+            other => other,
+        })?;
         Ok(tx)
     }
 }

@@ -15,6 +15,9 @@ pub const MAGIC: &[u8; 10] = b"IMMUBACKUP";
 pub const FORMAT_VERSION: u32 = 1;
 pub const RECORD_HEADER_LEN: usize = 30;
 const CHECKSUM_LEN: u32 = 32;
+/// Where the exported transaction starts in a record: after the record header, the checksum and
+/// the stream message's `u64` length.
+pub const CONTENT_OFFSET: u64 = (RECORD_HEADER_LEN + CHECKSUM_LEN as usize + 8) as u64;
 /// A bound on one record's content, far above immudb's largest transaction (maxTxEntries x
 /// maxValueLen are much smaller by default), so a corrupted length cannot make a reader allocate
 /// gigabytes.

@@ -4,17 +4,20 @@
 //!   accumulated hash that chains a transaction to every one before it);
 //! - [`export`]: a transaction as `exportTx` streams it and `replicateTx` takes it;
 //! - [`hotbackup`]: immuadmin's hot-backup file, one record per transaction, read as a stream;
-//! - [`chain`]: the check that a sequence of records is one unbroken history.
+//! - [`entries`]: the entries hash (eH) recomputed from a transaction's keys, values and metadata;
+//! - [`chain`]: the check that a sequence of records is one unbroken history, values included.
 //!
 //! Every format is checked byte for byte against what a real immudb 1.10.0 wrote
 //! (`tests/fixtures/immudb-1.10.0/`).
 
 pub mod chain;
+pub mod entries;
 pub mod export;
 pub mod header;
 pub mod hotbackup;
 
 pub use chain::{hex, Chain, ChainError};
+pub use entries::EntriesError;
 pub use export::{ExportedTx, TxEntry};
 pub use header::{Hash, TxHeader, TxMetadata, EMPTY_ALH};
 pub use hotbackup::{ReadError, Record, RecordReader};

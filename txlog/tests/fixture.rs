@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use base64::Engine;
 use immudb_txlog::hotbackup::RecordProblem;
-use immudb_txlog::{Chain, ChainError, Record, RecordReader, TxHeader, TxMetadata, EMPTY_ALH};
+use immudb_txlog::hotbackup::CONTENT_OFFSET;
+use immudb_txlog::{
+    Chain, ChainError, EntriesError, Record, RecordReader, TxHeader, TxMetadata, EMPTY_ALH,
+};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -69,16 +72,9 @@ fn the_alh_of_every_recorded_header_is_what_the_server_reported() {
         assert_eq!(header.alh(), *alh, "tx {}", header.id);
     }
     // Each header's prevAlh is the previous Alh: the recorded history is one chain.
-    let mut chain = Chain::genesis();
-    for (header, _) in &recorded {
-        let tx = immudb_txlog::ExportedTx {
-            header: header.clone(),
-            entries: vec![],
-            values_truncated: false,
-        };
-        chain.append(&tx).unwrap();
+    for pair in recorded.windows(2) {
+        assert_eq!(pair[1].0.prev_alh, pair[0].1, "tx {}", pair[1].0.id);
     }
-    assert_eq!(chain.last_alh, recorded[7].1);
 }
 
 #[test]
@@ -156,29 +152,109 @@ async fn a_truncated_file_names_the_record_and_its_offset() {
 }
 
 #[tokio::test]
+async fn every_recorded_entries_hash_is_recomputed_from_the_entries() {
+    let bytes = std::fs::read(fixture("fixturedb.immubackup")).unwrap();
+    let recorded = recorded();
+    let records = records(&bytes).await;
+    let mut counts = Vec::new();
+    for (record, (header, _)) in records.iter().zip(&recorded) {
+        let tx = record.transaction().unwrap();
+        assert_eq!(tx.entries_hash().unwrap(), header.eh, "tx {}", header.id);
+        counts.push(tx.entries.len());
+    }
+    // One entry, an odd count (3: a node carried up), 4, 2, and a 64 KiB value.
+    assert_eq!(counts, [1, 3, 1, 4, 2, 1, 1, 1]);
+}
+
+/// Byte offsets of each record in the fixture file.
+fn record_offsets(records: &[Record]) -> Vec<u64> {
+    records
+        .iter()
+        .scan(0u64, |offset, r| {
+            let start = *offset;
+            *offset += r.encoded_len();
+            Some(start)
+        })
+        .collect()
+}
+
+/// Runs the whole file through the chain; the first error, as text.
+async fn first_failure(bytes: &[u8]) -> Option<String> {
+    let mut reader = RecordReader::new(bytes);
+    let mut chain = Chain::genesis();
+    loop {
+        let offset = reader.offset();
+        match reader.next().await {
+            Ok(Some(record)) => {
+                if let Err(e) = chain.verify(&record) {
+                    return Some(format!("record at byte {offset}: {e}"));
+                }
+            }
+            Ok(None) => return None,
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_flipped_value_byte_is_caught_naming_its_entry_and_offset() {
+    let bytes = std::fs::read(fixture("fixturedb.immubackup")).unwrap();
+    let records = records(&bytes).await;
+    let offsets = record_offsets(&records);
+    // tx 8: one entry whose value is 64 KiB; flip a byte in its middle.
+    let tx = records[7].transaction().unwrap();
+    let entry_start = CONTENT_OFFSET + tx.entry_offsets()[0];
+    let value_start = entry_start + 2 + tx.entries[0].key.len() as u64 + 2 + 4;
+    let mut corrupted = bytes.clone();
+    corrupted[(offsets[7] + value_start) as usize + 30_000] ^= 0x01;
+    let mut reader = RecordReader::new(&corrupted[..]);
+    let mut chain = Chain::genesis();
+    for _ in 0..7 {
+        chain
+            .verify(&reader.next().await.unwrap().unwrap())
+            .unwrap();
+    }
+    let record = reader.next().await.unwrap().unwrap();
+    let Err(ChainError::Entries(EntriesError::Mismatch {
+        tx,
+        first,
+        last,
+        offset,
+        expected,
+        ..
+    })) = chain.verify(&record)
+    else {
+        panic!("the flipped value byte went unnoticed");
+    };
+    assert_eq!((tx, first, last), (8, 0, 0));
+    assert_eq!(offset, entry_start, "the entry's offset within the record");
+    assert_eq!(expected, recorded()[7].0.eh);
+
+    // In tx 2 (three entries) the hash tree cannot tell which entry changed: all three are named.
+    let tx2 = records[1].transaction().unwrap();
+    let key_of_b = tx2.entries[1].key.len();
+    let value_of_b =
+        (offsets[1] + CONTENT_OFFSET + tx2.entry_offsets()[1]) as usize + 2 + key_of_b + 2 + 4 + 5;
+    let mut corrupted = bytes.clone();
+    corrupted[value_of_b] ^= 0x01;
+    let failed = first_failure(&corrupted).await.unwrap();
+    assert!(failed.contains("tx 2: entries 0..=2"), "{failed}");
+}
+
+#[tokio::test]
 async fn a_flipped_byte_anywhere_is_caught() {
     let bytes = std::fs::read(fixture("fixturedb.immubackup")).unwrap();
-    // Every byte of record 2 (tx 3) except inside entry values, which only the backup's SHA-256
-    // protects (the Alh covers the header, whose eH is immudb's hash tree over the entries).
+    // Every byte of record 2 (tx 3), values included: the checksum is the Alh of the header, whose
+    // eH is the hash tree over the entries.
     let records = records(&bytes).await;
     let start = (records[0].encoded_len() + records[1].encoded_len()) as usize;
-    let header_end = start + 30 + 32 + 8 + 4 + 128;
-    for position in start..header_end {
+    let end = start + records[2].encoded_len() as usize;
+    for position in start..end {
         let mut corrupted = bytes.clone();
         corrupted[position] ^= 0x01;
-        let mut reader = RecordReader::new(&corrupted[..]);
-        let mut chain = Chain::genesis();
-        let failed = loop {
-            match reader.next().await {
-                Ok(Some(record)) => {
-                    if let Err(e) = chain.verify(&record) {
-                        break e.to_string();
-                    }
-                }
-                Ok(None) => panic!("a flipped byte at {position} went unnoticed"),
-                Err(e) => break e.to_string(),
-            }
-        };
+        let failed = first_failure(&corrupted)
+            .await
+            .unwrap_or_else(|| panic!("a flipped byte at {position} went unnoticed"));
         assert!(
             failed.contains("tx 3") || failed.contains("record 2"),
             "{position}: {failed}"

@@ -1,43 +1,17 @@
 //! Command-line arguments of `backup`, `restore` and `rebuild-primary`, validated into configs
-//! before anything is touched. Secrets (the admin password, S3 keys) come only from files.
+//! before anything is touched. Secrets (the admin password, S3 keys) come only from files; the
+//! destination's flags are in [`super::destination`].
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use immudb_txlog::Hash;
 
-use crate::config::{
-    check_database_name, check_host, read_password, reject, ConfigError, Topology, TopologyArgs,
-};
-use crate::types::{Credentials, Secret};
-
-#[derive(Args, Debug)]
-pub struct StorageArgs {
-    /// Backup directory (a mounted volume); exclusive with --s3-bucket.
-    #[arg(long, env = "IMMUDB_HOOK_BACKUP_DIR")]
-    pub dir: Option<PathBuf>,
-    /// S3 bucket; exclusive with --dir.
-    #[arg(long, env = "IMMUDB_HOOK_S3_BUCKET")]
-    pub s3_bucket: Option<String>,
-    /// S3-compatible endpoint URL (empty: AWS).
-    #[arg(long, env = "IMMUDB_HOOK_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
-    /// S3 region.
-    #[arg(long, env = "IMMUDB_HOOK_S3_REGION", default_value = "us-east-1")]
-    pub s3_region: String,
-    /// Address buckets by path (endpoint/bucket) instead of virtual host (bucket.endpoint).
-    #[arg(long, env = "IMMUDB_HOOK_S3_PATH_STYLE")]
-    pub s3_path_style: bool,
-    /// File holding the S3 access key id (a mounted Secret); without it, the AWS_* variables.
-    #[arg(long, env = "IMMUDB_HOOK_S3_ACCESS_KEY_ID_FILE")]
-    pub s3_access_key_id_file: Option<PathBuf>,
-    /// File holding the S3 secret access key (a mounted Secret).
-    #[arg(long, env = "IMMUDB_HOOK_S3_SECRET_ACCESS_KEY_FILE")]
-    pub s3_secret_access_key_file: Option<PathBuf>,
-    /// Path inside the directory or bucket under which backups live.
-    #[arg(long, env = "IMMUDB_HOOK_BACKUP_PREFIX", default_value = "")]
-    pub prefix: String,
-}
+use super::catalog::parse_hash;
+use super::destination::check_prefix;
+use super::destination::{StorageArgs, StorageConfig};
+use crate::config::{check_database_name, check_host, reject, ConfigError, Topology, TopologyArgs};
+use crate::types::Credentials;
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
@@ -60,6 +34,9 @@ pub struct BackupArgs {
     /// Start a new chain now.
     #[arg(long)]
     pub full: bool,
+    /// Transactions read ahead (TxById and exportTx in flight) while earlier ones are written.
+    #[arg(long, env = "IMMUDB_HOOK_BACKUP_READ_AHEAD", default_value_t = DEFAULT_READ_AHEAD)]
+    pub read_ahead: usize,
     /// Retention: keep the newest N chains (0: no count rule).
     #[arg(long, env = "IMMUDB_HOOK_BACKUP_KEEP_CHAINS", default_value_t = 4)]
     pub keep_chains: u32,
@@ -87,6 +64,23 @@ pub struct RestoreArgs {
     /// Continue a database that already holds a prefix of the backup's history.
     #[arg(long, env = "IMMUDB_HOOK_RESTORE_APPEND")]
     pub append: bool,
+    /// Only audit the backup: every object, record and entry, with no server contacted.
+    #[arg(long, env = "IMMUDB_HOOK_RESTORE_VERIFY_ONLY")]
+    pub verify_only: bool,
+    /// HEX[@TX]: the chain must end with this Alh (a CurrentState txHash), or pass through it at
+    /// transaction TX (for a single database).
+    #[arg(long, env = "IMMUDB_HOOK_RESTORE_EXPECT_ALH")]
+    pub expect_alh: Option<String>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// How many replicateTx calls a restore or rebuild keeps in flight.
+#[derive(Args, Debug)]
+pub struct PipelineArgs {
+    /// replicateTx calls in flight; lowered to the target database's maxConcurrency.
+    #[arg(long, env = "IMMUDB_HOOK_PIPELINE_DEPTH", default_value_t = DEFAULT_PIPELINE_DEPTH)]
+    pub pipeline_depth: usize,
 }
 
 #[derive(Args, Debug)]
@@ -94,28 +88,50 @@ pub struct RebuildArgs {
     /// Databases to copy from the most advanced replica into the (new, empty) primary.
     #[arg(long, env = "IMMUDB_HOOK_DATABASES", value_delimiter = ',')]
     pub databases: Vec<String>,
+    /// Transactions read ahead from the replica (exportTx in flight).
+    #[arg(long, env = "IMMUDB_HOOK_BACKUP_READ_AHEAD", default_value_t = DEFAULT_READ_AHEAD)]
+    pub read_ahead: usize,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
 }
 
-#[derive(Clone, Debug)]
-pub struct S3Config {
-    pub bucket: String,
-    pub endpoint: Option<String>,
-    pub region: String,
-    pub path_style: bool,
-    /// Access key id and secret from files; `None` leaves credentials to the AWS_* variables.
-    pub keys: Option<(Secret, Secret)>,
+/// immudb's default maxConcurrency, and the commit concurrency at which a real replica caught up
+/// fastest on 2 cores (2,219 tx/s, against 791 at 10 and 131 one at a time).
+pub const DEFAULT_PIPELINE_DEPTH: usize = 30;
+/// Reads in flight during a backup or rebuild (BENCHMARKS.md, "Backup and restore").
+pub const DEFAULT_READ_AHEAD: usize = 16;
+const MAX_DEPTH: usize = 1024;
+
+fn check_depth(flag: &'static str, depth: usize) -> Result<usize, ConfigError> {
+    if depth == 0 || depth > MAX_DEPTH {
+        return reject(flag, depth, format!("must be 1 to {MAX_DEPTH}"));
+    }
+    Ok(depth)
 }
 
-#[derive(Clone, Debug)]
-pub enum Destination {
-    Dir(PathBuf),
-    S3(S3Config),
+/// A state the restored history must reach: `alh` at transaction `tx`, or at its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedState {
+    pub alh: Hash,
+    pub tx: Option<u64>,
 }
 
-#[derive(Clone, Debug)]
-pub struct StorageConfig {
-    pub destination: Destination,
-    pub prefix: String,
+impl ExpectedState {
+    fn parse(text: &str) -> Result<ExpectedState, ConfigError> {
+        let rule = "HEX or HEX@TX: an Alh of 64 hex digits (CurrentState's txHash), optionally at transaction TX (from 1)";
+        let (hash, tx) = match text.trim().split_once('@') {
+            Some((hash, tx)) => match tx.parse::<u64>() {
+                Ok(tx) if tx > 0 => (hash, Some(tx)),
+                _ => return reject("--expect-alh", text, rule),
+            },
+            None => (text.trim(), None),
+        };
+        let alh = parse_hash(&hash.to_ascii_lowercase());
+        match alh {
+            Some(alh) => Ok(ExpectedState { alh, tx }),
+            None => reject("--expect-alh", text, rule),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,12 +160,23 @@ pub struct BackupConfig {
     pub new_chain_after_days: u32,
     pub full: bool,
     pub retention: Retention,
+    pub read_ahead: usize,
+}
+
+/// The server a restore writes into.
+#[derive(Clone, Debug)]
+pub struct RestoreTarget {
+    pub topology: Topology,
+    pub admin: Credentials,
+    pub pipeline_depth: usize,
 }
 
 #[derive(Clone, Debug)]
 pub struct RestoreConfig {
-    pub topology: Topology,
-    pub admin: Credentials,
+    /// `None` for `--verify-only`: the backup is audited and no server is contacted.
+    pub target: Option<RestoreTarget>,
+    /// Bounds waiting for the server and each call's retries (and the storage's), never the
+    /// transfer.
     pub timeout: Duration,
     pub storage: StorageConfig,
     /// (name in the backup, name to restore into).
@@ -157,6 +184,7 @@ pub struct RestoreConfig {
     pub chain: Option<String>,
     pub up_to_tx: Option<u64>,
     pub append: bool,
+    pub expect: Option<ExpectedState>,
 }
 
 #[derive(Clone, Debug)]
@@ -165,6 +193,8 @@ pub struct RebuildConfig {
     pub admin: Credentials,
     pub timeout: Duration,
     pub databases: Vec<String>,
+    pub read_ahead: usize,
+    pub pipeline_depth: usize,
 }
 
 fn databases(flag: &'static str, names: &[String]) -> Result<Vec<String>, ConfigError> {
@@ -183,133 +213,6 @@ fn databases(flag: &'static str, names: &[String]) -> Result<Vec<String>, Config
         }
     }
     Ok(names)
-}
-
-/// S3 bucket names: 3 to 63 lower-case letters, digits, '.' and '-', starting and ending with a
-/// letter or digit.
-fn check_bucket(bucket: &str) -> Result<(), ConfigError> {
-    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !(3..=63).contains(&bucket.len())
-        || !bucket
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
-        || !edge_ok(bucket.chars().next())
-        || !edge_ok(bucket.chars().last())
-    {
-        return reject(
-            "--s3-bucket",
-            bucket,
-            "bucket names are 3 to 63 lower-case letters, digits, '.' and '-'",
-        );
-    }
-    Ok(())
-}
-
-/// Object paths: segments of letters, digits, '.', '_' and '-' separated by '/'.
-fn check_prefix(prefix: &str) -> Result<String, ConfigError> {
-    let trimmed = prefix.trim_matches('/');
-    let segment_ok = |s: &str| {
-        !s.is_empty()
-            && s != "."
-            && s != ".."
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    };
-    if !trimmed.is_empty() && !trimmed.split('/').all(segment_ok) {
-        return reject(
-            "--prefix",
-            prefix,
-            "path segments of letters, digits, '.', '_' and '-' separated by '/'",
-        );
-    }
-    Ok(trimmed.to_string())
-}
-
-impl StorageArgs {
-    pub fn config(&self) -> Result<StorageConfig, ConfigError> {
-        let prefix = check_prefix(&self.prefix)?;
-        let destination = match (&self.dir, &self.s3_bucket) {
-            (Some(_), Some(bucket)) => {
-                return reject(
-                    "--s3-bucket",
-                    bucket,
-                    "give either --dir or --s3-bucket, not both",
-                )
-            }
-            (None, None) => {
-                return reject(
-                    "--dir",
-                    "",
-                    "a destination is required: --dir or --s3-bucket",
-                )
-            }
-            (Some(dir), None) => Destination::Dir(dir.clone()),
-            (None, Some(bucket)) => Destination::S3(self.s3(bucket)?),
-        };
-        Ok(StorageConfig {
-            destination,
-            prefix,
-        })
-    }
-
-    fn s3(&self, bucket: &str) -> Result<S3Config, ConfigError> {
-        check_bucket(bucket)?;
-        let endpoint = self
-            .s3_endpoint
-            .as_ref()
-            .map(|e| e.trim().to_string())
-            .filter(|e| !e.is_empty());
-        if let Some(endpoint) = &endpoint {
-            let host = endpoint
-                .strip_prefix("https://")
-                .or_else(|| endpoint.strip_prefix("http://"))
-                .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
-            match host {
-                Some(host) if check_host("--s3-endpoint", host).is_ok() => {}
-                _ => {
-                    return reject(
-                        "--s3-endpoint",
-                        endpoint,
-                        "must be an http:// or https:// URL with a host name or IP address",
-                    )
-                }
-            }
-        }
-        if self.s3_region.trim().is_empty() {
-            return reject("--s3-region", "", "must not be empty");
-        }
-        let keys = match (&self.s3_access_key_id_file, &self.s3_secret_access_key_file) {
-            (Some(id), Some(secret)) => Some((
-                read_password("--s3-access-key-id-file", id)?,
-                read_password("--s3-secret-access-key-file", secret)?,
-            )),
-            (None, None) => None,
-            (Some(id), None) => {
-                return reject(
-                    "--s3-secret-access-key-file",
-                    "",
-                    format!("is required with --s3-access-key-id-file {}", id.display()),
-                )
-            }
-            (None, Some(secret)) => {
-                return reject(
-                    "--s3-access-key-id-file",
-                    "",
-                    format!(
-                        "is required with --s3-secret-access-key-file {}",
-                        secret.display()
-                    ),
-                )
-            }
-        };
-        Ok(S3Config {
-            bucket: bucket.to_string(),
-            endpoint,
-            region: self.s3_region.trim().to_string(),
-            path_style: self.s3_path_style,
-            keys,
-        })
-    }
 }
 
 impl BackupArgs {
@@ -332,6 +235,7 @@ impl BackupArgs {
                 keep_chains: self.keep_chains,
                 keep_days: self.keep_days,
             },
+            read_ahead: check_depth("--read-ahead", self.read_ahead)?,
             topology: topology_args.topology()?,
             admin: topology_args.admin()?,
             timeout: topology_args.timeout()?,
@@ -382,15 +286,52 @@ impl RestoreArgs {
                     |_| Ok(()),
                 )?;
         }
+        let expect = match &self.expect_alh {
+            Some(_) if !single => {
+                return reject(
+                    "--expect-alh",
+                    self.expect_alh.as_deref().unwrap_or(""),
+                    "checks one database only (--databases)",
+                )
+            }
+            Some(text) => Some(ExpectedState::parse(text)?),
+            None => None,
+        };
+        if let (Some(ExpectedState { tx: Some(at), .. }), Some(end)) = (&expect, self.up_to_tx) {
+            if *at > end {
+                return reject(
+                    "--expect-alh",
+                    self.expect_alh.as_deref().unwrap_or(""),
+                    format!("names tx {at}, after --up-to-tx {end}"),
+                );
+            }
+        }
+        if self.verify_only && self.append {
+            return reject(
+                "--append",
+                "true",
+                "writes into a server; --verify-only writes nothing",
+            );
+        }
+        // --verify-only needs no server: neither its address nor its password.
+        let target = if self.verify_only {
+            None
+        } else {
+            Some(RestoreTarget {
+                topology: topology_args.topology()?,
+                admin: topology_args.admin()?,
+                pipeline_depth: check_depth("--pipeline-depth", self.pipeline.pipeline_depth)?,
+            })
+        };
         Ok(RestoreConfig {
+            target,
+            timeout: topology_args.timeout()?,
             storage: self.storage.config()?,
             databases,
             chain: self.chain.clone(),
             up_to_tx: self.up_to_tx,
             append: self.append,
-            topology: topology_args.topology()?,
-            admin: topology_args.admin()?,
-            timeout: topology_args.timeout()?,
+            expect,
         })
     }
 }
@@ -407,6 +348,8 @@ impl RebuildArgs {
         }
         Ok(RebuildConfig {
             databases: databases("--databases", &self.databases)?,
+            read_ahead: check_depth("--read-ahead", self.read_ahead)?,
+            pipeline_depth: check_depth("--pipeline-depth", self.pipeline.pipeline_depth)?,
             topology,
             admin: topology_args.admin()?,
             timeout: topology_args.timeout()?,

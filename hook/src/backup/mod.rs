@@ -6,8 +6,12 @@
 //! engine (config, client, session, wait, report, `reconcile`'s node span) and the leaf types;
 //! only the command tree imports them.
 
+pub mod audit;
 pub mod catalog;
 pub mod config;
+pub mod destination;
+pub mod kept_session;
+pub mod pipeline;
 pub mod rebuild;
 pub mod restore;
 pub mod run;

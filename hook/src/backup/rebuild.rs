@@ -1,8 +1,11 @@
 //! `rebuild-primary`: a lost primary comes back on an empty volume; for each database, the most
-//! advanced replica (by committed transactions) streams every transaction with exportTx straight
-//! into the new primary with replicateTx, each one chain-checked on the way, with no intermediate
+//! advanced replica (by committed transactions) streams every transaction with exportTx (read
+//! ahead) straight into the new primary with replicateTx (pipelined, no deeper than its
+//! maxConcurrency), each one chain-checked on the way, entries included, with no intermediate
 //! storage. The database is created in the external-replica form, switched to a writable primary
 //! at the end, and CurrentState must then be the replica's exactly.
+
+use std::sync::Arc;
 
 use futures::future::join_all;
 use immudb_txlog::{hex, Chain, ExportedTx};
@@ -10,11 +13,13 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::config::RebuildConfig;
+use super::kept_session::KeptSession;
+use super::pipeline::{ReadAhead, ReplicatePipeline};
 use super::tx_client::State;
 use super::{all_failed, call, integrity, line, StepResult};
 use crate::report::{Failure, Report};
 use crate::session::Session;
-use crate::types::Role;
+use crate::types::{Role, Setting};
 use crate::wait::ReadyNode;
 use crate::wait::{joined, node_span, spawn_waits};
 
@@ -60,53 +65,38 @@ pub async fn rebuild_primary(config: &RebuildConfig) -> Report {
     report
 }
 
-/// The replica holding the most transactions of `database`, with a session on it.
-async fn most_advanced(
+/// The replica holding the most transactions of `database`, and its state.
+async fn most_advanced<'a>(
     config: &RebuildConfig,
-    replicas: &[(String, ReadyNode)],
+    replicas: &'a [(String, ReadyNode)],
     database: &str,
-) -> StepResult<(String, Session, State)> {
-    let mut best: Option<(String, Session, State)> = None;
-    for (host, ready) in replicas {
-        let span = node_span(Role::Replica, host);
+) -> StepResult<(&'a (String, ReadyNode), State)> {
+    let mut best: Option<(&(String, ReadyNode), State)> = None;
+    for replica in replicas {
+        let host = &replica.0;
         let observed = async {
-            let session = Session::open(
-                &ready.client,
-                &config.admin,
-                database,
-                Instant::now() + config.timeout,
-            )
-            .await?;
-            match call(config.timeout, "CurrentState", || {
+            let deadline = Instant::now() + config.timeout;
+            let session =
+                Session::open(&replica.1.client, &config.admin, database, deadline).await?;
+            let state = call(config.timeout, "CurrentState", || {
                 session.client.current_state()
             })
-            .await
-            {
-                Ok(state) => Ok((session, state)),
-                Err(failed) => {
-                    session.close().await;
-                    Err(failed)
-                }
-            }
+            .await;
+            session.close().await;
+            state
         }
-        .instrument(span)
+        .instrument(node_span(Role::Replica, host))
         .await;
-        let (session, state) = match observed {
-            Ok(found) => found,
+        let state = match observed {
+            Ok(state) => state,
             Err((_, reason)) => {
                 tracing::warn!(host, %reason, "replica skipped");
                 continue;
             }
         };
         tracing::info!(host, tx = state.tx_id, "replica state");
-        match &best {
-            Some((_, _, top)) if top.tx_id >= state.tx_id => session.close().await,
-            _ => {
-                if let Some((_, previous, _)) = best.take() {
-                    previous.close().await;
-                }
-                best = Some((host.clone(), session, state));
-            }
+        if best.as_ref().is_none_or(|(_, top)| state.tx_id > top.tx_id) {
+            best = Some((replica, state));
         }
     }
     best.ok_or_else(|| {
@@ -124,10 +114,21 @@ async fn rebuild_database(
     database: &str,
 ) -> StepResult<String> {
     let timeout = config.timeout;
-    let deadline = Instant::now() + timeout;
-    let admin = Session::open(&primary.client, &config.admin, "defaultdb", deadline).await?;
+    // Kept across the copy, which may run for hours; reopened if the server loses it.
+    let admin = KeptSession::open(&primary.client, &config.admin, "defaultdb", timeout).await?;
+    let list = || {
+        admin.call(
+            "DatabaseListV2",
+            |c| async move { c.list_databases().await },
+        )
+    };
+    let set_replica = |replica: bool| {
+        admin.call("UpdateDatabaseV2", move |c| async move {
+            c.set_replica(database, replica).await
+        })
+    };
     let result = async {
-        let listed = call(timeout, "DatabaseListV2", || admin.client.list_databases()).await?;
+        let listed = list().await?;
         let existing = listed.into_iter().find(|d| d.name == database);
         if let Some(existing) = &existing {
             if existing.tx_count > 0 {
@@ -140,23 +141,30 @@ async fn rebuild_database(
                 ));
             }
         }
-        let (source, replica, state) = most_advanced(config, replicas, database).await?;
-        let copied = async {
-            match &existing {
-                None => call(timeout, "CreateDatabaseV2", || admin.client.create_replica_target(database)).await?,
-                Some(e) if !e.replication.replica => {
-                    call(timeout, "UpdateDatabaseV2", || admin.client.set_replica(database, true)).await?
-                }
-                Some(_) => {}
+        let ((source, replica), state) = most_advanced(config, replicas, database).await?;
+        match &existing {
+            None => {
+                admin
+                    .call("CreateDatabaseV2", |c| async move {
+                        c.create_replica_target(database).await
+                    })
+                    .await?
             }
-            copy(config, primary, &replica, database, state, &source).await?;
-            call(timeout, "UpdateDatabaseV2", || admin.client.set_replica(database, false)).await
+            Some(e) if !e.replication.replica => set_replica(true).await?,
+            Some(_) => {}
         }
-        .await;
-        replica.close().await;
-        copied?;
-        let session = Session::open(&primary.client, &config.admin, database, deadline).await?;
-        let rebuilt = call(timeout, "CurrentState", || session.client.current_state()).await;
+        let max_concurrency = list()
+            .await?
+            .into_iter()
+            .find(|d| d.name == database)
+            .and_then(|d| d.storage.get(Setting::MaxConcurrency));
+        let depth = max_concurrency.map_or(config.pipeline_depth, |m| config.pipeline_depth.min(m as usize)).max(1);
+        copy(config, primary, replica, database, state, source, depth).await?;
+        set_replica(false).await?;
+        let session = KeptSession::open(&primary.client, &config.admin, database, timeout).await?;
+        let rebuilt = session
+            .call("CurrentState", |c| async move { c.current_state().await })
+            .await;
         session.close().await;
         let rebuilt = rebuilt?;
         if rebuilt != state {
@@ -169,7 +177,7 @@ async fn rebuild_database(
             )));
         }
         Ok(format!(
-            "rebuilt from {source}: tx 1..{}, CurrentState txId {} txHash {} on both",
+            "rebuilt from {source}: tx 1..{}, CurrentState txId {} txHash {} on both ({depth} replicateTx in flight)",
             state.tx_id,
             state.tx_id,
             hex(&state.alh)
@@ -180,28 +188,35 @@ async fn rebuild_database(
     result
 }
 
-/// Streams 1..=state.tx_id from the replica into the primary, one chain-checked transaction at
-/// a time.
+/// Streams 1..=state.tx_id from the replica into the primary: exportTx read ahead, each
+/// transaction chain-checked (entries against eH included) in order, replicateTx pipelined.
 async fn copy(
     config: &RebuildConfig,
     primary: &ReadyNode,
-    replica: &Session,
+    replica: &ReadyNode,
     database: &str,
     state: State,
     source: &str,
+    depth: usize,
 ) -> StepResult<()> {
     let timeout = config.timeout;
-    let target = Session::open(
-        &primary.client,
-        &config.admin,
-        database,
-        Instant::now() + timeout,
-    )
-    .await?;
+    let reader =
+        Arc::new(KeptSession::open(&replica.client, &config.admin, database, timeout).await?);
+    let writer =
+        Arc::new(KeptSession::open(&primary.client, &config.admin, database, timeout).await?);
     let result = async {
+        let mut reads = ReadAhead::new(1, state.tx_id, config.read_ahead, |id| {
+            let reader = reader.clone();
+            async move {
+                reader
+                    .call("exportTx", |c| async move { c.export_tx(id).await })
+                    .await
+            }
+        });
+        let mut pipeline = ReplicatePipeline::new(writer.clone(), depth);
         let mut chain = Chain::genesis();
-        for id in 1..=state.tx_id {
-            let message = call(timeout, "exportTx", || replica.client.export_tx(id)).await?;
+        while let Some(read) = reads.next().await {
+            let (id, message) = read.map_err(|(f, reason)| (f, format!("{source}: {reason}")))?;
             let tx = ExportedTx::from_message(&message).map_err(|e| {
                 integrity(format!(
                     "tx {id} from {source}: a malformed transaction: {e}"
@@ -210,18 +225,9 @@ async fn copy(
             let alh = chain
                 .append(&tx)
                 .map_err(|e| integrity(format!("{source}: {e}")))?;
-            let header = call(timeout, "replicateTx", || {
-                target.client.replicate_tx(&message)
-            })
-            .await?;
-            if header.alh() != alh {
-                return Err(integrity(format!(
-                    "tx {id}: the primary committed Alh {}, the replica's is {}",
-                    hex(&header.alh()),
-                    hex(&alh)
-                )));
-            }
+            pipeline.send(id, alh, message).await?;
         }
+        pipeline.finish().await?;
         if chain.last_alh != state.alh {
             return Err(integrity(format!(
                 "{source}: tx {} has Alh {}, but CurrentState said {}",
@@ -233,6 +239,7 @@ async fn copy(
         Ok(())
     }
     .await;
-    target.close().await;
+    reader.close().await;
+    writer.close().await;
     result
 }

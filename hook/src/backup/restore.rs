@@ -1,25 +1,34 @@
-//! `restore`: verify a whole chain (SHA-256, every record, the chain) before writing anything,
-//! then create the database in the external-replica form, replay every record with replicateTx,
-//! switch replica off, and prove that CurrentState equals the backup's last Alh.
+//! `restore`: prove a whole chain first (SHA-256, every record, the Alh chain, every entry against
+//! its eH, and `--expect-alh`) with nothing written; then create the database in the
+//! external-replica form, replay every record with several replicateTx calls in flight (immudb
+//! orders them), switch replica off, and prove that CurrentState equals the backup's last Alh.
+//! `--timeout-seconds` bounds waiting for the server and each call, never the replay.
 
-use immudb_txlog::{hex, Hash};
+use std::sync::Arc;
+
+use immudb_txlog::hex;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::catalog;
-use super::config::RestoreConfig;
+use super::audit::{self, Audit};
+use super::config::{RestoreConfig, RestoreTarget};
+use super::kept_session::KeptSession;
+use super::pipeline::ReplicatePipeline;
 use super::storage::Storage;
 use super::tx_client::State;
 use super::walk::walk;
-use super::{all_failed, call, integrity, line, load_chains, storage_failed, StepResult};
+use super::{all_failed, integrity, line, storage_failed, StepResult};
+use crate::plan::ObservedDatabase;
 use crate::report::{Failure, Report};
-use crate::session::Session;
-use crate::types::Role;
+use crate::types::{Role, Setting};
 use crate::wait::node_span;
 use crate::wait::{self, ReadyNode, SystemResolver};
 
 pub async fn restore(config: &RestoreConfig) -> Report {
-    let primary = &config.topology.primary;
+    let Some(target) = &config.target else {
+        return audit::verify_only(config).await;
+    };
+    let primary = &target.topology.primary;
     let names: Vec<String> = config
         .databases
         .iter()
@@ -29,9 +38,9 @@ pub async fn restore(config: &RestoreConfig) -> Report {
         Ok(storage) => storage,
         Err(e) => return all_failed(Role::Primary, primary, &names, storage_failed(e)),
     };
-    let resolver = SystemResolver::new(&config.topology);
+    let resolver = SystemResolver::new(&target.topology);
     let deadline = Instant::now() + config.timeout;
-    let target = match wait::wait_for(&resolver, &config.topology, primary, deadline)
+    let node = match wait::wait_for(&resolver, &target.topology, primary, deadline)
         .instrument(node_span(Role::Primary, primary))
         .await
     {
@@ -40,10 +49,16 @@ pub async fn restore(config: &RestoreConfig) -> Report {
             return all_failed(Role::Primary, primary, &names, (Failure::NotReady, reason))
         }
     };
+    let server = Server {
+        config,
+        target,
+        node: &node,
+    };
     let mut report = Report::default();
     for (from, into) in &config.databases {
         let span = tracing::info_span!("restore", database = %into, from = %from);
-        let result = restore_database(config, &storage, &target, from, into)
+        let result = server
+            .restore_database(&storage, from, into)
             .instrument(span)
             .await;
         report
@@ -59,226 +74,214 @@ struct Existing {
     replica: bool,
 }
 
-async fn observe_target(
-    config: &RestoreConfig,
-    target: &ReadyNode,
-    into: &str,
-) -> StepResult<Option<Existing>> {
-    let deadline = Instant::now() + config.timeout;
-    let admin = Session::open(&target.client, &config.admin, "defaultdb", deadline).await?;
-    let listed = call(config.timeout, "DatabaseListV2", || {
-        admin.client.list_databases()
-    })
-    .await;
-    admin.close().await;
-    let Some(database) = listed?.into_iter().find(|d| d.name == into) else {
-        return Ok(None);
-    };
-    let session = Session::open(&target.client, &config.admin, into, deadline).await?;
-    let state = call(config.timeout, "CurrentState", || {
-        session.client.current_state()
-    })
-    .await;
-    session.close().await;
-    Ok(Some(Existing {
-        state: state?,
-        replica: database.replication.replica,
-    }))
+/// The server a restore writes into, ready.
+struct Server<'a> {
+    config: &'a RestoreConfig,
+    target: &'a RestoreTarget,
+    node: &'a ReadyNode,
 }
 
-fn pick_chain<'a>(
-    config: &RestoreConfig,
-    storage: &Storage,
-    chains: &'a [catalog::Chain],
-    from: &str,
-) -> StepResult<&'a catalog::Chain> {
-    let ids = || {
-        chains
-            .iter()
-            .map(|c| c.id.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match &config.chain {
-        Some(id) => chains.iter().find(|c| c.id == *id).ok_or_else(|| {
-            (
-                Failure::Storage,
-                format!(
-                    "{} holds no chain {id} of database '{from}' (chains: {})",
-                    storage.name,
-                    ids()
-                ),
+impl Server<'_> {
+    /// A session on `database`, reopened if the server loses it during a long replay.
+    async fn session(&self, database: &str) -> StepResult<KeptSession> {
+        KeptSession::open(
+            &self.node.client,
+            &self.target.admin,
+            database,
+            self.config.timeout,
+        )
+        .await
+    }
+
+    async fn listed(&self, into: &str) -> StepResult<Option<ObservedDatabase>> {
+        let admin = self.session("defaultdb").await?;
+        let listed = admin
+            .call(
+                "DatabaseListV2",
+                |c| async move { c.list_databases().await },
             )
-        }),
-        None => chains.last().ok_or_else(|| {
-            (
-                Failure::Storage,
-                format!("{} holds no backup of database '{from}'", storage.name),
-            )
-        }),
-    }
-}
-
-async fn restore_database(
-    config: &RestoreConfig,
-    storage: &Storage,
-    target: &ReadyNode,
-    from: &str,
-    into: &str,
-) -> StepResult<String> {
-    let chains = load_chains(storage, from).await?;
-    let chain = pick_chain(config, storage, &chains, from)?;
-    chain
-        .check(from)
-        .map_err(|e| integrity(format!("{}: {e}", storage.name)))?;
-    let last = chain.last().last_tx;
-    let end = config.up_to_tx.unwrap_or(last);
-    if end > last {
-        return Err((
-            Failure::Storage,
-            format!(
-                "chain {} of '{from}' holds tx 1..{last}; it cannot restore up to tx {end}",
-                chain.id
-            ),
-        ));
+            .await;
+        admin.close().await;
+        Ok(listed?.into_iter().find(|d| d.name == into))
     }
 
-    // Read-only look at the target first, so the verification pass knows which Alh to remember.
-    let existing = observe_target(config, target, into).await?;
-    let have = existing.as_ref().map_or(0, |e| e.state.tx_id);
-    if have > 0 && !config.append {
-        return Err((
-            Failure::Conflict,
-            format!(
-                "database '{into}' on {} already holds {have} transactions: restore writes only into a new or empty database (--append continues one whose history the backup extends)",
-                config.topology.primary
-            ),
-        ));
-    }
-    if have > end {
-        return Err((
-            Failure::Conflict,
-            format!("database '{into}' already holds {have} transactions, more than the backup's tx {end}"),
-        ));
+    async fn current_state(&self, into: &str) -> StepResult<State> {
+        let session = self.session(into).await?;
+        let state = session
+            .call("CurrentState", |c| async move { c.current_state().await })
+            .await;
+        session.close().await;
+        state
     }
 
-    // Verification pass: nothing is written unless the whole chain up to `end` proves itself.
-    let mut alh_at_have: Option<Hash> = None;
-    let end_alh = walk(storage, chain, end, &mut async |record| {
-        if record.tx_id == have {
-            alh_at_have = Some(record.checksum);
-        }
-        Ok(())
-    })
-    .await?;
-    if let (Some(existing), Some(alh)) = (&existing, alh_at_have) {
-        if existing.state.alh != alh {
+    async fn observe(&self, into: &str) -> StepResult<Option<Existing>> {
+        let Some(database) = self.listed(into).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Existing {
+            state: self.current_state(into).await?,
+            replica: database.replication.replica,
+        }))
+    }
+
+    async fn restore_database(
+        &self,
+        storage: &Storage,
+        from: &str,
+        into: &str,
+    ) -> StepResult<String> {
+        let primary = &self.target.topology.primary;
+        let chain = audit::pick_chain(self.config, storage, from).await?;
+        let end = audit::end_of(self.config, &chain, from)?;
+
+        // Read-only look at the target first, so the verification pass knows which Alh to
+        // remember.
+        let existing = self.observe(into).await?;
+        let have = existing.as_ref().map_or(0, |e| e.state.tx_id);
+        if have > 0 && !self.config.append {
             return Err((
                 Failure::Conflict,
                 format!(
-                    "database '{into}' ends at tx {have} with Alh {}, the backup has Alh {} there: its history is not the backup's",
-                    hex(&existing.state.alh),
-                    hex(&alh)
+                    "database '{into}' on {primary} already holds {have} transactions: restore writes only into a new or empty database (--append continues one whose history the backup extends)",
                 ),
             ));
         }
-    }
-    tracing::info!(chain = %chain.id, end, end_alh = %hex(&end_alh), "the backup verified; restoring");
+        if have > end {
+            return Err((
+                Failure::Conflict,
+                format!("database '{into}' already holds {have} transactions, more than the backup's tx {end}"),
+            ));
+        }
 
-    // Write pass.
-    let deadline = Instant::now() + config.timeout;
-    let admin = Session::open(&target.client, &config.admin, "defaultdb", deadline).await?;
-    let prepared = match &existing {
-        None => {
-            call(config.timeout, "CreateDatabaseV2", || {
-                admin.client.create_replica_target(into)
+        // Verification pass: nothing is written unless every byte up to `end` proves itself.
+        let Audit {
+            walked, remembered, ..
+        } = audit::audit(storage, &chain, end, self.config.expect, have).await?;
+        if let (Some(existing), Some(alh)) = (&existing, remembered) {
+            if existing.state.alh != alh {
+                return Err((
+                    Failure::Conflict,
+                    format!(
+                        "database '{into}' ends at tx {have} with Alh {}, the backup has Alh {} there: its history is not the backup's",
+                        hex(&existing.state.alh),
+                        hex(&alh)
+                    ),
+                ));
+            }
+        }
+        let end_alh = walked.end_alh;
+        tracing::info!(chain = %chain.id, end, end_alh = %hex(&end_alh), entries = walked.entries, "the backup verified; restoring");
+
+        // Write pass.
+        let admin = self.session("defaultdb").await?;
+        let set_replica = |replica: bool| {
+            admin.call("UpdateDatabaseV2", move |c| async move {
+                c.set_replica(into, replica).await
             })
-            .await
-        }
-        Some(e) if !e.replica => {
-            call(config.timeout, "UpdateDatabaseV2", || {
-                admin.client.set_replica(into, true)
-            })
-            .await
-        }
-        Some(_) => Ok(()),
-    };
-    let replayed = match prepared {
-        Ok(()) => replay(config, storage, chain, target, into, have, end).await,
-        Err(failed) => Err(failed),
-    };
-    // Replica mode is switched off only after every record is in: a restore that stopped halfway
-    // leaves a read-only database that `--append` continues.
-    let promoted = match replayed {
-        Ok(()) => call(config.timeout, "UpdateDatabaseV2", || admin.client.set_replica(into, false)).await,
-        Err((failure, reason)) => Err((
-            failure,
-            format!("{reason}; '{into}' stays read-only (replica mode): rerun with --append to continue"),
-        )),
-    };
-    admin.close().await;
-    promoted?;
+        };
+        let prepared = match &existing {
+            None => {
+                admin
+                    .call("CreateDatabaseV2", |c| async move {
+                        c.create_replica_target(into).await
+                    })
+                    .await
+            }
+            Some(e) if !e.replica => set_replica(true).await,
+            Some(_) => Ok(()),
+        };
+        let started = std::time::Instant::now();
+        let replayed = match prepared {
+            Ok(()) => self.replay(storage, &chain, into, have, end).await,
+            Err(failed) => Err(failed),
+        };
+        // Replica mode is switched off only after every record is in: a restore that stopped
+        // halfway leaves a read-only database that `--append` continues.
+        let promoted = match replayed {
+            Ok(depth) => set_replica(false).await.map(|()| depth),
+            Err((failure, reason)) => Err((
+                failure,
+                format!("{reason}; '{into}' stays read-only (replica mode): rerun with --append to continue"),
+            )),
+        };
+        admin.close().await;
+        let depth = promoted?;
+        let seconds = started.elapsed().as_secs_f64();
 
-    let session = Session::open(&target.client, &config.admin, into, deadline).await?;
-    let state = call(config.timeout, "CurrentState", || {
-        session.client.current_state()
-    })
-    .await;
-    session.close().await;
-    let state = state?;
-    if state.tx_id != end || state.alh != end_alh {
-        return Err(integrity(format!(
-            "after the restore '{into}' reports tx {} with Alh {}, the backup tx {end} with Alh {}",
-            state.tx_id,
-            hex(&state.alh),
-            hex(&end_alh)
-        )));
-    }
-    Ok(format!(
-        "restored tx {}..{end} from chain {} of '{from}'; CurrentState txId {end} txHash {} matches the backup",
-        have + 1,
-        chain.id,
-        hex(&end_alh)
-    ))
-}
-
-async fn replay(
-    config: &RestoreConfig,
-    storage: &Storage,
-    chain: &catalog::Chain,
-    target: &ReadyNode,
-    into: &str,
-    have: u64,
-    end: u64,
-) -> StepResult<()> {
-    let session = Session::open(
-        &target.client,
-        &config.admin,
-        into,
-        Instant::now() + config.timeout,
-    )
-    .await?;
-    let client = &session.client;
-    let replayed = walk(storage, chain, end, &mut async |record| {
-        if record.tx_id <= have {
-            return Ok(());
-        }
-        let header = call(config.timeout, "replicateTx", || {
-            client.replicate_tx(&record.content)
-        })
-        .await?;
-        if header.id != record.tx_id || header.alh() != record.checksum {
+        let state = self.current_state(into).await?;
+        if state.tx_id != end || state.alh != end_alh {
             return Err(integrity(format!(
-                "tx {}: the server committed tx {} with Alh {}, the record's is {}",
-                record.tx_id,
-                header.id,
-                hex(&header.alh()),
-                hex(&record.checksum)
+                "after the restore '{into}' reports tx {} with Alh {}, the backup tx {end} with Alh {}",
+                state.tx_id,
+                hex(&state.alh),
+                hex(&end_alh)
             )));
         }
-        Ok(())
-    })
-    .await;
-    session.close().await;
-    replayed.map(|_| ())
+        tracing::info!(transactions = end - have, seconds, depth, "restored");
+        Ok(format!(
+            "restored tx {}..{end} from chain {} of '{from}' ({depth} replicateTx in flight); CurrentState txId {end} txHash {} matches the backup",
+            have + 1,
+            chain.id,
+            hex(&end_alh)
+        ))
+    }
+
+    /// How many replicateTx calls to keep in flight: `--pipeline-depth`, lowered to the target
+    /// database's maxConcurrency, above which immudb refuses calls.
+    async fn depth(&self, into: &str) -> StepResult<usize> {
+        let wanted = self.target.pipeline_depth;
+        let max = self
+            .listed(into)
+            .await?
+            .and_then(|d| d.storage.get(Setting::MaxConcurrency))
+            .map_or(wanted, |m| m as usize);
+        if max < wanted {
+            tracing::warn!(
+                pipeline_depth = wanted,
+                max_concurrency = max,
+                "the target database allows fewer concurrent transactions; lowering the pipeline depth"
+            );
+        }
+        Ok(wanted.min(max).max(1))
+    }
+
+    /// Replays `have+1..=end` into `into`; returns the pipeline depth used.
+    async fn replay(
+        &self,
+        storage: &Storage,
+        chain: &super::catalog::Chain,
+        into: &str,
+        have: u64,
+        end: u64,
+    ) -> StepResult<usize> {
+        let depth = self.depth(into).await?;
+        let session = Arc::new(
+            KeptSession::open(
+                &self.node.client,
+                &self.target.admin,
+                into,
+                self.config.timeout,
+            )
+            .await?,
+        );
+        let mut pipeline = ReplicatePipeline::new(session.clone(), depth);
+        let walked = walk(storage, chain, end, &mut async |record| {
+            if record.tx_id <= have {
+                return Ok(());
+            }
+            pipeline
+                .send(record.tx_id, record.checksum, record.content)
+                .await
+        })
+        .await;
+        let replayed = match walked {
+            Ok(_) => pipeline.finish().await,
+            Err(failed) => {
+                drop(pipeline);
+                Err(failed)
+            }
+        };
+        session.close().await;
+        replayed.map(|()| depth)
+    }
 }

@@ -15,7 +15,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
 use tokio::io::AsyncRead;
 
-use super::config::{Destination, StorageConfig};
+use super::destination::{Destination, StorageConfig};
 
 /// Part size of a streamed upload (S3's minimum is 5 MiB); memory holds a few parts at most.
 const PART_SIZE: usize = 8 * 1024 * 1024;

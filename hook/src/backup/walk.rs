@@ -1,12 +1,13 @@
 //! Reading a chain back: every object streamed (one record in memory at a time), its SHA-256
-//! compared with the manifest, every record run through the chain check, and each record up to
-//! the requested transaction handed to a visitor. A corrupted, truncated or foreign record fails
-//! naming the object, the record, its transaction and its byte offset.
+//! compared with the manifest, every record run through the chain check (values included: each
+//! transaction's entries must hash to its eH), and each record up to the requested transaction
+//! handed to a visitor. A corrupted, truncated or foreign record fails naming the object, the
+//! record, its transaction and its byte offset, and a changed value also names its entry.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use immudb_txlog::{hex, Chain, Hash, Record, RecordReader};
+use immudb_txlog::{hex, Chain, ChainError, Hash, Record, RecordReader};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -36,19 +37,37 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
     }
 }
 
+/// What a walk proved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walked {
+    /// The Alh of the last transaction walked.
+    pub end_alh: Hash,
+    pub objects: u64,
+    pub records: u64,
+    /// Entries hashed to their transaction's eH.
+    pub entries: u64,
+}
+
 /// Walks `chain` up to transaction `end`, calling `visit` with each record of 1..=end in order.
-/// Returns the Alh of `end`.
+/// Every object it opens is read whole and checked (records past `end` too), so a walk proves
+/// each object it touched against its manifest.
 pub async fn walk<F>(
     storage: &Storage,
     chain: &catalog::Chain,
     end: u64,
     visit: &mut F,
-) -> StepResult<Hash>
+) -> StepResult<Walked>
 where
-    F: AsyncFnMut(&Record) -> StepResult<()>,
+    F: AsyncFnMut(Record) -> StepResult<()>,
 {
     let mut history = Chain::genesis();
-    let mut end_alh = None;
+    let mut walked = Walked {
+        end_alh: [0; 32],
+        objects: 0,
+        records: 0,
+        entries: 0,
+    };
+    let mut reached = false;
     for manifest in chain.manifests.iter().take_while(|m| m.first_tx <= end) {
         let object = &manifest.object;
         let where_ = |what: String| integrity(format!("{} {object}: {what}", storage.name));
@@ -65,18 +84,25 @@ where
                 Ok(None) => break,
                 Err(e) => return Err(where_(e.to_string())),
             };
-            history.verify(&record).map_err(|e| {
+            let tx = history.verify(&record).map_err(|e| {
+                // Entry offsets count from the record; the operator needs them in the object.
+                let e = match e {
+                    ChainError::Entries(entries) => ChainError::Entries(entries.shifted(offset)),
+                    other => other,
+                };
                 where_(format!(
                     "record {count} (tx {}) at byte {offset}: {e}",
                     record.tx_id
                 ))
             })?;
             count += 1;
+            walked.entries += tx.entries.len() as u64;
             if record.tx_id <= end {
-                visit(&record).await?;
                 if record.tx_id == end {
-                    end_alh = Some(record.checksum);
+                    walked.end_alh = record.checksum;
+                    reached = true;
                 }
+                visit(record).await?;
             }
         }
         let reader = records.into_inner();
@@ -100,11 +126,14 @@ where
                 manifest.last_alh
             )));
         }
+        walked.objects += 1;
+        walked.records += count;
     }
-    end_alh.ok_or_else(|| {
-        integrity(format!(
+    if !reached {
+        return Err(integrity(format!(
             "{}: chain {} does not reach tx {end}",
             storage.name, chain.id
-        ))
-    })
+        )));
+    }
+    Ok(walked)
 }

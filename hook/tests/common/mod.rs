@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod backups;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;

@@ -3,7 +3,9 @@
 //! `shared/immudb-facts.md`: credentials, per-server sessions and tokens, permissions, names,
 //! replication settings, ifNotExists, read-only replicas. Replica databases copy their primary's
 //! entries when the primary is reachable on the [`Network`], runs the same version and accepts the
-//! replication user with Admin permission, as immudb's replicator does.
+//! replication user with Admin permission, as immudb's replicator does. Writes cost what immudb's
+//! do: Set and replicateTx answer after the database's syncer batched them into one fsync, and
+//! concurrent replicateTx calls are ordered and limited as immudb's store does ([`commits`]).
 
 /// immudb names two methods in lower camel case (exportTx, replicateTx): their generated stream
 /// type keeps that case.
@@ -11,6 +13,7 @@
 pub mod proto {
     tonic::include_proto!("immudb.schema");
 }
+pub mod commits;
 pub mod ledger;
 pub mod replicator;
 pub mod rules;
@@ -87,6 +90,12 @@ impl Network {
     }
 }
 
+/// One fsync on the machine the facts were measured on (immudb 1.10-1.11, loopback, 2 shared
+/// cores): a single writer waited 8.3 ms at syncFrequency 20 ms (a 5 ms quarter, so about 3.3 ms
+/// for the sync), 5.2 ms at 5 ms and about 4 ms at 1 ms; a one-at-a-time restore took 7.6 ms
+/// per transaction at 20 ms.
+pub const FSYNC: Duration = Duration::from_millis(3);
+
 /// What a node is started with.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -106,6 +115,8 @@ pub struct NodeOptions {
     /// Serve gRPC and the metrics port over TLS with this certificate and key (PEM), as immudb
     /// does with IMMUDB_CERTIFICATE and IMMUDB_PKEY.
     pub tls: Option<TlsIdentity>,
+    /// What one sync's fsync costs beyond the syncer's wait (see [`commits`]).
+    pub fsync: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -128,6 +139,7 @@ impl NodeOptions {
             replication_interval: Duration::from_millis(50),
             replication_idle_max: Duration::from_millis(800),
             tls: None,
+            fsync: FSYNC,
         }
     }
 }
@@ -173,6 +185,9 @@ impl Node {
             state: state.clone(),
             faults: faults.clone(),
             max_sessions: options.max_sessions,
+            sync_cost: commits::SyncCost {
+                fsync: options.fsync,
+            },
         };
         let grpc_listener = TcpListener::bind(options.grpc).await?;
         let metrics_listener = TcpListener::bind(options.metrics).await?;

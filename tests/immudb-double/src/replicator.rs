@@ -99,15 +99,11 @@ const PRECOMMIT_DIVERGED: &str = "replica precommit state diverged from primary'
 /// state): ids beyond its own, or an Alh that differs at the replica's id, mean divergence.
 fn check_report(source: &crate::ledger::Ledger, report: &Report) -> Option<Fetch> {
     let (committed, committed_alh) = report.committed;
-    if committed > source.tx_count()
-        || (committed > 0 && source.alh(committed) != Some(committed_alh))
-    {
+    if committed > source.tx_count() || source.alh(committed) != committed_alh {
         return Some(Fetch::CommitDiverged);
     }
     let (precommitted, precommitted_alh) = report.precommitted;
-    if precommitted > source.precommitted_count()
-        || (precommitted > 0 && source.alh(precommitted) != Some(precommitted_alh))
-    {
+    if precommitted > source.precommitted_id() || source.alh(precommitted) != precommitted_alh {
         return Some(Fetch::PrecommitDiverged);
     }
     None
@@ -165,10 +161,10 @@ fn fetch(network: &Network, version: &str, settings: &Replication, report: &Repo
     }
     let have = report.precommitted.0;
     source.acks.insert(report.uuid.clone(), have);
-    source.settle();
+    source.acknowledged();
     let last = source
         .ledger
-        .precommitted_count()
+        .precommitted_id()
         .min(have + REPLICATION_BATCH);
     let messages = (have + 1..=last)
         .filter_map(|id| source.ledger.stored(id).map(|t| t.to_message()))
@@ -275,9 +271,8 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, base: Duration, idle
                 break;
             }
         }
-        match may_commit {
-            Some(up_to) => db.ledger.commit_up_to(up_to),
-            None => db.settle(),
+        if let Some(up_to) = may_commit {
+            db.ledger.allow_commit_up_to(up_to);
         }
         if server_replica {
             // systemdb replication carries users and their passwords too.

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::commits::SyncCost;
 use crate::proto::immu_service_server::ImmuService;
 use crate::proto::*;
 use crate::rules::{self, unknown, Replication, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
-use crate::state::{Database, State, User, ADMIN_USER, CLOSED, READ_ONLY, SYSTEM_DB};
+use crate::state::{Database, State, User, ADMIN_USER, CLOSED, SYSTEM_DB};
 use crate::storage::Storage;
 use crate::transactions;
 
@@ -24,6 +25,14 @@ pub struct Faults {
     /// When set, exportTx serves this many more transactions, then fails every call with
     /// Internal (a source that dies in the middle of a backup).
     pub failing_exports_after: Mutex<Option<usize>>,
+    /// The same for replicateTx (a target that fails in the middle of a restore).
+    pub failing_replicates_after: Mutex<Option<usize>>,
+    /// When set, every this many calls the server forgets every session, as immudb does when it
+    /// reaps them or restarts; sessions then answer 7 `session not found`.
+    pub reap_sessions_every: Mutex<Option<usize>>,
+    /// Calls counted for `reap_sessions_every`, and sessions forgotten so far.
+    pub calls: AtomicUsize,
+    pub sessions_reaped: AtomicUsize,
     /// Set when the node is dropped: connections still open answer as a dead process would.
     pub stopped: AtomicBool,
     /// UpdateDatabaseV2 accepts storage settings but keeps the old ones, as immudb does with a
@@ -36,6 +45,7 @@ pub struct Service {
     pub state: Arc<Mutex<State>>,
     pub faults: Arc<Faults>,
     pub max_sessions: usize,
+    pub sync_cost: SyncCost,
 }
 
 impl Service {
@@ -53,66 +63,21 @@ impl Service {
         if take.is_ok() {
             return Err(Status::unavailable("injected: server is starting"));
         }
+        let calls = self.faults.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let every = *self.faults.reap_sessions_every.lock().expect("faults lock");
+        if every.is_some_and(|n| n > 0 && calls.is_multiple_of(n)) {
+            let mut state = self.state();
+            let reaped = state.sessions.len();
+            state.sessions.clear();
+            self.faults
+                .sessions_reaped
+                .fetch_add(reaped, Ordering::SeqCst);
+        }
         Ok(())
     }
 
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("double state lock")
-    }
-
-    /// Set's write: checks, then stores the transaction (committed at once unless synchronous).
-    fn precommit(
-        &self,
-        request: Request<SetRequest>,
-    ) -> Result<(String, immudb_txlog::TxHeader), Status> {
-        let mut state = self.state();
-        let (user, db_name) = state.caller(request.metadata())?;
-        if state.permission_on(&user, &db_name) < rules::PERMISSION_READ_WRITE {
-            return Err(unknown(
-                "user does not have write permission on this database",
-            ));
-        }
-        let server_replica = state.server_replica;
-        let db = state
-            .databases
-            .get_mut(&db_name)
-            .ok_or_else(|| unknown("database does not exist"))?;
-        if !db.loaded {
-            return Err(unknown(CLOSED));
-        }
-        if db.replication.replica || server_replica {
-            return Err(unknown(READ_ONLY));
-        }
-        let kvs: Vec<(Vec<u8>, Vec<u8>)> = request
-            .into_inner()
-            .k_vs
-            .into_iter()
-            .map(|kv| (kv.key, kv.value))
-            .collect();
-        let header = db.ledger.precommit(&kvs);
-        db.settle();
-        Ok((db_name, header))
-    }
-
-    /// Waits until transaction `id` of `database` is committed: at once without synchronous
-    /// replication, once enough replicas acknowledged it. A client that gives up leaves it
-    /// precommitted; it commits when the acknowledgements come.
-    async fn committed(&self, database: &str, id: u64) -> Result<(), Status> {
-        loop {
-            if self.faults.stopped.load(Ordering::SeqCst) {
-                return Err(Status::unavailable("the server is stopped"));
-            }
-            let committed = self
-                .state()
-                .databases
-                .get(database)
-                .map(|db| db.ledger.tx_count());
-            match committed {
-                Some(committed) if committed >= id => return Ok(()),
-                Some(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-                None => return Err(unknown("database does not exist")),
-            }
-        }
     }
 }
 
@@ -235,6 +200,7 @@ impl ImmuService for Service {
             settings,
             ..Default::default()
         };
+        db.reset_allowance();
         db.start_replicator();
         let settings = State::settings_of(&db);
         state.databases.insert(name.clone(), db);
@@ -391,10 +357,7 @@ impl ImmuService for Service {
     }
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<TxHeader>, Status> {
-        self.gate().await?;
-        let (db_name, header) = self.precommit(request)?;
-        self.committed(&db_name, header.id).await?;
-        Ok(Response::new(transactions::header_to_proto(&header)))
+        transactions::set(self, request).await
     }
 
     async fn get(&self, request: Request<KeyRequest>) -> Result<Response<Entry>, Status> {
@@ -479,6 +442,7 @@ impl ImmuService for Service {
         }
         db.loaded = false;
         db.stop_replicator();
+        db.commits.restart();
         Ok(Response::new(UnloadDatabaseResponse { database }))
     }
 
@@ -495,7 +459,8 @@ impl ImmuService for Service {
         }
         db.loaded = true;
         db.effective = db.settings.clone();
-        db.settle();
+        db.commits.restart();
+        db.reset_allowance();
         db.start_replicator();
         db.last_loaded = Some(std::time::Instant::now());
         Ok(Response::new(LoadDatabaseResponse { database }))

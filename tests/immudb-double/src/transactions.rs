@@ -1,17 +1,21 @@
-//! The transaction calls of one double node: TxById, CurrentState, exportTx and replicateTx, with
-//! immudb's authorisation (a session or token on the database; exportTx and replicateTx need
-//! Admin) and its error texts.
+//! The transaction calls of one double node: Set, TxById, CurrentState, exportTx and replicateTx,
+//! with immudb's authorisation (a session or token on the database; Set needs ReadWrite, exportTx
+//! and replicateTx Admin), its error texts, and its commit cost (`crate::commits`).
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use immudb_txlog::{ExportedTx, TxHeader as Header};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::proto::{Chunk, ExportTxRequest, ImmutableState, Tx, TxHeader, TxMetadata, TxRequest};
-use crate::rules::{unknown, PERMISSION_ADMIN, PERMISSION_READ};
+use crate::commits::{self, Commits, Slot, MAX_ACTIVE_EXCEEDED, MAX_ACTIVE_TRANSACTIONS};
+use crate::proto::{
+    Chunk, ExportTxRequest, ImmutableState, SetRequest, Tx, TxHeader, TxMetadata, TxRequest,
+};
+use crate::rules::{unknown, PERMISSION_ADMIN, PERMISSION_READ, PERMISSION_READ_WRITE};
 use crate::server::Service;
-use crate::state::State;
+use crate::state::{Database, State, CLOSED, READ_ONLY};
 
 /// immudb's stream chunk size: messages travel in pieces of at most 64 KiB.
 pub const CHUNK_SIZE: usize = 64 * 1024;
@@ -51,6 +55,20 @@ fn authorised(
     Ok(db)
 }
 
+/// [`authorised`], with the database to change.
+fn authorised_mut<'a>(
+    state: &'a mut State,
+    metadata: &tonic::metadata::MetadataMap,
+    needed: u32,
+) -> Result<(String, &'a mut Database), Status> {
+    let name = authorised(state, metadata, needed)?;
+    let db = state
+        .databases
+        .get_mut(&name)
+        .expect("authorised checked it exists");
+    Ok((name, db))
+}
+
 pub async fn tx_by_id(
     service: &Service,
     request: Request<TxRequest>,
@@ -87,16 +105,11 @@ pub async fn current_state(
     }))
 }
 
-fn take_export_budget(service: &Service) -> Result<(), Status> {
-    let mut budget = service
-        .faults
-        .failing_exports_after
-        .lock()
-        .expect("faults lock");
+/// Counts one call against an injected failure budget: Internal once it is spent.
+fn take_budget(budget: &std::sync::Mutex<Option<usize>>, what: &str) -> Result<(), Status> {
+    let mut budget = budget.lock().expect("faults lock");
     match budget.as_mut() {
-        Some(0) => Err(Status::internal(
-            "injected: the source failed while exporting",
-        )),
+        Some(0) => Err(Status::internal(format!("injected: {what}"))),
         Some(left) => {
             *left -= 1;
             Ok(())
@@ -121,7 +134,10 @@ pub async fn export_tx(
             ledger.transaction(request.tx)
         }
         .ok_or_else(|| unknown("tx not found"))?;
-        take_export_budget(service)?;
+        take_budget(
+            &service.faults.failing_exports_after,
+            "the source failed while exporting",
+        )?;
         tx.to_message()
     };
     let chunks: Vec<Result<Chunk, Status>> = message
@@ -136,16 +152,21 @@ pub async fn export_tx(
     Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
 }
 
+/// Applies one exported transaction as immudb's store does (see [`crate::commits`]): a transaction
+/// slot, the entries hash, the window of maxConcurrency transactions ahead of the last
+/// precommitted one, then in order after its predecessor, and the answer once the syncer made
+/// it durable.
 pub async fn replicate_tx(
     service: &Service,
     request: Request<Streaming<Chunk>>,
 ) -> Result<Response<TxHeader>, Status> {
     service.gate().await?;
-    {
-        let state = service.state();
-        authorised(&state, request.metadata(), PERMISSION_ADMIN)?;
-    }
     let metadata = request.metadata().clone();
+    let _in_flight = {
+        let mut state = service.state();
+        let (db_name, db) = authorised_mut(&mut state, &metadata, PERMISSION_ADMIN)?;
+        Commits::call_started(db, &service.state, &db_name)
+    };
     let mut stream = request.into_inner();
     let mut message = Vec::new();
     while let Some(chunk) = stream.message().await? {
@@ -153,16 +174,104 @@ pub async fn replicate_tx(
     }
     let tx = ExportedTx::from_message(&message)
         .map_err(|e| unknown(format!("illegal arguments: {e}")))?;
+    take_budget(
+        &service.faults.failing_replicates_after,
+        "the target failed while replicating",
+    )?;
+    let id = tx.header.id;
+    let weak = Arc::downgrade(&service.state);
+    // The slot is given back by dropping it, which takes the state lock: never while holding it.
+    let (db_name, admitted) = {
+        let mut state = service.state();
+        let (db_name, db) = authorised_mut(&mut state, &metadata, PERMISSION_ADMIN)?;
+        if !db.replication.replica {
+            return Err(unknown("database is not a replica"));
+        }
+        Commits::take_slot(db)?;
+        let admitted = db
+            .ledger
+            .admit(&tx)
+            .map_err(|e| unknown(e.message()))
+            .and_then(|()| {
+                if id > db.ledger.precommitted_id() + u64::from(db.effective.max_concurrency) {
+                    Err(unknown(MAX_ACTIVE_EXCEEDED))
+                } else {
+                    Ok(())
+                }
+            });
+        (db_name, admitted)
+    };
+    let slot = Slot {
+        state: weak.clone(),
+        database: db_name.clone(),
+    };
+    admitted?;
+    commits::wait_until(&weak, &db_name, |db| {
+        (db.ledger.precommitted_id() + 1 >= id).then_some(())
+    })
+    .await?;
+    let header = {
+        let mut state = service.state();
+        let db = state
+            .databases
+            .get_mut(&db_name)
+            .ok_or_else(|| unknown("database does not exist"))?;
+        if db.ledger.tx_count() + MAX_ACTIVE_TRANSACTIONS <= db.ledger.precommitted_id() {
+            return Err(unknown(MAX_ACTIVE_EXCEEDED));
+        }
+        let header = db
+            .ledger
+            .precommit_replicated(tx)
+            .map_err(|e| unknown(e.message()))?;
+        Commits::precommitted(db, &service.state, &db_name, &service.sync_cost);
+        header
+    };
+    drop(slot);
+    commits::committed(&weak, &db_name, header.id).await?;
+    Ok(Response::new(header_to_proto(&header)))
+}
+
+/// Precommits plain key-value entries, then answers once the database's syncer made them durable.
+pub async fn set(
+    service: &Service,
+    request: Request<SetRequest>,
+) -> Result<Response<TxHeader>, Status> {
+    service.gate().await?;
+    let (db_name, header) = precommit_set(service, request)?;
+    commits::committed(&Arc::downgrade(&service.state), &db_name, header.id).await?;
+    Ok(Response::new(header_to_proto(&header)))
+}
+
+/// Set's checks and its precommit: (database, header of the precommitted transaction).
+fn precommit_set(
+    service: &Service,
+    request: Request<SetRequest>,
+) -> Result<(String, Header), Status> {
     let mut state = service.state();
-    let db_name = authorised(&state, &metadata, PERMISSION_ADMIN)?;
+    let (user, db_name) = state.caller(request.metadata())?;
+    if state.permission_on(&user, &db_name) < PERMISSION_READ_WRITE {
+        return Err(unknown(
+            "user does not have write permission on this database",
+        ));
+    }
+    let server_replica = state.server_replica;
     let db = state
         .databases
         .get_mut(&db_name)
-        .expect("authorised checked it exists");
-    if !db.replication.replica {
-        return Err(unknown("database is not a replica"));
+        .ok_or_else(|| unknown("database does not exist"))?;
+    if !db.loaded {
+        return Err(unknown(CLOSED));
     }
-    let header = db.ledger.replicate(tx).map_err(|e| unknown(e.message()))?;
-    db.settle();
-    Ok(Response::new(header_to_proto(&header)))
+    if db.replication.replica || server_replica {
+        return Err(unknown(READ_ONLY));
+    }
+    let kvs: Vec<(Vec<u8>, Vec<u8>)> = request
+        .into_inner()
+        .k_vs
+        .into_iter()
+        .map(|kv| (kv.key, kv.value))
+        .collect();
+    let header = db.ledger.precommit(&kvs);
+    Commits::precommitted(db, &service.state, &db_name, &service.sync_cost);
+    Ok((db_name, header))
 }
