@@ -415,7 +415,7 @@ pub fn fenced(sync_replication: bool) -> ReplicationSettings {
 
 /// A replica database that follows no primary: fenced, or left so by a restore.
 pub fn is_fenced(db: &ObservedDatabase) -> bool {
-    db.replication.replica && db.replication.primary_host.is_empty()
+    db.replication.follows_nobody()
 }
 
 fn update(name: &str, replication: ReplicationSettings) -> Action {

@@ -290,7 +290,7 @@ pub fn plan_replica(
         if found.is_some_and(|found| !found.replication.replica) {
             return Err(Conflict::NotAReplica(db.name.clone()));
         }
-        if found.is_some_and(failover::is_fenced) {
+        if found.is_some_and(|found| found.replication.follows_nobody()) {
             return Err(Conflict::Fenced(db.name.clone()));
         }
         let replication = desired.replication(&db.name);
