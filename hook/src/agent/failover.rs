@@ -50,6 +50,17 @@ pub enum Verdict {
     },
 }
 
+/// What a decision may need: a session on this pod's immudb, the declared databases, the pods
+/// of the release (to ask in an election), the admin's credentials for them, and the
+/// synchronous acknowledgements the spec asks for.
+pub struct Ask<'a> {
+    pub local: &'a Client,
+    pub databases: &'a [String],
+    pub topology: &'a Topology,
+    pub admin: &'a Credentials,
+    pub acks: Option<u32>,
+}
+
 /// This pod took the Lease from `previous` (None: nobody held it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Takeover {
@@ -126,17 +137,8 @@ impl Failover {
             .and_then(|l| l.holder().map(str::to_string))
     }
 
-    /// This poll's role. `local` is a session on this pod's immudb, `databases` the declared
-    /// ones, `acks` the synchronous acknowledgements the spec asks for.
-    pub async fn decide(
-        &mut self,
-        now: Duration,
-        local: &Client,
-        databases: &[String],
-        topology: &Topology,
-        admin: &Credentials,
-        acks: Option<u32>,
-    ) -> (Verdict, Option<Takeover>) {
+    /// This poll's role.
+    pub async fn decide(&mut self, now: Duration, ask: &Ask<'_>) -> (Verdict, Option<Takeover>) {
         let wall = SystemTime::now();
         let lease = match self.kube.get_lease(&self.config.lease).await {
             Ok(lease) => lease,
@@ -169,8 +171,7 @@ impl Failover {
             }
             LeaseStep::Elect { previous } => {
                 self.memory.lost();
-                self.elect(now, wall, previous, local, databases, topology, admin, acks)
-                    .await
+                self.elect(now, wall, previous, ask).await
             }
         }
     }
@@ -258,12 +259,8 @@ impl Failover {
     }
 
     /// What every other pod holds, asked concurrently; None for those that do not answer.
-    async fn peer_positions(
-        &mut self,
-        databases: &[String],
-        topology: &Topology,
-        admin: &Credentials,
-    ) -> Vec<Peer> {
+    async fn peer_positions(&mut self, ask: &Ask<'_>) -> Vec<Peer> {
+        let (topology, admin, databases) = (ask.topology, ask.admin, ask.databases);
         let me = self.config.me.clone();
         let members = std::iter::once(&topology.primary).chain(&topology.replicas);
         for host in members.filter(|h| **h != me) {
@@ -300,19 +297,14 @@ impl Failover {
         join_all(asks).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn elect(
         &mut self,
         now: Duration,
         wall: SystemTime,
         previous: Option<String>,
-        local: &Client,
-        databases: &[String],
-        topology: &Topology,
-        admin: &Credentials,
-        acks: Option<u32>,
+        ask: &Ask<'_>,
     ) -> (Verdict, Option<Takeover>) {
-        let mine = match position_of(local, databases).await {
+        let mine = match position_of(ask.local, ask.databases).await {
             Ok(mine) => mine,
             Err(error) => {
                 return (
@@ -324,11 +316,11 @@ impl Failover {
                 )
             }
         };
-        let peers = self.peer_positions(databases, topology, admin).await;
+        let peers = self.peer_positions(ask).await;
         let rules = ElectionRules {
-            acks,
+            acks: ask.acks,
             allow_data_loss: self.config.allow_data_loss,
-            preferred: topology.primary.clone(),
+            preferred: ask.topology.primary.clone(),
         };
         match elect(&self.config.me, &mine, previous.as_deref(), &peers, &rules) {
             Election::Take => {}

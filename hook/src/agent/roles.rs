@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::counters::LostIn;
-use super::failover::{Takeover, Verdict};
+use super::failover::{Ask, Takeover, Verdict};
 use super::poll::{poll_failed, Agent};
 use crate::client::RpcError;
 use crate::config::spec::DatabaseReplication;
@@ -33,9 +33,14 @@ impl Agent {
             .failover
             .as_mut()
             .expect("a failover poll has failover");
-        let (verdict, takeover) = failover
-            .decide(now, &local, &names, &topology, &admin, spec.sync_acks)
-            .await;
+        let ask = Ask {
+            local: &local,
+            databases: &names,
+            topology: &topology,
+            admin: &admin,
+            acks: spec.sync_acks,
+        };
+        let (verdict, takeover) = failover.decide(now, &ask).await;
         match verdict {
             Verdict::Primary => self.serve(spec, takeover, now).await,
             Verdict::Replica { primary, why } => self.follow(spec, &names, primary, why, now).await,

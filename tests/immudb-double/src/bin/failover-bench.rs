@@ -244,23 +244,6 @@ async fn failover_trial(
     lost.elapsed().as_secs_f64()
 }
 
-/// (user + system CPU seconds) of a running process, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
-}
-
 fn metric(body: &str, name: &str) -> f64 {
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -302,9 +285,10 @@ async fn poll_cost(
         let token = format!("token-{node}");
         let calls = || release.kube.calls().iter().filter(|c| c.0 == token).count() as f64;
         let calls_before = calls();
-        let (cpu_before, polls_before) = (cpu_seconds(pid), polls(get(&url, "/metrics").await));
+        let (cpu_before, polls_before) =
+            (support::usage(pid).0, polls(get(&url, "/metrics").await));
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let (cpu_after, polls_after) = (cpu_seconds(pid), polls(get(&url, "/metrics").await));
+        let (cpu_after, polls_after) = (support::usage(pid).0, polls(get(&url, "/metrics").await));
         let n = polls_after - polls_before;
         result[slot] = (
             (cpu_after - cpu_before) * 1000.0 / n,
