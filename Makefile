@@ -20,12 +20,13 @@ STATIC_HOOK := target/$(HOST)/release/immudb-hook
 
 bench:
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target $(HOST) -p immudb-hook
-	cargo build --release --locked -p immudb-double --bin converge-bench --bin backup-bench --bin agent-bench
+	cargo build --release --locked -p immudb-double --bin converge-bench --bin backup-bench --bin agent-bench --bin failover-bench
 	# Run the benches directly: `cargo run` execs them in place, so their getrusage(RUSAGE_CHILDREN)
 	# would count the compilers cargo ran as well as the hook.
 	target/release/converge-bench $(STATIC_HOOK) > BENCHMARKS.md
 	target/release/backup-bench $(STATIC_HOOK) >> BENCHMARKS.md
 	target/release/agent-bench $(STATIC_HOOK) >> BENCHMARKS.md
+	target/release/failover-bench $(STATIC_HOOK) >> BENCHMARKS.md
 	cat BENCHMARKS.md
 
 image:

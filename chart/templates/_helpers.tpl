@@ -43,8 +43,12 @@ Called with (dict "ctx" $ "role" "primary"|"read").
 {{- end -}}
 {{- $jobs := 3 -}}
 {{- $chart := add 1 $jobs -}}
-{{- if eq .role "primary" -}}
+{{- /* With failover any pod may become the primary, and each agent asks every other pod what it holds during an election. */ -}}
+{{- if or (eq .role "primary") $values.failover.enabled -}}
 {{- $chart = add $chart (mul (int $values.replicaCount) (add $replicated 1)) -}}
+{{- end -}}
+{{- if $values.failover.enabled -}}
+{{- $chart = add $chart (int $values.replicaCount) 1 -}}
 {{- end -}}
 {{- add (int $values.immudb.maxSessions) $chart -}}
 {{- end -}}
@@ -209,6 +213,7 @@ checkov.io/skip{{ add1 $i }}: {{ printf "%s=%s" $id (get $reasons $id) | quote }
 {{- fail "immudb.s3.enabled=true needs immudb.s3.existingSecret with the S3 credentials" -}}
 {{- end -}}
 {{- include "immudb.backup.validate" . -}}
+{{- include "immudb.failover.validate" . -}}
 {{- end -}}
 
 {{/*
@@ -249,6 +254,7 @@ env:
   - name: IMMUDB_HOOK_TLS_CA_FILE
     value: /var/run/secrets/immudb-tls/ca.crt
   {{- end }}
+  {{- include "immudb.failover.hookEnv" $ctx | nindent 2 }}
   {{- with .env }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -268,6 +274,7 @@ volumeMounts:
     readOnly: true
   - name: tmp
     mountPath: /tmp
+  {{- include "immudb.failover.apiVolumeMount" $ctx | nindent 2 }}
   {{- with .volumeMounts }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -297,6 +304,7 @@ volumeMounts:
       - key: ca.crt
         path: ca.crt
 {{- end }}
+{{- include "immudb.failover.apiVolume" . }}
 {{- end -}}
 
 {{/*
@@ -346,6 +354,17 @@ tlsConfig:
 {{- define "immudb.metrics.relabelings" -}}
 - sourceLabels: [__meta_kubernetes_pod_label_app_kubernetes_io_component]
   targetLabel: role
+{{- if .Values.failover.enabled }}
+{{- /* With failover the role moves: the agent's label says it (replica is "read", as without failover). */}}
+- sourceLabels: [__meta_kubernetes_pod_label_immudb_role]
+  regex: primary
+  targetLabel: role
+  replacement: primary
+- sourceLabels: [__meta_kubernetes_pod_label_immudb_role]
+  regex: replica
+  targetLabel: role
+  replacement: read
+{{- end }}
 - sourceLabels: [__meta_kubernetes_pod_label_app_kubernetes_io_instance]
   targetLabel: release
 - sourceLabels: [__meta_kubernetes_pod_name]

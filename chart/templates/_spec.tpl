@@ -46,7 +46,7 @@ Called with (dict "settings" map "sync" .Values.replication.sync.enabled).
     "sync" $repl.sync
     "prefetchTxBufferSize" $repl.prefetchTxBufferSize
     "commitConcurrency" $repl.commitConcurrency
-    "allowTxDiscarding" $repl.allowTxDiscarding
+    "allowTxDiscarding" (or $repl.allowTxDiscarding .Values.failover.enabled)
     "skipIntegrityCheck" $repl.skipIntegrityCheck
     "waitForIndexing" $repl.waitForIndexing)
 -}}

@@ -87,6 +87,7 @@ spec:
           (dict "name" "IMMUDB_AGENT_MAX_LAG" "value" $values.agent.maxLag)
           (dict "name" "IMMUDB_AGENT_DRIFT_GRACE" "value" $values.agent.driftGrace)
         }}
+        {{- $agentEnv = concat $agentEnv (include "immudb.failover.agentEnv" (dict "ctx" $ctx "role" $role) | fromYamlArray) }}
         - {{- include "immudb.hook.container" (dict "ctx" $ctx "name" "agent" "args" (list "agent") "env" $agentEnv "resources" $values.agent.resources) | nindent 10 }}
           restartPolicy: Always
           ports:

@@ -7,6 +7,7 @@ use crate::agent::AgentArgs;
 use crate::backup::config::{BackupArgs, RebuildArgs, RestoreArgs};
 use crate::config::TopologyArgs;
 use crate::converge::ConvergeArgs;
+use crate::kube::LeaseArgs;
 use crate::verify::VerifyArgs;
 
 #[derive(Parser, Debug)]
@@ -18,6 +19,8 @@ use crate::verify::VerifyArgs;
 pub struct Cli {
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
     /// Log format on stderr.
     #[arg(long, env = "IMMUDB_HOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,

@@ -3,6 +3,7 @@
 use std::ffi::OsStr;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -10,8 +11,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use immudb_hook::backup::{rebuild, restore, run as backup};
 use immudb_hook::cli::{Cli, Command, LogFormat};
+use immudb_hook::config::Topology;
 use immudb_hook::report::{Report, EXIT_CONFIG};
-use immudb_hook::{agent, reconcile, verify};
+use immudb_hook::{agent, locate, reconcile, verify};
 
 /// Colours only on a terminal (a Job's log is a file), and never when `NO_COLOR` is set and not
 /// empty (no-color.org).
@@ -37,6 +39,27 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// With failover (--lease-name), the primary is the Lease's holder: `topology` is rearranged
+/// around it and the summary names it.
+async fn follow_lease(
+    cli: &Cli,
+    topology: &mut Topology,
+    timeout: Duration,
+) -> anyhow::Result<Option<(String, String)>> {
+    let call_timeout = Duration::from_secs(2).min(timeout);
+    let Some(lookup) = cli
+        .lease
+        .lookup(cli.topology.namespace.as_deref(), call_timeout)?
+    else {
+        return Ok(None);
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    *topology = locate::from_lease(topology, &lookup, deadline)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(Some((lookup.lease, topology.primary.clone())))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<Report> {
     let report = match &cli.command {
         Command::Converge(args) if args.check => {
@@ -44,36 +67,44 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             Report::checked()
         }
         Command::Converge(args) => {
-            let config = args.config(&cli.topology)?;
+            let mut config = args.config(&cli.topology)?;
+            let lease = follow_lease(&cli, &mut config.topology, config.timeout).await?;
             tracing::info!(
                 primary = %config.topology.primary,
                 replicas = config.topology.replicas.len(),
                 timeout_s = config.timeout.as_secs(),
                 "converging"
             );
-            reconcile::converge(&config).await
+            reconcile::converge(&config).await.from_lease(lease)
         }
         Command::Verify(args) => {
-            let config = args.config(&cli.topology)?;
+            let mut config = args.config(&cli.topology)?;
+            let lease = follow_lease(&cli, &mut config.topology, config.timeout).await?;
             tracing::info!(database = %config.database, "verifying replication");
-            verify::verify(&config).await
+            verify::verify(&config).await.from_lease(lease)
         }
         Command::Backup(args) => {
-            let config = args.config(&cli.topology)?;
+            let mut config = args.config(&cli.topology)?;
+            let lease = follow_lease(&cli, &mut config.topology, config.timeout).await?;
             tracing::info!(databases = ?config.databases, "backing up");
-            backup::backup(&config).await
+            backup::backup(&config).await.from_lease(lease)
         }
         Command::Restore(args) => {
-            let config = args.config(&cli.topology)?;
+            let mut config = args.config(&cli.topology)?;
+            let timeout = config.timeout;
+            let lease = match &mut config.target {
+                Some(target) => follow_lease(&cli, &mut target.topology, timeout).await?,
+                None => None,
+            };
             tracing::info!(databases = ?config.databases, "restoring");
-            restore::restore(&config).await
+            restore::restore(&config).await.from_lease(lease)
         }
         Command::RebuildPrimary(args) => {
             let config = args.config(&cli.topology)?;
             tracing::info!(databases = ?config.databases, "rebuilding the primary");
             rebuild::rebuild_primary(&config).await
         }
-        Command::Agent(args) => match agent::run(args.config(&cli.topology)?).await? {},
+        Command::Agent(args) => match agent::run(args.config(&cli.topology, &cli.lease)?).await? {},
     };
     Ok(report)
 }

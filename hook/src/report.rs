@@ -145,6 +145,8 @@ pub struct Report {
     pub versions: Vec<(String, String)>,
     /// `converge --check`: the configuration was only validated.
     pub checked_only: bool,
+    /// Failover: the Lease and its holder, the primary this run used.
+    pub lease_holder: Option<(String, String)>,
 }
 
 impl Report {
@@ -152,6 +154,14 @@ impl Report {
         Report {
             checked_only: true,
             ..Default::default()
+        }
+    }
+
+    /// The report of a run that found the primary as the holder of `lease` (when Some).
+    pub fn from_lease(self, lease: Option<(String, String)>) -> Report {
+        Report {
+            lease_holder: lease,
+            ..self
         }
     }
 
@@ -239,6 +249,9 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((lease, holder)) = &self.lease_holder {
+            writeln!(f, "primary: {holder} (holder of Lease {lease})")?;
+        }
         for line in &self.lines {
             writeln!(
                 f,
@@ -282,6 +295,20 @@ mod tests {
         };
         assert_eq!(report.exit_code(), 4);
         assert!(report.verdict().contains("p=1.11.1, r2=1.10.0"));
+    }
+
+    #[test]
+    fn the_summary_names_the_leases_holder_first() {
+        let report = Report {
+            lines: vec![line(Outcome::Unchanged)],
+            ..Default::default()
+        }
+        .from_lease(Some(("db-immudb-primary".into(), "db-read-1.hl".into())));
+        let text = report.to_string();
+        assert!(
+            text.starts_with("primary: db-read-1.hl (holder of Lease db-immudb-primary)\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -120,7 +120,7 @@ fn config_error(cli: &Cli) -> String {
         Command::Backup(args) => args.config(topology).map(drop),
         Command::Restore(args) => args.config(topology).map(drop),
         Command::RebuildPrimary(args) => args.config(topology).map(drop),
-        Command::Agent(args) => args.config(topology).map(drop),
+        Command::Agent(args) => args.config(topology, &cli.lease).map(drop),
     };
     result.expect_err("must be rejected").to_string()
 }

@@ -21,6 +21,7 @@ AGENT_METRICS = set(
 immudb_agent_ready immudb_agent_primary_reachable immudb_agent_replicating immudb_agent_lag_transactions
 immudb_agent_lag_seconds immudb_agent_database_state immudb_agent_repairs_total immudb_agent_polls_total
 immudb_agent_poll_errors_total immudb_agent_logins_total immudb_agent_poll_duration_seconds immudb_agent_settings_unconfirmed
+immudb_agent_role immudb_agent_failovers_total immudb_agent_failover_lost_transactions_total
 """.split()
 )
 AGENT_SOURCE = REPO / "hook" / "src" / "agent" / "metrics.rs"

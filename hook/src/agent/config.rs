@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use super::failover::FailoverConfig;
 use crate::config::{
-    read_password, reject, spec, ConfigError, Desired, Spec, Topology, TopologyArgs,
+    check_host, read_password, reject, spec, ConfigError, Desired, Spec, Topology, TopologyArgs,
 };
+use crate::kube::{LeaseArgs, LeaseLookup};
+use crate::plan::failover::Timing;
 use crate::plan::health::Limits;
 use crate::types::settings::parse_duration;
 use crate::types::Credentials;
@@ -52,6 +55,82 @@ pub struct AgentArgs {
     /// refresh a mounted ConfigMap, so a newer release's change is never undone.
     #[arg(long, env = "IMMUDB_AGENT_DRIFT_GRACE", default_value = "300s", value_parser = duration)]
     pub drift_grace: Duration,
+    #[command(flatten)]
+    pub failover: FailoverArgs,
+}
+
+/// Failover (with --lease-name): the pod's identity and the Lease's timing.
+#[derive(Args, Debug)]
+pub struct FailoverArgs {
+    /// This pod's name, which the agent labels with its role.
+    #[arg(long, env = "IMMUDB_AGENT_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// This pod's address (its DNS name): its identity in the Lease, what the others dial.
+    #[arg(long, env = "IMMUDB_AGENT_POD_HOST")]
+    pub pod_host: Option<String>,
+    /// A Lease not renewed for this long has expired; its holder stops serving writes before.
+    #[arg(long, env = "IMMUDB_AGENT_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    pub lease_duration: Duration,
+    /// After a failover, no other for this long.
+    #[arg(long, env = "IMMUDB_AGENT_FAILOVER_COOLDOWN", default_value = "2m", value_parser = duration)]
+    pub failover_cooldown: Duration,
+    /// Fail over without synchronous acknowledgements (or with too few pods answering): the
+    /// new primary may lack the last transactions.
+    #[arg(long, env = "IMMUDB_AGENT_ALLOW_DATA_LOSS")]
+    pub allow_data_loss: bool,
+}
+
+impl FailoverArgs {
+    /// The failover settings, when `lease` names a Lease.
+    fn config(
+        &self,
+        lease: Option<LeaseLookup>,
+        poll_interval: Duration,
+    ) -> Result<Option<FailoverConfig>, ConfigError> {
+        let Some(lookup) = lease else {
+            return Ok(None);
+        };
+        let Some(pod_name) = self.pod_name.clone() else {
+            return reject(
+                "--pod-name (IMMUDB_AGENT_POD_NAME)",
+                "",
+                "is required with --lease-name",
+            );
+        };
+        let Some(me) = self.pod_host.clone() else {
+            return reject(
+                "--pod-host (IMMUDB_AGENT_POD_HOST)",
+                "",
+                "is required with --lease-name",
+            );
+        };
+        check_host("--pod-host", &me)?;
+        if self.lease_duration < poll_interval * 3 {
+            return reject(
+                "--lease-duration",
+                format!("{:?}", self.lease_duration),
+                "must be at least 3 poll intervals: a primary gets a second chance to renew before it fences itself",
+            );
+        }
+        Ok(Some(FailoverConfig {
+            kube: lookup.kube,
+            lease: lookup.lease,
+            pod_name,
+            me,
+            timing: Timing {
+                lease_duration: self.lease_duration,
+                poll_interval,
+                call_timeout: lease_call_timeout(poll_interval),
+                cooldown: self.failover_cooldown,
+            },
+            allow_data_loss: self.allow_data_loss,
+        }))
+    }
+}
+
+/// A Kubernetes call's deadline: half a poll, at most 2 s.
+pub fn lease_call_timeout(poll_interval: Duration) -> Duration {
+    (poll_interval / 2).min(Duration::from_secs(2))
 }
 
 #[derive(Clone, Debug)]
@@ -66,10 +145,16 @@ pub struct AgentConfig {
     pub local_address: IpAddr,
     pub poll_interval: Duration,
     pub limits: Limits,
+    /// Set with --lease-name: the role follows the Lease.
+    pub failover: Option<FailoverConfig>,
 }
 
 impl AgentArgs {
-    pub fn config(&self, topology_args: &TopologyArgs) -> Result<AgentConfig, ConfigError> {
+    pub fn config(
+        &self,
+        topology_args: &TopologyArgs,
+        lease_args: &LeaseArgs,
+    ) -> Result<AgentConfig, ConfigError> {
         if self.poll_interval.is_zero() {
             return reject("--poll-interval", "0", "must be at least 1ms");
         }
@@ -95,6 +180,13 @@ impl AgentArgs {
                 drift_grace: self.drift_grace,
                 restart_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
             },
+            failover: self.failover.config(
+                lease_args.lookup(
+                    topology_args.namespace.as_deref(),
+                    lease_call_timeout(self.poll_interval),
+                )?,
+                self.poll_interval,
+            )?,
         };
         // A bad spec or password file fails now, before the agent starts serving.
         config.desired()?;
@@ -107,13 +199,39 @@ impl AgentArgs {
 }
 
 impl AgentConfig {
-    /// The spec as the file says now.
+    /// The spec as the file says now; with failover, it must replicate per database, with
+    /// synchronous acknowledgements (unless data loss is allowed) and tx discarding.
     pub fn desired(&self) -> Result<Desired, ConfigError> {
-        Spec::read(&self.spec_file)?.desired(spec::Context {
+        let desired = Spec::read(&self.spec_file)?.desired(spec::Context {
             replica_count: self.topology.replicas.len(),
             primary_host_for_replicas: self.primary_host_for_replicas.clone(),
             replication_password_file: Some(&self.replication_password_file),
             dials: true,
-        })
+        })?;
+        let Some(failover) = &self.failover else {
+            return Ok(desired);
+        };
+        let Desired::Database(spec) = &desired else {
+            return reject(
+                "mode",
+                "systemdb",
+                "failover needs mode database: systemdb replication is set by each pod's env, which the agent cannot change when the primary moves",
+            );
+        };
+        if spec.sync_acks.is_none() && !failover.allow_data_loss {
+            return reject(
+                "replication.sync.enabled",
+                "false",
+                "failover without synchronous acknowledgements may lose the last transactions; enable sync or pass --allow-data-loss",
+            );
+        }
+        if !spec.options.allow_tx_discarding {
+            return reject(
+                "replication.allowTxDiscarding",
+                "false",
+                "failover needs it: a returning primary drops the transactions nobody acknowledged",
+            );
+        }
+        Ok(desired)
     }
 }

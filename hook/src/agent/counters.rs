@@ -31,7 +31,11 @@ impl<S> Default for LabelledCounter<S> {
 
 impl<S: Series> LabelledCounter<S> {
     pub fn increment(&mut self, series: S) {
-        *self.counts.entry(series).or_default() += 1;
+        self.add(series, 1);
+    }
+
+    pub fn add(&mut self, series: S, count: u64) {
+        *self.counts.entry(series).or_default() += count;
     }
 
     /// Every series known for `databases`, at 0 until counted, and every series counted so far:
@@ -70,6 +74,25 @@ impl Series for Repaired {
     }
 }
 
+/// A series of `immudb_agent_failover_lost_transactions_total`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LostIn {
+    pub db: String,
+}
+
+impl Series for LostIn {
+    fn known(databases: &[String]) -> Vec<LostIn> {
+        databases
+            .iter()
+            .map(|db| LostIn { db: db.clone() })
+            .collect()
+    }
+
+    fn labels(&self) -> String {
+        format!("db=\"{}\"", self.db)
+    }
+}
+
 /// Everything the agent counts across polls. A counter with labels is a `LabelledCounter`, so
 /// each of its series is exported from the start.
 #[derive(Clone, Debug, Default)]
@@ -80,6 +103,10 @@ pub struct Counters {
     pub polls: u64,
     pub poll_errors: u64,
     pub logins: u64,
+    /// Failovers this agent made: it took the Lease from another pod.
+    pub failovers: u64,
+    /// Transactions those failovers lost (async), as last seen on the old primary.
+    pub lost_transactions: LabelledCounter<LostIn>,
 }
 
 #[cfg(test)]

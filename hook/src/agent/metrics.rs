@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use super::counters::{Counters, LabelledCounter, Series};
 use crate::plan::health::{Assessment, DatabaseHealth, State};
+use crate::types::Role;
 
 /// The agent's state after a poll, as the HTTP server shows it.
 #[derive(Clone, Debug, Default)]
@@ -11,6 +12,8 @@ pub struct Status {
     /// Set after the first poll that reached the local server.
     pub assessment: Option<Assessment>,
     pub primary_reachable: bool,
+    /// The role the last poll acted in (with failover, the Lease's).
+    pub role: Option<Role>,
     /// Why the last poll could not assess (the local server down, ...).
     pub error: Option<String>,
     pub last_poll_seconds: f64,
@@ -129,7 +132,31 @@ pub fn render(status: &Status) -> String {
         }
         database_gauge(&mut text, "immudb_agent_settings_unconfirmed", "1 when immudb accepted the agent's settings update for a database but reports other values back; the update is not sent again.", databases, |db| Some(flag(db.settings_unconfirmed)));
     }
+    family(
+        &mut text,
+        "immudb_agent_role",
+        "gauge",
+        "1 for the role the pod acts in: with failover, primary only while it holds the Lease.",
+    );
+    for role in [Role::Primary, Role::Replica] {
+        let value = u8::from(status.role == Some(role));
+        let _ = writeln!(text, "immudb_agent_role{{role=\"{role}\"}} {value}");
+    }
     let counters = &status.counters;
+    family(
+        &mut text,
+        "immudb_agent_failovers_total",
+        "counter",
+        "Failovers this agent made: it took the Lease from a primary that stopped renewing it.",
+    );
+    let _ = writeln!(text, "immudb_agent_failovers_total {}", counters.failovers);
+    labelled_counter(
+        &mut text,
+        "immudb_agent_failover_lost_transactions_total",
+        "Transactions the old primary had when last seen that this agent's failovers lacked (asynchronous replication).",
+        &counters.lost_transactions,
+        &counters.databases,
+    );
     labelled_counter(
         &mut text,
         "immudb_agent_repairs_total",

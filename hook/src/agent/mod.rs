@@ -8,9 +8,11 @@
 
 pub mod config;
 mod counters;
+pub mod failover;
 mod http;
 pub mod metrics;
 mod poll;
+mod roles;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +20,17 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 pub use config::{AgentArgs, AgentConfig, AgentRole};
+
+/// Poll interval until the local immudb first answers.
+const FIRST_POLLS: Duration = Duration::from_millis(250);
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Serves the HTTP port and polls until the process is stopped. Fails only when the port cannot
 /// be bound; every other problem is reported on `/readyz` and retried at the next poll.
@@ -30,15 +43,24 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<std::convert::Infallible
         last_poll: Arc::new(Mutex::new(Instant::now())),
         stuck_after: (config.poll_interval * 10).max(Duration::from_secs(60)),
     };
-    tokio::spawn(http::serve(listener, shared.clone()));
+    // The port closes with the agent (a test restarts agents in one process).
+    let _server = AbortOnDrop(tokio::spawn(http::serve(listener, shared.clone())));
     tracing::info!(role = ?config.role, listen = %config.listen, "agent started");
     let mut agent = poll::Agent::new(config);
+    let mut assessed_once = false;
     loop {
         let started = Instant::now();
         let status = agent.poll().await;
+        assessed_once |= status.assessment.is_some();
         *shared.status.lock().expect("status lock") = status;
         *shared.last_poll.lock().expect("poll lock") = Instant::now();
-        let interval = agent.config.poll_interval;
+        // Until the local immudb first answers, poll again soon: a returning former primary opens
+        // its databases writable, and the first poll is the one that fences them.
+        let interval = if assessed_once {
+            agent.config.poll_interval
+        } else {
+            agent.config.poll_interval.min(FIRST_POLLS)
+        };
         tokio::time::sleep(interval.saturating_sub(started.elapsed())).await;
     }
 }

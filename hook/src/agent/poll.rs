@@ -1,4 +1,5 @@
-//! One poll: observe, assess (pure, `plan::health`), repair, report.
+//! One poll: observe, assess (pure, `plan::health`), repair, report. With failover the role
+//! comes from the Lease first (`roles.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,15 +9,16 @@ use tracing::Instrument;
 
 use super::config::{AgentConfig, AgentRole};
 use super::counters::{Counters, Repaired};
+use super::failover::Failover;
 use super::metrics::Status;
 use crate::client::{Client, RpcError};
-use crate::config::Desired;
+use crate::config::{Desired, Topology};
 use crate::holdings::held_by_replicas;
 use crate::link::{Dial, Link};
-use crate::plan::health::{self, Assessment, Memory, PrimaryView, Repair, ReplicaView};
-use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
+use crate::plan::health::{self, Assessment, Memory, PrimaryView, Repair, ReplicaView, State};
+use crate::plan::{Action, DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
 use crate::scrape;
-use crate::types::{Credentials, Secret};
+use crate::types::{Credentials, Role, Secret};
 use crate::wait::SystemResolver;
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,13 +31,13 @@ type Holdings = (Instant, BTreeMap<String, (String, u64)>);
 
 pub struct Agent {
     pub config: AgentConfig,
-    started: Instant,
+    pub(super) started: Instant,
     local: Link,
     /// The primary, for a replica's agent.
-    primary: Link,
+    pub(super) primary: Link,
     http: reqwest::Client,
     memory: Memory,
-    counters: Counters,
+    pub(super) counters: Counters,
     /// The last spec that validated: a broken edit keeps the agent on the previous one.
     desired: Option<Desired>,
     /// The primary's agent: what replicas held when a create was last planned.
@@ -44,9 +46,13 @@ pub struct Agent {
     last_reasons: Vec<String>,
     /// Databases whose accepted settings immudb does not report back, logged once.
     last_unconfirmed: Vec<String>,
+    /// Set with failover: the Lease decides the role.
+    pub(super) failover: Option<Failover>,
+    /// The role this poll acts in: fixed without failover, the Lease's with it.
+    pub(super) role: Role,
 }
 
-fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
+pub(super) fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
     format!("{step}: {error}")
 }
 
@@ -67,6 +73,11 @@ impl Agent {
         let http = crate::tls::http_client_builder(None, SCRAPE_TIMEOUT)
             .build()
             .expect("a plain HTTP client builds");
+        let role = match config.role {
+            AgentRole::Primary => Role::Primary,
+            AgentRole::Replica => Role::Replica,
+        };
+        let failover = config.failover.clone().map(Failover::new);
         Agent {
             config,
             started: Instant::now(),
@@ -79,6 +90,8 @@ impl Agent {
             holdings: None,
             last_reasons: Vec::new(),
             last_unconfirmed: Vec::new(),
+            failover,
+            role,
         }
     }
 
@@ -110,6 +123,7 @@ impl Agent {
         let outcome = self.poll_role().instrument(span).await;
         let mut status = Status {
             last_poll_seconds: started.elapsed().as_secs_f64(),
+            role: Some(self.role),
             ..Default::default()
         };
         match outcome {
@@ -174,20 +188,26 @@ impl Agent {
                 primary_host_for_replicas,
             } => return self.poll_systemdb(primary_host_for_replicas, now).await,
         };
+        if self.failover.is_some() {
+            return self.poll_failover(&spec, now).await;
+        }
         let (assessment, primary_reachable) = match self.config.role {
             AgentRole::Replica => {
                 let names: Vec<String> = spec.databases.iter().map(|d| d.name.clone()).collect();
                 let primary = self.primary_view(&spec.replication, &names).await;
                 let desired = spec.replica_desired(self.config.topology.grpc_port);
                 let assessment = self
-                    .assess_replica(&desired, primary.as_ref(), true, now)
+                    .assess_replica(&desired, primary.as_ref(), true, &BTreeMap::new(), now)
                     .await?;
                 (assessment, primary.is_some())
             }
-            AgentRole::Primary => (
-                self.assess_primary(&spec.primary_desired(), now).await?,
-                true,
-            ),
+            AgentRole::Primary => {
+                let topology = self.config.topology.clone();
+                let assessment = self
+                    .assess_primary(&spec.primary_desired(), &topology, now)
+                    .await?;
+                (assessment, true)
+            }
         };
         self.repair(&assessment, &spec.replication.password).await;
         Ok((assessment, primary_reachable))
@@ -209,7 +229,8 @@ impl Agent {
                     sync_acks: None,
                     replication_user: admin.user,
                 };
-                Ok((self.assess_primary(&desired, now).await?, true))
+                let topology = self.config.topology.clone();
+                Ok((self.assess_primary(&desired, &topology, now).await?, true))
             }
             AgentRole::Replica => {
                 let primary = self.primary_view(&admin, &["defaultdb".to_string()]).await;
@@ -222,7 +243,7 @@ impl Agent {
                     options: ReplicaOptions::default(),
                 };
                 let assessment = self
-                    .assess_replica(&desired, primary.as_ref(), false, now)
+                    .assess_replica(&desired, primary.as_ref(), false, &BTreeMap::new(), now)
                     .await?;
                 Ok((assessment, primary.is_some()))
             }
@@ -230,7 +251,7 @@ impl Agent {
     }
 
     /// A session on the local server, reopened after a failure.
-    async fn local_session(&mut self) -> Result<Client, String> {
+    pub(super) async fn local_session(&mut self) -> Result<Client, String> {
         let admin = self.config.admin.clone();
         self.local
             .session(
@@ -244,7 +265,7 @@ impl Agent {
     }
 
     /// Runs `call` on the local session; a failure drops the session so the next poll reopens it.
-    async fn on_local<T, F, Fut>(&mut self, call: F) -> Result<T, String>
+    pub(super) async fn on_local<T, F, Fut>(&mut self, call: F) -> Result<T, String>
     where
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, RpcError>>,
@@ -268,7 +289,7 @@ impl Agent {
 
     /// The primary's version and each database's last committed transaction, over one session
     /// of the replication user; None when the primary does not answer.
-    async fn primary_view(
+    pub(super) async fn primary_view(
         &mut self,
         who: &Credentials,
         databases: &[String],
@@ -305,11 +326,12 @@ impl Agent {
         }
     }
 
-    async fn assess_replica(
+    pub(super) async fn assess_replica(
         &mut self,
         desired: &ReplicaDesired,
         primary: Option<&PrimaryView>,
         manage: bool,
+        held_back: &BTreeMap<String, (State, String)>,
         now: Duration,
     ) -> Result<Assessment, String> {
         let observed = self
@@ -325,6 +347,7 @@ impl Agent {
             replicators: &replicators,
             local_version: &version,
             primary,
+            held_back,
         };
         Ok(health::assess_replica(
             desired,
@@ -335,9 +358,11 @@ impl Agent {
         ))
     }
 
-    async fn assess_primary(
+    /// `topology` names the replicas asked what they hold before a database is created.
+    pub(super) async fn assess_primary(
         &mut self,
         desired: &PrimaryDesired,
+        topology: &Topology,
         now: Duration,
     ) -> Result<Assessment, String> {
         let observed = self
@@ -348,8 +373,7 @@ impl Agent {
             _ if creates.is_empty() => BTreeMap::new(),
             Some((asked, held)) if asked.elapsed() < HOLDINGS_FOR => held.clone(),
             _ => {
-                let held =
-                    held_by_replicas(&self.config.topology, &self.config.admin, &creates).await;
+                let held = held_by_replicas(topology, &self.config.admin, &creates).await;
                 self.holdings = Some((Instant::now(), held.clone()));
                 held
             }
@@ -366,8 +390,18 @@ impl Agent {
 
     /// Applies the assessment's repairs on the local server, counting those that took.
     /// `password` is the replication user's, for a CreateUser repair.
-    async fn repair(&mut self, assessment: &Assessment, password: &Secret) {
-        for (action, reason) in &assessment.repairs {
+    pub(super) async fn repair(&mut self, assessment: &Assessment, password: &Secret) {
+        self.apply_all(&assessment.repairs, password).await;
+    }
+
+    /// Applies each action on the local server, counting those that took; true when all did.
+    pub(super) async fn apply_all(
+        &mut self,
+        actions: &[(Action, Repair)],
+        password: &Secret,
+    ) -> bool {
+        let mut all = true;
+        for (action, reason) in actions {
             let database = action.database().to_string();
             tracing::info!(%database, reason = reason.name(), ?action, "repairing");
             let applied = self
@@ -384,8 +418,12 @@ impl Agent {
                     })
                 }
                 // Another writer (the Job) may have done it first; the next poll observes again.
-                Err(error) => tracing::warn!(%database, %error, "repair failed"),
+                Err(error) => {
+                    all = false;
+                    tracing::warn!(%database, %error, "repair failed");
+                }
             }
         }
+        all
     }
 }

@@ -12,6 +12,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::plan::failover::TxPosition;
 use crate::plan::{Action, Observed, ObservedDatabase, ObservedUser, StorageSettings};
 use crate::proto;
 use crate::proto::immu_service_client::ImmuServiceClient;
@@ -345,6 +346,27 @@ impl Client {
             .await
             .map_err(|s| RpcError::from_status("UseDatabase", s))?;
         Ok(())
+    }
+
+    /// The session database's committed and precommitted transactions, and the committed one's
+    /// Alh (CurrentState): what failover compares between pods.
+    pub async fn position(&self) -> Result<(TxPosition, [u8; 32]), RpcError> {
+        let state = self
+            .rpc()
+            .current_state(self.request(()))
+            .await
+            .map_err(|s| RpcError::from_status("CurrentState", s))?
+            .into_inner();
+        let alh = state.tx_hash.try_into().map_err(|_| RpcError {
+            call: "CurrentState",
+            code: Code::DataLoss,
+            message: "the server sent a malformed txHash".into(),
+        })?;
+        let position = TxPosition {
+            committed: state.tx_id,
+            precommitted: state.precommitted_tx_id.max(state.tx_id),
+        };
+        Ok((position, alh))
     }
 
     pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<u64, RpcError> {

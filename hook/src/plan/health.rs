@@ -43,6 +43,9 @@ pub struct ReplicaView<'a> {
     pub local_version: &'a str,
     /// None when the primary did not answer.
     pub primary: Option<&'a PrimaryView>,
+    /// Databases failover keeps as they are, with their state and why: fenced or diverged ones
+    /// are neither repaired nor Ready.
+    pub held_back: &'a BTreeMap<String, (State, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,10 +74,16 @@ pub enum State {
     LostOnPrimary,
     /// A state the agent will not change (see the detail).
     Conflict,
+    /// Failover: read-only without a primary to follow, because this pod lost (or never held)
+    /// the Lease; it follows the primary once their histories compare.
+    Fenced,
+    /// Failover: holds committed transactions the primary lacks. Kept read-only, never
+    /// overwritten or deleted; an operator decides (docs/runbooks/ImmudbDatabaseDiverged.md).
+    Diverged,
 }
 
 impl State {
-    pub const ALL: [State; 14] = [
+    pub const ALL: [State; 16] = [
         State::Replicating,
         State::CatchingUp,
         State::Lagging,
@@ -89,6 +98,8 @@ impl State {
         State::Serving,
         State::LostOnPrimary,
         State::Conflict,
+        State::Fenced,
+        State::Diverged,
     ];
 
     /// The metric label value.
@@ -108,6 +119,8 @@ impl State {
             State::Serving => "serving",
             State::LostOnPrimary => "lost_on_primary",
             State::Conflict => "conflict",
+            State::Fenced => "fenced",
+            State::Diverged => "diverged",
         }
     }
 }
@@ -121,6 +134,12 @@ pub enum Repair {
     Settings,
     ReplicatorRestarted,
     User,
+    /// Failover: a replica database made writable on the new primary.
+    Promoted,
+    /// Failover: a writable database made read-only on a pod without the Lease.
+    Fenced,
+    /// Failover: a fenced database set to follow the new primary.
+    Rejoined,
 }
 
 impl Repair {
@@ -131,6 +150,9 @@ impl Repair {
             Repair::Settings => "settings",
             Repair::ReplicatorRestarted => "replicator_restarted",
             Repair::User => "user",
+            Repair::Promoted => "promoted",
+            Repair::Fenced => "fenced",
+            Repair::Rejoined => "rejoined",
         }
     }
 }
@@ -278,6 +300,17 @@ fn assess_replica_database(
     repairs: &mut Vec<(Action, Repair)>,
 ) -> DatabaseHealth {
     let name = wanted.name.as_str();
+    if let Some((state, detail)) = view.held_back.get(name) {
+        return DatabaseHealth {
+            name: name.to_string(),
+            state: *state,
+            replicating: false,
+            ready: false,
+            lag: None,
+            detail: Some(detail.clone()),
+            settings_unconfirmed: false,
+        };
+    }
     let primary_tx = view.primary.and_then(|p| p.transactions.get(name).copied());
     if let Some(tx) = primary_tx {
         memory.lag.observe_primary(now, tx);

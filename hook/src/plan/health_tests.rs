@@ -75,6 +75,7 @@ fn poll(
         replicators: &gauges,
         local_version: "1.10.0",
         primary: primary.as_ref(),
+        held_back: &BTreeMap::new(),
     };
     assess_replica(&desired(), &view, memory, now, &LIMITS)
 }
@@ -425,6 +426,7 @@ fn in_systemdb_mode_the_agent_observes_and_changes_nothing() {
         replicators: &stopped,
         local_version: "1.10.0",
         primary: Some(&p),
+        held_back: &BTreeMap::new(),
     };
     let a = assess_replica(&desired(), &view, &mut memory, at(0), &LIMITS);
     assert_eq!((state(&a), a.ready), (State::ReplicatorStopped, false));
@@ -432,4 +434,41 @@ fn in_systemdb_mode_the_agent_observes_and_changes_nothing() {
         a.repairs.is_empty(),
         "immudb refuses to reload the reserved defaultdb"
     );
+}
+
+#[test]
+fn a_database_failover_holds_back_is_neither_repaired_nor_ready() {
+    let mut memory = Memory::default();
+    // Fenced: replica without a primary host, settings unlike the spec's; the agent would
+    // update them after the grace, unless failover holds the database back.
+    let mut fenced = replica_db(5);
+    fenced.replication = crate::plan::failover::fenced(false);
+    let observed = observed(vec![fenced]);
+    let gauges = BTreeMap::from([("appdb".to_string(), 0)]);
+    let p = primary("1.10.0", Some(4));
+    let held = BTreeMap::from([(
+        "appdb".to_string(),
+        (
+            State::Diverged,
+            "holds 5 committed transactions, the primary 4".to_string(),
+        ),
+    )]);
+    for t in [0, 400] {
+        let view = ReplicaView {
+            manage: true,
+            observed: &observed,
+            replicators: &gauges,
+            local_version: "1.10.0",
+            primary: Some(&p),
+            held_back: &held,
+        };
+        let a = assess_replica(&desired(), &view, &mut memory, at(t), &LIMITS);
+        assert_eq!((state(&a), a.ready), (State::Diverged, false));
+        assert!(a.repairs.is_empty(), "{:?}", a.repairs);
+        assert!(a.databases[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("primary 4"));
+    }
 }

@@ -3,6 +3,7 @@
 //! No I/O here, so every rule is unit-tested. It may import only the leaf `types`; the engine
 //! and the subcommands import it, never the other way round.
 
+pub mod failover;
 pub mod health;
 pub mod lag;
 
@@ -127,6 +128,8 @@ impl Action {
 pub enum Conflict {
     #[error("database '{0}' exists on this replica but is not a replica; the hook never overwrites data (promote or rename it by hand)")]
     NotAReplica(String),
+    #[error("database '{0}' is a replica that follows no primary (failover fenced a former primary's database); its agent compares its history with the primary's before it follows, and never overwrites a diverged one")]
+    Fenced(String),
     #[error("database '{0}' on the primary is a replica; the primary must own its databases")]
     PrimaryDatabaseIsReplica(String),
     #[error("user '{0}' exists but is inactive; reactivate it (SetActiveUser) or choose another replication user")]
@@ -286,6 +289,9 @@ pub fn plan_replica(
     plan_databases(&desired.databases, observed, |db, found| {
         if found.is_some_and(|found| !found.replication.replica) {
             return Err(Conflict::NotAReplica(db.name.clone()));
+        }
+        if found.is_some_and(|found| found.replication.follows_nobody()) {
+            return Err(Conflict::Fenced(db.name.clone()));
         }
         let replication = desired.replication(&db.name);
         plan_database(db, replication.clone(), found, |have| *have == replication)

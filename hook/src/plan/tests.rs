@@ -280,6 +280,20 @@ fn writable_database_on_a_replica_is_never_overwritten() {
 }
 
 #[test]
+fn a_fenced_database_is_left_to_its_agent() {
+    // The Job must not point a former primary's fenced database at the primary: its agent
+    // first checks that its history is a prefix of the primary's.
+    let observed = Observed {
+        databases: vec![db("a", failover::fenced(false))],
+        users: vec![],
+    };
+    assert_eq!(
+        plan_replica(&replica(&["a"]), &observed),
+        Err(Conflict::Fenced("a".into()))
+    );
+}
+
+#[test]
 fn verification_names_each_problem() {
     let desired = replica(&["a", "b"]);
     let mut unloaded = db("a", desired.replication("a"));

@@ -24,6 +24,13 @@ pub struct ReplicationSettings {
     pub wait_for_indexing: bool,
 }
 
+impl ReplicationSettings {
+    /// A replica that follows no primary: fenced by failover, or left so by a restore.
+    pub fn follows_nobody(&self) -> bool {
+        self.replica && self.primary_host.is_empty()
+    }
+}
+
 /// The replica-side options every replica database gets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaOptions {

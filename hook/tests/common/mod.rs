@@ -103,6 +103,18 @@ impl Cluster {
         subcommand: &str,
         extra: &[&str],
     ) -> Cli {
+        self.cli_with(replicas, timeout_s, &[], subcommand, extra)
+    }
+
+    /// [`Cluster::cli`] with `global` flags before the subcommand.
+    pub fn cli_with(
+        &self,
+        replicas: &[String],
+        timeout_s: u64,
+        global: &[&str],
+        subcommand: &str,
+        extra: &[&str],
+    ) -> Cli {
         let mut args: Vec<String> = vec![
             "immudb-hook".into(),
             format!("--primary-host={}", self.host(0)),
@@ -116,6 +128,7 @@ impl Cluster {
         if !replicas.is_empty() {
             args.push(format!("--replicas={}", replicas.join(",")));
         }
+        args.extend(global.iter().map(|s| s.to_string()));
         args.push(subcommand.into());
         if subcommand == "converge" {
             args.push(format!(
@@ -238,6 +251,18 @@ impl Cluster {
         spec: serde_json::Value,
         extra: &[&str],
     ) -> RunningAgent {
+        self.agent_with(node, replicas, spec, &[], extra)
+    }
+
+    /// [`Cluster::agent`] with `global` flags before the subcommand.
+    pub fn agent_with(
+        &self,
+        node: u8,
+        replicas: &[String],
+        spec: serde_json::Value,
+        global: &[&str],
+        extra: &[&str],
+    ) -> RunningAgent {
         let role = if node == 0 { "primary" } else { "replica" };
         let address = SocketAddr::new(self.ip(node), AGENT_PORT);
         let spec_flag = format!("--spec-file={}", self.write_spec(&spec));
@@ -253,11 +278,13 @@ impl Cluster {
         ];
         flags.extend(extra.iter().map(|s| s.to_string()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let cli = self.cli(replicas, 20, "agent", &flags);
+        let cli = self.cli_with(replicas, 20, global, "agent", &flags);
         let Command::Agent(args) = &cli.command else {
             unreachable!()
         };
-        let config = args.config(&cli.topology).expect("valid agent config");
+        let config = args
+            .config(&cli.topology, &cli.lease)
+            .expect("valid agent config");
         let task = tokio::spawn(async move {
             let _ = immudb_hook::agent::run(config).await;
         });

@@ -94,6 +94,11 @@ impl Commits {
         self.changed.notify_waiters();
     }
 
+    /// Something a waiter waits for may have changed (the commit allowance moved).
+    pub(crate) fn notify(&self) {
+        self.changed.notify_waiters();
+    }
+
     /// Takes a transaction slot for one replicateTx, or refuses as immudb does when all
     /// maxConcurrency are taken.
     pub(crate) fn take_slot(db: &mut Database) -> Result<(), tonic::Status> {
@@ -228,13 +233,13 @@ async fn sync_loop(
     };
     loop {
         let pending = wait_until(&state, &name, |db| {
-            let committed = db.ledger.tx_count();
-            (db.ledger.precommitted_id() > committed).then_some(committed)
+            let durable = db.ledger.durable_id();
+            (db.ledger.precommitted_id() > durable).then_some(durable)
         })
         .await;
-        let Ok(committed) = pending else { return };
+        let Ok(durable) = pending else { return };
         // Give more transactions time to precommit while they keep coming.
-        let mut seen = committed + 1;
+        let mut seen = durable + 1;
         for _ in 0..4 {
             tokio::time::sleep(frequency / 4).await;
             let Some(latest) = precommitted(&state) else {

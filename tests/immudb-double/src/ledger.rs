@@ -3,10 +3,13 @@
 //! entries of every transaction, and a key index so that Get answers. Replicas grow their log only
 //! by applying exported transactions in order, as immudb's replicator does.
 //!
-//! A transaction is first precommitted (in the log, ordered) and becomes committed (durable,
-//! visible to CurrentState, TxById and exportTx) when the database's syncer syncs it
-//! ([`crate::commits`]). Seeding a ledger directly ([`Ledger::commit`], [`Ledger::replicate`])
-//! commits at once.
+//! A transaction is first precommitted (in the log, ordered), becomes durable when the
+//! database's syncer syncs it ([`crate::commits`]), and committed (visible to CurrentState, TxById,
+//! exportTx and Get) once durable and within the commit allowance: without synchronous
+//! replication there is none; a synchronous primary allows what enough replicas acknowledged, a
+//! synchronous replica what its primary allows (`Database::set_replication`). Seeding a ledger
+//! directly ([`Ledger::commit`], [`Ledger::replicate`]) syncs at once. Precommitted transactions
+//! beyond the committed ones can be discarded (`allowTxDiscarding`); committed ones never.
 //!
 //! One header field is a stand-in: blRoot (the root of immudb's accumulated hash tree at blTxId)
 //! is a SHA-256 chain over the previous Alhs. It is deterministic and feeds the real Alh, so a
@@ -45,18 +48,27 @@ impl ReplicateError {
 
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
-    /// Every precommitted transaction; the first `committed` are durable.
+    /// Every precommitted transaction; the first `durable` are synced, the first `committed`
+    /// committed.
     transactions: Vec<ExportedTx>,
     alhs: Vec<Hash>,
+    durable: u64,
     committed: u64,
-    /// Stored key (with its prefix) → (transaction, stored value).
-    index: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
+    /// The external commit allowance of synchronous replication (None: commits need none).
+    allowance: Option<u64>,
+    /// Stored key (with its prefix) → every (transaction, stored value) that wrote it.
+    index: BTreeMap<Vec<u8>, Vec<(u64, Vec<u8>)>>,
 }
 
 impl Ledger {
     /// Committed transactions.
     pub fn tx_count(&self) -> u64 {
         self.committed
+    }
+
+    /// The last synced transaction (committed unless a commit allowance holds it back).
+    pub fn durable_id(&self) -> u64 {
+        self.durable
     }
 
     /// The last precommitted transaction: what the next one must follow.
@@ -89,13 +101,54 @@ impl Ledger {
         if id > self.committed {
             return None;
         }
+        self.stored(id)
+    }
+
+    /// A stored transaction, committed or only precommitted.
+    pub fn stored(&self, id: u64) -> Option<&ExportedTx> {
         let index = usize::try_from(id).ok()?.checked_sub(1)?;
         self.transactions.get(index)
     }
 
-    /// Makes every transaction up to `id` durable, as a sync does.
+    /// Makes every transaction up to `id` durable, as a sync does; they commit if allowed.
     pub fn sync_up_to(&mut self, id: u64) {
-        self.committed = self.committed.max(id.min(self.precommitted_id()));
+        self.durable = self.durable.max(id.min(self.precommitted_id()));
+        self.recommit();
+    }
+
+    /// Sets the external commit allowance anew (None: none needed), as immudb does when a
+    /// database's synchronous replication is switched on (allowed up to what is committed) or
+    /// off (everything durable commits).
+    pub fn set_allowance(&mut self, allowance: Option<u64>) {
+        self.allowance = allowance;
+        self.recommit();
+    }
+
+    /// Raises the commit allowance to `id` (acknowledgements, or a primary's permission).
+    pub fn allow_commit_up_to(&mut self, id: u64) {
+        if let Some(allowance) = &mut self.allowance {
+            *allowance = (*allowance).max(id);
+        }
+        self.recommit();
+    }
+
+    fn recommit(&mut self) {
+        let allowed = self.allowance.unwrap_or(u64::MAX);
+        self.committed = self.committed.max(self.durable.min(allowed));
+    }
+
+    /// Drops the precommitted transactions after `id` (never a committed one); returns how many.
+    pub fn discard_after(&mut self, id: u64) -> u64 {
+        let keep = id.max(self.committed);
+        let dropped = self.precommitted_id().saturating_sub(keep);
+        self.transactions.truncate(keep as usize);
+        self.alhs.truncate(keep as usize);
+        self.durable = self.durable.min(keep);
+        for writes in self.index.values_mut() {
+            writes.retain(|(tx, _)| *tx <= keep);
+        }
+        self.index.retain(|_, writes| !writes.is_empty());
+        dropped
     }
 
     /// Commits plain key-value entries as a new, already durable transaction: a seeded database.
@@ -193,15 +246,22 @@ impl Ledger {
         self.alhs.push(tx.header.alh());
         for entry in &tx.entries {
             self.index
-                .insert(entry.key.clone(), (id, entry.value.clone()));
+                .entry(entry.key.clone())
+                .or_default()
+                .push((id, entry.value.clone()));
         }
         self.transactions.push(tx);
     }
 
-    /// A plain key's value and the transaction that wrote it, as Get answers.
+    /// A plain key's committed value and the transaction that wrote it, as Get answers.
     pub fn get(&self, key: &[u8]) -> Option<(u64, Vec<u8>)> {
         let stored = [&[PLAIN], key].concat();
-        let (tx, value) = self.index.get(&stored)?;
+        let (tx, value) = self
+            .index
+            .get(&stored)?
+            .iter()
+            .rev()
+            .find(|(tx, _)| *tx <= self.committed)?;
         let plain = value.strip_prefix(&[PLAIN]).unwrap_or(value);
         Some((*tx, plain.to_vec()))
     }
@@ -250,6 +310,31 @@ mod tests {
         assert_eq!(ledger.precommitted_state(), (2, header.alh()));
         ledger.sync_up_to(5);
         assert_eq!(ledger.state(), (2, header.alh()));
+    }
+
+    #[test]
+    fn a_commit_allowance_holds_durable_transactions_back_and_only_those_can_be_discarded() {
+        let mut ledger = Ledger::default();
+        ledger.commit(&[(b"k".to_vec(), b"1".to_vec())]);
+        ledger.set_allowance(Some(ledger.tx_count()));
+        ledger.commit(&[(b"k".to_vec(), b"2".to_vec())]);
+        ledger.commit(&[(b"k".to_vec(), b"3".to_vec())]);
+        assert_eq!((ledger.tx_count(), ledger.precommitted_id()), (1, 3));
+        assert_eq!(
+            ledger.get(b"k"),
+            Some((1, b"1".to_vec())),
+            "uncommitted writes are not read"
+        );
+        assert!(ledger.transaction(2).is_none() && ledger.stored(2).is_some());
+        ledger.allow_commit_up_to(2);
+        assert_eq!(ledger.get(b"k"), Some((2, b"2".to_vec())));
+        assert_eq!(ledger.discard_after(0), 1, "only the uncommitted third");
+        assert_eq!(ledger.precommitted_id(), 2);
+        let next = ledger.precommit(&[(b"k".to_vec(), b"4".to_vec())]);
+        assert_eq!(next.prev_alh, ledger.alh(2));
+        ledger.set_allowance(None);
+        ledger.sync_up_to(3);
+        assert_eq!(ledger.tx_count(), 3, "no allowance: durable is committed");
     }
 
     #[test]

@@ -40,12 +40,25 @@ pub use state::{Database, State, User, ADMIN_USER};
 /// `host:port` → the state of every running node.
 type Registry = HashMap<String, Arc<Mutex<State>>>;
 
+/// A name whose address is looked up at every connection, like a Kubernetes Service.
+type Resolve = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 #[derive(Clone, Default)]
 pub struct Network {
     nodes: Arc<Mutex<Registry>>,
+    aliases: Arc<Mutex<HashMap<String, Resolve>>>,
 }
 
 impl Network {
+    /// `name` reaches whichever host `resolve` names at each connection (None: nobody), as a
+    /// Service reaches the pods its selector matches.
+    pub fn alias(&self, name: &str, resolve: impl Fn() -> Option<String> + Send + Sync + 'static) {
+        self.aliases
+            .lock()
+            .expect("network lock")
+            .insert(name.to_string(), Arc::new(resolve));
+    }
+
     fn register(&self, host: &str, port: u16, state: Arc<Mutex<State>>) {
         let mut nodes = self.nodes.lock().expect("network lock");
         nodes.insert(format!("{host}:{port}"), state);
@@ -59,6 +72,16 @@ impl Network {
     }
 
     fn find(&self, host: &str, port: u32) -> Option<Arc<Mutex<State>>> {
+        let alias = self
+            .aliases
+            .lock()
+            .expect("network lock")
+            .get(host)
+            .cloned();
+        let host = match alias {
+            Some(resolve) => resolve()?,
+            None => host.to_string(),
+        };
         self.nodes
             .lock()
             .expect("network lock")
@@ -196,6 +219,7 @@ impl Node {
         let metrics = tokio::spawn(serve_health(metrics_listener, https, state.clone()));
         let replicator = tokio::spawn(replicator::run(
             state.clone(),
+            options.grpc.to_string(),
             network.clone(),
             options.replication_interval,
             options.replication_idle_max,
@@ -212,6 +236,22 @@ impl Node {
             network: network.clone(),
             tasks: vec![grpc, metrics, replicator],
         })
+    }
+
+    /// Cuts the node off (true) as a lost node is, keeping its data, or brings it back
+    /// (false) as the same pod returning with its volume: while cut off, every call answers
+    /// Unavailable, no replicator reaches it and its own replicators pause.
+    pub fn isolate(&self, cut: bool) {
+        let (host, port) = (self.options.grpc.ip().to_string(), self.options.grpc.port());
+        self.faults
+            .stopped
+            .store(cut, std::sync::atomic::Ordering::SeqCst);
+        self.state.lock().expect("double state lock").isolated = cut;
+        if cut {
+            self.network.unregister(&host, port);
+        } else {
+            self.network.register(&host, port, self.state.clone());
+        }
     }
 
     /// Runs `f` on the node's state, e.g. to seed a database or read what the hook did.

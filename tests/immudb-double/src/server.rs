@@ -200,6 +200,7 @@ impl ImmuService for Service {
             settings,
             ..Default::default()
         };
+        db.reset_allowance();
         db.start_replicator();
         let settings = State::settings_of(&db);
         state.databases.insert(name.clone(), db);
@@ -240,7 +241,7 @@ impl ImmuService for Service {
         if !self.faults.storage_updates_ignored.load(Ordering::SeqCst) {
             db.settings = stored;
         }
-        db.replication = replication;
+        db.set_replication(replication);
         if update.is_some() {
             // immudb stops the replicator and starts it again with the new settings.
             db.start_replicator();
@@ -459,6 +460,7 @@ impl ImmuService for Service {
         db.loaded = true;
         db.effective = db.settings.clone();
         db.commits.restart();
+        db.reset_allowance();
         db.start_replicator();
         db.last_loaded = Some(std::time::Instant::now());
         Ok(Response::new(LoadDatabaseResponse { database }))

@@ -34,11 +34,50 @@ pub struct Database {
     pub replicator: Replicator,
     /// Writers waiting for their sync, replicateTx slots, the syncer.
     pub commits: Commits,
+    /// On a synchronous primary: each replica's last precommitted transaction, as its replicator
+    /// last reported it (immudb's replica states; acknowledgements count from these).
+    pub acks: BTreeMap<String, u64>,
 }
 
 impl Database {
     pub fn tx_count(&self) -> u64 {
         self.ledger.tx_count()
+    }
+
+    /// New replication settings, as immudb applies them: a change of role forgets the replicas'
+    /// acknowledgements; with synchronous replication the commit allowance starts at what is
+    /// committed (precommitted transactions wait for acknowledgements, or their primary's
+    /// permission), without it everything durable commits.
+    pub fn set_replication(&mut self, replication: Replication) {
+        if replication.replica != self.replication.replica {
+            self.acks.clear();
+        }
+        self.replication = replication;
+        self.reset_allowance();
+    }
+
+    /// The commit allowance as a database opens with its settings.
+    pub fn reset_allowance(&mut self) {
+        let allowance = self
+            .replication
+            .sync_replication
+            .then(|| self.ledger.tx_count());
+        self.ledger.set_allowance(allowance);
+        self.acknowledged();
+    }
+
+    /// A synchronous primary commits up to the transaction `syncAcks` replicas hold; writers
+    /// waiting for their commit look again.
+    pub fn acknowledged(&mut self) {
+        let r = &self.replication;
+        if r.sync_replication && !r.replica && r.sync_acks > 0 {
+            let mut held: Vec<u64> = self.acks.values().copied().collect();
+            held.sort_unstable_by(|a, b| b.cmp(a));
+            if let Some(&quorum) = held.get(r.sync_acks as usize - 1) {
+                self.ledger.allow_commit_up_to(quorum);
+            }
+        }
+        self.commits.notify();
     }
 }
 
@@ -57,6 +96,11 @@ pub struct State {
     pub users: BTreeMap<String, User>,
     pub(crate) sessions: HashMap<String, (String, String)>,
     pub(crate) tokens: HashMap<String, String>,
+    /// Cut off from the network (`Node::isolate`): its replicators pause.
+    pub isolated: bool,
+    /// Test knob: replicators fetching from this server fail (`connection refused`) while its
+    /// clients still reach it, so replicas fall behind an asynchronous primary.
+    pub refuse_replication: bool,
     /// Set in systemdb replication mode: the whole server is a read-only replica.
     pub server_replica: bool,
     /// The immudb version ServerInfo reports; a test may change it, as an image change would.

@@ -126,11 +126,14 @@ pub async fn export_tx(
     let message = {
         let state = service.state();
         let db = authorised(&state, request.metadata(), PERMISSION_ADMIN)?;
-        let id = request.into_inner().tx;
-        let tx = state.databases[&db]
-            .ledger
-            .transaction(id)
-            .ok_or_else(|| unknown("tx not found"))?;
+        let request = request.into_inner();
+        let ledger = &state.databases[&db].ledger;
+        let tx = if request.allow_pre_committed {
+            ledger.stored(request.tx)
+        } else {
+            ledger.transaction(request.tx)
+        }
+        .ok_or_else(|| unknown("tx not found"))?;
         take_budget(
             &service.faults.failing_exports_after,
             "the source failed while exporting",

@@ -80,30 +80,6 @@ fn metric(body: &str, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// (user + system CPU seconds, peak RSS in KiB) of a running process, from /proc.
-fn usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let cpu = (ticks(11) + ticks(12)) / hz;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    (cpu, peak)
-}
-
 async fn converge(hook_path: &str, dir: &Path, subnet: u8, replicas: u8) {
     let status = hook(hook_path, dir, subnet, replicas)
         .arg("converge")
@@ -139,12 +115,12 @@ async fn main() {
     let pid = child.id().expect("agent pid");
     let metrics_url = format!("{}/metrics", SocketAddr::new(ip(1, 1), AGENT_PORT));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (cpu_before, _) = usage(pid);
+    let (cpu_before, _) = support::usage(pid);
     let polls_before = get(&metrics_url)
         .await
         .map_or(f64::NAN, |(_, b)| metric(&b, "immudb_agent_polls_total"));
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let (cpu_after, peak_kib) = usage(pid);
+    let (cpu_after, peak_kib) = support::usage(pid);
     let body = get(&metrics_url).await.map(|(_, b)| b).unwrap_or_default();
     let polls = metric(&body, "immudb_agent_polls_total") - polls_before;
     println!("| measure | value |\n| --- | --- |");

@@ -1,0 +1,265 @@
+//! A poll with failover on: the Lease decides the role (`failover.rs`), then the local databases
+//! follow it (promoted on the primary; on any other pod, writable ones fenced and, once their
+//! history is known to be a prefix of the new primary's, set to follow it), then the role's
+//! usual assessment and repairs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::counters::LostIn;
+use super::failover::{Ask, Takeover, Verdict};
+use super::poll::{poll_failed, Agent};
+use crate::client::RpcError;
+use crate::config::spec::DatabaseReplication;
+use crate::link::{Dial, Link};
+use crate::locate;
+use crate::plan::failover::{self, History, Rejoin};
+use crate::plan::health::{Assessment, Repair, State};
+use crate::plan::ReplicaDesired;
+use crate::types::{Credentials, Role};
+use crate::wait::SystemResolver;
+
+impl Agent {
+    pub(super) async fn poll_failover(
+        &mut self,
+        spec: &DatabaseReplication,
+        now: Duration,
+    ) -> Result<(Assessment, bool), String> {
+        let names: Vec<String> = spec.databases.iter().map(|d| d.name.clone()).collect();
+        let local = self.local_session().await?;
+        let topology = self.config.topology.clone();
+        let admin = self.config.admin.clone();
+        let failover = self
+            .failover
+            .as_mut()
+            .expect("a failover poll has failover");
+        let ask = Ask {
+            local: &local,
+            databases: &names,
+            topology: &topology,
+            admin: &admin,
+            acks: spec.sync_acks,
+        };
+        let (verdict, takeover) = failover.decide(now, &ask).await;
+        match verdict {
+            Verdict::Primary => self.serve(spec, takeover, now).await,
+            Verdict::Replica { primary, why } => self.follow(spec, &names, primary, why, now).await,
+        }
+    }
+
+    fn record_takeover(&mut self, takeover: &Takeover) {
+        let Some(previous) = &takeover.previous else {
+            tracing::info!("took the free Lease: this pod is the primary");
+            return;
+        };
+        self.counters.failovers += 1;
+        let lost: u64 = takeover.lost.values().sum();
+        for (db, count) in &takeover.lost {
+            self.counters
+                .lost_transactions
+                .add(LostIn { db: db.clone() }, *count);
+        }
+        tracing::warn!(
+            %previous,
+            lost_transactions = lost,
+            lost_by_database = ?takeover.lost,
+            "failover: {previous} stopped renewing the Lease; this pod took it and is the primary (lost at least {lost} transactions the old primary had when last seen)"
+        );
+    }
+
+    async fn serve(
+        &mut self,
+        spec: &DatabaseReplication,
+        takeover: Option<Takeover>,
+        now: Duration,
+    ) -> Result<(Assessment, bool), String> {
+        self.role = Role::Primary;
+        if let Some(takeover) = &takeover {
+            self.record_takeover(takeover);
+        }
+        let desired = spec.primary_desired();
+        let observed = self
+            .on_local(|s| async move { s.observe(false).await })
+            .await?;
+        let promotions: Vec<_> = failover::promotions(&desired, &observed)
+            .into_iter()
+            .map(|action| (action, Repair::Promoted))
+            .collect();
+        if !self
+            .apply_all(&promotions, &spec.replication.password)
+            .await
+        {
+            return Err(poll_failed(
+                "promotion",
+                "a database could not be made writable",
+            ));
+        }
+        let failover = self.failover.as_mut().expect("failover");
+        failover.label(Role::Primary).await;
+        let topology = locate::with_primary(&self.config.topology, &failover.config.me.clone());
+        let assessment = self.assess_primary(&desired, &topology, now).await?;
+        self.repair(&assessment, &spec.replication.password).await;
+        if assessment
+            .databases
+            .iter()
+            .any(|d| d.state == State::LostOnPrimary)
+        {
+            let failover = self.failover.as_mut().expect("failover");
+            failover.release().await;
+        }
+        Ok((assessment, true))
+    }
+
+    async fn follow(
+        &mut self,
+        spec: &DatabaseReplication,
+        names: &[String],
+        primary: Option<String>,
+        why: Option<String>,
+        now: Duration,
+    ) -> Result<(Assessment, bool), String> {
+        self.role = Role::Replica;
+        let failover = self.failover.as_mut().expect("failover");
+        failover.label(Role::Replica).await;
+        let me = failover.config.me.clone();
+        if let Some(why) = &why {
+            tracing::info!(%why, "no primary to take over from yet");
+        }
+        let desired = spec.replica_desired(self.config.topology.grpc_port);
+        let observed = self
+            .on_local(|s| async move { s.observe(false).await })
+            .await?;
+        let fences: Vec<_> = failover::fences(&desired, &observed)
+            .into_iter()
+            .map(|action| (action, Repair::Fenced))
+            .collect();
+        if !fences.is_empty() {
+            tracing::warn!(
+                databases = fences.len(),
+                "this pod does not hold the Lease: making its writable databases read-only"
+            );
+        }
+        if !self.apply_all(&fences, &spec.replication.password).await {
+            return Err(poll_failed(
+                "fence",
+                "a writable database could not be made read-only",
+            ));
+        }
+        let primary = primary.filter(|p| *p != me);
+        if let Some(host) = &primary {
+            self.point_at(host);
+        }
+        let view = match &primary {
+            Some(_) => self.primary_view(&spec.replication, names).await,
+            None => None,
+        };
+        if let Some(view) = &view {
+            let failover = self.failover.as_mut().expect("failover");
+            failover.last_seen_on_primary = view.transactions.clone();
+        }
+        let waiting = why.unwrap_or_else(|| "waiting to compare with the primary".into());
+        let held_back = self
+            .rejoin(&desired, &spec.replication, view.is_some(), &waiting)
+            .await?;
+        let assessment = self
+            .assess_replica(&desired, view.as_ref(), true, &held_back, now)
+            .await?;
+        self.repair(&assessment, &spec.replication.password).await;
+        Ok((assessment, view.is_some()))
+    }
+
+    /// The primary link dials `host` from now on.
+    fn point_at(&mut self, host: &str) {
+        if self.primary.host != host {
+            let topology = &self.config.topology;
+            self.primary = Link::new(host, Dial::Resolve(SystemResolver::new(topology)), topology);
+        }
+    }
+
+    /// Each fenced database compared with the primary: one whose committed history is a prefix
+    /// of the primary's follows it now; the others are held back (diverged, or fenced while no
+    /// primary answers).
+    async fn rejoin(
+        &mut self,
+        desired: &ReplicaDesired,
+        replication: &Credentials,
+        primary_answers: bool,
+        waiting: &str,
+    ) -> Result<BTreeMap<String, (State, String)>, String> {
+        let observed = self
+            .on_local(|s| async move { s.observe(false).await })
+            .await?;
+        let mut held = BTreeMap::new();
+        for wanted in &desired.databases {
+            let name = wanted.name.as_str();
+            if !observed.database(name).is_some_and(failover::is_fenced) {
+                continue;
+            }
+            if !primary_answers {
+                held.insert(name.to_string(), (State::Fenced, waiting.to_string()));
+                continue;
+            }
+            let history = match self.history(name, replication).await {
+                Ok(history) => history,
+                Err(error) => {
+                    let why = format!("cannot compare with the primary: {error}");
+                    held.insert(name.to_string(), (State::Fenced, why));
+                    continue;
+                }
+            };
+            match failover::rejoin(&history) {
+                Rejoin::Follow => {
+                    tracing::info!(
+                        database = name,
+                        "its history is a prefix of the primary's: following it"
+                    );
+                    let follow = [(failover::follow(desired, name), Repair::Rejoined)];
+                    self.apply_all(&follow, &replication.password).await;
+                }
+                Rejoin::Diverged(detail) => {
+                    tracing::error!(database = name, %detail, "diverged from the primary: kept read-only, never overwritten");
+                    held.insert(name.to_string(), (State::Diverged, detail));
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// `database` here against the primary: committed position and Alh here, the primary's
+    /// committed position and its Alh at ours.
+    async fn history(
+        &mut self,
+        database: &str,
+        replication: &Credentials,
+    ) -> Result<History, RpcError> {
+        let name = database.to_string();
+        let local = self.local_session().await.map_err(|message| RpcError {
+            call: "OpenSession",
+            code: tonic::Code::Unavailable,
+            message,
+        })?;
+        local.use_database(&name).await?;
+        let (position, alh) = local.position().await?;
+        let primary = self
+            .primary
+            .session(
+                replication,
+                std::slice::from_ref(&name),
+                &mut self.counters.logins,
+            )
+            .await?
+            .clone();
+        primary.use_database(&name).await?;
+        let (theirs, _) = primary.position().await?;
+        let at_ours = if position.committed > 0 && position.committed <= theirs.committed {
+            Some(primary.tx_header(position.committed).await?.alh())
+        } else {
+            None
+        };
+        Ok(History {
+            local: (position.committed, alh),
+            primary_committed: theirs.committed,
+            primary_alh_at_local: at_ours,
+        })
+    }
+}

@@ -1,0 +1,316 @@
+//! What failover relies on, the double answering like immudb (`shared/immudb-facts.md`,
+//! pkg/replication/replicator.go): synchronous acknowledgements, promotion with only
+//! `replica=false`, `allowTxDiscarding` dropping precommitted transactions the new primary lacks,
+//! and a committed divergence that is never overwritten.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use immudb_hook::client::Client;
+use immudb_hook::plan::{Action, ReplicationSettings, StorageSettings};
+use immudb_hook::reconcile::converge;
+use immudb_hook::types::{Credentials, Secret};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn admin() -> Credentials {
+    Credentials {
+        user: "immudb".into(),
+        password: Secret::new(ADMIN_PASSWORD),
+    }
+}
+
+/// An admin session on `node`'s `database`.
+async fn session(node: &immudb_double::Node, database: &str) -> Client {
+    let client = Client::new(&target(node))
+        .unwrap()
+        .open_session(&admin(), "defaultdb")
+        .await
+        .unwrap();
+    client.use_database(database).await.unwrap();
+    client
+}
+
+fn sync_spec() -> serde_json::Value {
+    serde_json::json!({"databases": ["appdb"], "replication": {"sync": {"enabled": true, "acks": 1}}})
+}
+
+/// A primary and one synchronous replica of appdb (acks 1), converged by the Job.
+async fn sync_pair(cluster: &Cluster) -> Vec<immudb_double::Node> {
+    let nodes = start_all(cluster, 1).await;
+    let report =
+        converge(&cluster.converge_config(&cluster.replica_hosts(1), 20, sync_spec(), &[])).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    nodes
+}
+
+fn positions(node: &immudb_double::Node) -> (u64, u64) {
+    node.with_state(|s| {
+        let ledger = &s.databases["appdb"].ledger;
+        (ledger.tx_count(), ledger.precommitted_id())
+    })
+}
+
+fn update(name: &str, replication: ReplicationSettings) -> Action {
+    Action::UpdateDatabase {
+        name: name.into(),
+        replication: Some(replication),
+        storage: StorageSettings::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_synchronous_write_commits_once_a_replica_holds_it_and_waits_without_one() {
+    let cluster = Cluster::new();
+    let mut nodes = sync_pair(&cluster).await;
+    let writer = session(&nodes[0], "appdb").await;
+    assert_eq!(writer.set(b"k", b"1").await.unwrap(), 1);
+    assert!(eventually(WAIT, || async { positions(&nodes[1]).1 == 1 }).await);
+
+    // The replica stops: the write is stored (precommitted) but never acknowledged.
+    let replica = nodes.pop().unwrap();
+    drop(replica);
+    let timed_out = tokio::time::timeout(Duration::from_millis(300), writer.set(b"k", b"2")).await;
+    assert!(timed_out.is_err(), "no acknowledgement, no commit");
+    assert_eq!(positions(&nodes[0]), (1, 2));
+    assert_eq!(
+        writer.get(b"k").await.unwrap(),
+        b"1",
+        "an uncommitted write is not read"
+    );
+
+    // The replica returns: the precommitted write commits, though its client gave up.
+    // (A new replica: the double's restarted node starts empty, as on a new volume.)
+    let _back = cluster.start_node(1).await;
+    let report =
+        converge(&cluster.converge_config(&cluster.replica_hosts(1), 20, sync_spec(), &[])).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert!(eventually(WAIT, || async { positions(&nodes[0]) == (2, 2) }).await);
+    assert_eq!(writer.get(b"k").await.unwrap(), b"2");
+}
+
+#[tokio::test]
+async fn promotion_with_only_replica_false_makes_a_writable_primary() {
+    let cluster = Cluster::new();
+    let mut nodes = sync_pair(&cluster).await;
+    let writer = session(&nodes[0], "appdb").await;
+    writer.set(b"k", b"1").await.unwrap();
+    assert!(eventually(WAIT, || async { positions(&nodes[1]) == (1, 1) }).await);
+    drop(nodes.remove(0));
+
+    let promoted = session(&nodes[0], "appdb").await;
+    let refused = promoted.set(b"k", b"x").await.unwrap_err();
+    assert_eq!(
+        refused.message,
+        "database is read-only because it's a replica"
+    );
+    promoted.set_replica("appdb", false).await.unwrap();
+    let observed = promoted.list_databases().await.unwrap();
+    let appdb = observed.iter().find(|d| d.name == "appdb").unwrap();
+    assert_eq!(
+        appdb.replication,
+        ReplicationSettings::default(),
+        "immudb clears the replica fields itself"
+    );
+    assert_eq!(promoted.set(b"k", b"2").await.unwrap(), 2);
+    assert_eq!(promoted.get(b"k").await.unwrap(), b"2");
+}
+
+/// The old primary of a sync pair, after a failover to its replica: it holds one transaction
+/// precommitted that nobody acknowledged; the new primary wrote its own after the common ones.
+async fn after_failover(
+    cluster: &Cluster,
+    allow_tx_discarding: bool,
+) -> (immudb_double::Node, immudb_double::Node) {
+    let mut nodes = sync_pair(cluster).await;
+    let writer = session(&nodes[0], "appdb").await;
+    writer.set(b"k", b"acknowledged").await.unwrap();
+    assert!(eventually(WAIT, || async { positions(&nodes[1]).1 == 1 }).await);
+    let new_primary = nodes.pop().unwrap();
+    let old_primary = nodes.pop().unwrap();
+    // The replica is cut off (its node lost); the old primary stores a write it cannot commit.
+    new_primary.with_state(|s| s.databases.get_mut("appdb").unwrap().stop_replicator());
+    let _ = tokio::time::timeout(
+        Duration::from_millis(200),
+        writer.set(b"k", b"never acknowledged"),
+    )
+    .await;
+    assert_eq!(positions(&old_primary), (1, 2));
+
+    // Failover: the replica is promoted (async first, so it commits what it holds, then sync).
+    let admin_new = session(&new_primary, "appdb").await;
+    admin_new
+        .apply(
+            &update("appdb", ReplicationSettings::default()),
+            &Secret::default(),
+        )
+        .await
+        .unwrap();
+    let primary_sync = ReplicationSettings {
+        sync_replication: true,
+        sync_acks: 1,
+        ..Default::default()
+    };
+    admin_new
+        .apply(&update("appdb", primary_sync), &Secret::default())
+        .await
+        .unwrap();
+    new_primary.with_state(|s| {
+        let db = s.databases.get_mut("appdb").unwrap();
+        db.ledger
+            .commit(&[(b"k".to_vec(), b"after failover".to_vec())]);
+        db.ledger
+            .commit(&[(b"k2".to_vec(), b"after failover".to_vec())]);
+    });
+    // The new primary needs the replication user that the old one had.
+    new_primary.with_state(|s| {
+        let user = old_primary.with_state(|o| o.users["replicator"].clone());
+        s.users.insert("replicator".into(), user);
+    });
+
+    // The old primary returns as a sync replica of the new one.
+    let replica_of_new = ReplicationSettings {
+        replica: true,
+        primary_database: "appdb".into(),
+        primary_host: new_primary.options.grpc.ip().to_string(),
+        primary_port: GRPC_PORT.into(),
+        primary_username: "replicator".into(),
+        primary_password: Secret::new(REPLICATION_PASSWORD),
+        sync_replication: true,
+        prefetch_tx_buffer_size: 100,
+        replication_commit_concurrency: 10,
+        allow_tx_discarding,
+        ..Default::default()
+    };
+    session(&old_primary, "appdb")
+        .await
+        .apply(&update("appdb", replica_of_new), &Secret::default())
+        .await
+        .unwrap();
+    (old_primary, new_primary)
+}
+
+#[tokio::test]
+async fn allow_tx_discarding_drops_an_unacknowledged_precommitted_transaction_and_follows() {
+    let cluster = Cluster::new();
+    let (old, new) = after_failover(&cluster, true).await;
+    assert!(
+        eventually(WAIT, || async { positions(&old) == (3, 3) }).await,
+        "{:?}, {:?}",
+        positions(&old),
+        old.with_state(|s| s.databases["appdb"].replicator.last_error.clone())
+    );
+    let same = |id| {
+        old.with_state(|s| s.databases["appdb"].ledger.alh(id))
+            == new.with_state(|s| s.databases["appdb"].ledger.alh(id))
+    };
+    assert!(same(1) && same(2) && same(3), "the new primary's history");
+    assert_eq!(
+        old.with_state(|s| s.databases["appdb"].ledger.get(b"k")),
+        Some((2, b"after failover".to_vec()))
+    );
+}
+
+#[tokio::test]
+async fn without_allow_tx_discarding_the_replicator_stops_and_nothing_is_discarded() {
+    let cluster = Cluster::new();
+    let (old, _new) = after_failover(&cluster, false).await;
+    assert!(
+        eventually(WAIT, || async {
+            !old.with_state(|s| s.databases["appdb"].replicator.running)
+        })
+        .await
+    );
+    assert_eq!(
+        old.with_state(|s| s.databases["appdb"].replicator.last_error.clone())
+            .as_deref(),
+        Some("replica precommit state diverged from primary's")
+    );
+    assert_eq!(positions(&old), (1, 2));
+}
+
+#[tokio::test]
+async fn a_committed_divergence_is_refused_and_kept() {
+    let cluster = Cluster::new();
+    let nodes = start_all(&cluster, 1).await;
+    let report = converge(&cluster.converge_config(
+        &cluster.replica_hosts(1),
+        20,
+        databases(&["appdb"]),
+        &[],
+    ))
+    .await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    // Async: the primary committed a write the replica never received, then the replica was
+    // promoted and wrote its own.
+    nodes[1].with_state(|s| s.databases.get_mut("appdb").unwrap().stop_replicator());
+    nodes[0].with_state(|s| {
+        s.databases
+            .get_mut("appdb")
+            .unwrap()
+            .ledger
+            .commit(&[(b"k".to_vec(), b"only on the old primary".to_vec())])
+    });
+    let new = session(&nodes[1], "appdb").await;
+    new.set_replica("appdb", false).await.unwrap();
+    new.set(b"k", b"on the new primary").await.unwrap();
+    nodes[1].with_state(|s| {
+        let user = nodes[0].with_state(|o| o.users["replicator"].clone());
+        s.users.insert("replicator".into(), user);
+    });
+    let replica_of_new = |sync| ReplicationSettings {
+        replica: true,
+        primary_database: "appdb".into(),
+        primary_host: cluster.host(1),
+        primary_port: GRPC_PORT.into(),
+        primary_username: "replicator".into(),
+        primary_password: Secret::new(REPLICATION_PASSWORD),
+        sync_replication: sync,
+        prefetch_tx_buffer_size: 100,
+        replication_commit_concurrency: 10,
+        allow_tx_discarding: true,
+        ..Default::default()
+    };
+    let old = session(&nodes[0], "appdb").await;
+    // As an async replica it keeps trying and fails every transaction.
+    old.apply(&update("appdb", replica_of_new(false)), &Secret::default())
+        .await
+        .unwrap();
+    nodes[1].with_state(|s| {
+        s.databases
+            .get_mut("appdb")
+            .unwrap()
+            .ledger
+            .commit(&[(b"n".to_vec(), b"2".to_vec())])
+    });
+    let error = || nodes[0].with_state(|s| s.databases["appdb"].replicator.last_error.clone());
+    assert!(
+        eventually(WAIT, || async {
+            error().as_deref() == Some("attempt to commit a tx with invalid blRoot")
+        })
+        .await,
+        "{:?}",
+        error()
+    );
+    assert!(nodes[0].with_state(|s| s.databases["appdb"].replicator.running));
+    // As a sync replica the primary refuses its committed state: the replicator stops for good,
+    // and allowTxDiscarding does not touch committed transactions.
+    old.apply(&update("appdb", replica_of_new(true)), &Secret::default())
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            error().as_deref() == Some("replica commit state diverged from primary's")
+        })
+        .await,
+        "{:?}",
+        error()
+    );
+    assert!(!nodes[0].with_state(|s| s.databases["appdb"].replicator.running));
+    assert_eq!(
+        nodes[0].with_state(|s| s.databases["appdb"].ledger.get(b"k")),
+        Some((1, b"only on the old primary".to_vec()))
+    );
+}

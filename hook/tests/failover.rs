@@ -1,0 +1,747 @@
+//! Failover end to end: agents against immudb doubles and the Kubernetes API double. The write
+//! Service is a name the immudb double resolves, at every connection, to the pod labelled
+//! primary, as Kubernetes routes a Service. A background check samples every live node all the
+//! time: never two writable primaries.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use immudb_double::Node;
+use immudb_hook::client::Client;
+use immudb_hook::types::{Credentials, Secret};
+use kube_double::{KubeDouble, Rule};
+
+const NS: &str = "db";
+const LEASE: &str = "db-immudb-primary";
+const WRITE_SERVICE: &str = "db-immudb-primary";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn pod_name(node: u8) -> String {
+    match node {
+        0 => "db-immudb-primary-0".into(),
+        n => format!("db-immudb-read-{}", n - 1),
+    }
+}
+
+fn sync_spec() -> serde_json::Value {
+    serde_json::json!({
+        "databases": ["appdb"],
+        "replication": {"sync": {"enabled": true, "acks": 1}, "allowTxDiscarding": true},
+    })
+}
+
+fn async_spec() -> serde_json::Value {
+    serde_json::json!({"databases": ["appdb"], "replication": {"allowTxDiscarding": true}})
+}
+
+/// Three pods (the primary StatefulSet's and two replicas), the API double, the write Service.
+struct Release {
+    cluster: Cluster,
+    kube: KubeDouble,
+    nodes: Vec<Node>,
+    agents: Vec<Option<RunningAgent>>,
+    cooldown: String,
+    spec: serde_json::Value,
+    /// Extra agent flags.
+    flags: Vec<String>,
+    /// Set by the sampler when two live nodes were writable at once.
+    two_primaries: Arc<AtomicBool>,
+    samples: Arc<AtomicUsize>,
+}
+
+impl Release {
+    async fn start(cooldown: &str) -> Release {
+        Release::start_with(cooldown, sync_spec(), &[]).await
+    }
+
+    async fn start_with(cooldown: &str, spec: serde_json::Value, flags: &[&str]) -> Release {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
+            .with_test_writer()
+            .try_init();
+        let cluster = Cluster::new();
+        let pods: Vec<String> = (0..3).map(pod_name).collect();
+        let names: Vec<&str> = pods.iter().map(String::as_str).collect();
+        let kube = KubeDouble::start(Rule::chart(LEASE, &names)).await.unwrap();
+        let mut nodes = Vec::new();
+        for n in 0..3u8 {
+            nodes.push(cluster.start_node(n).await);
+            let component = if n == 0 { "primary" } else { "read" };
+            kube.add_pod(
+                NS,
+                &pod_name(n),
+                &[("app.kubernetes.io/component", component)],
+                &cluster.host(n),
+            );
+            let token = format!("token-{n}");
+            kube.add_token(&token);
+            std::fs::write(cluster.dir.path().join(&token), &token).unwrap();
+        }
+        let selected = kube.selector(NS, "immudb/role", "primary");
+        cluster
+            .network
+            .alias(WRITE_SERVICE, move || selected().into_iter().next());
+        let mut release = Release {
+            cluster,
+            kube,
+            nodes,
+            agents: Vec::new(),
+            cooldown: cooldown.into(),
+            spec,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            two_primaries: Arc::new(AtomicBool::new(false)),
+            samples: Arc::new(AtomicUsize::new(0)),
+        };
+        for n in 0..3 {
+            let agent = release.agent(n);
+            release.agents.push(Some(agent));
+        }
+        release.sample_writable_primaries();
+        release.run_kubelet();
+        release
+    }
+
+    /// The kubelet: each pod's readiness from its agent's /readyz, as its readiness probe asks.
+    fn run_kubelet(&self) {
+        let probes: Vec<(String, String)> = (0..3)
+            .map(|n| {
+                let url = format!("http://{}:{AGENT_PORT}/readyz", self.cluster.host(n));
+                (pod_name(n), url)
+            })
+            .collect();
+        let kube = self.kube.handle();
+        tokio::spawn(async move {
+            let http = immudb_hook::tls::http_client_builder(None, Duration::from_millis(500))
+                .build()
+                .unwrap();
+            loop {
+                for (pod, url) in &probes {
+                    let ready = match http.get(url).send().await {
+                        Ok(response) => response.status().is_success(),
+                        Err(_) => false,
+                    };
+                    kube.set_ready(NS, pod, ready);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+
+    fn agent(&self, node: u8) -> RunningAgent {
+        let global = [
+            "--replication-primary-host=db-immudb-primary".to_string(),
+            format!("--namespace={NS}"),
+        ];
+        let extra = [
+            format!("--lease-name={LEASE}"),
+            format!("--kube-api-url={}", self.kube.url()),
+            format!(
+                "--kube-token-file={}",
+                self.cluster.path(&format!("token-{node}"))
+            ),
+            format!("--pod-name={}", pod_name(node)),
+            format!("--pod-host={}", self.cluster.host(node)),
+            "--lease-duration=1s".into(),
+            format!("--failover-cooldown={}", self.cooldown),
+        ];
+        let global: Vec<&str> = global.iter().map(String::as_str).collect();
+        let extra: Vec<&str> = extra
+            .iter()
+            .chain(&self.flags)
+            .map(String::as_str)
+            .collect();
+        let replicas = self.cluster.replica_hosts(2);
+        self.cluster
+            .agent_with(node, &replicas, self.spec.clone(), &global, &extra)
+    }
+
+    /// Every few milliseconds: how many nodes accept writes, i.e. have appdb writable and are
+    /// routed to by the write Service. (A returning pod's immudb opens its databases as they
+    /// were, writable, before its agent's first poll fences them; no Service routes to it then
+    /// and, with sync acks, no replica acknowledges a write there.)
+    fn sample_writable_primaries(&self) {
+        let nodes: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|n| (n.options.grpc.ip().to_string(), n.state.clone()))
+            .collect();
+        let routed = self.kube.selector(NS, "immudb/role", "primary");
+        let (flag, samples) = (self.two_primaries.clone(), self.samples.clone());
+        tokio::spawn(async move {
+            loop {
+                let selected = routed();
+                let writable = nodes
+                    .iter()
+                    .filter(|(ip, state)| {
+                        let state = state.lock().unwrap();
+                        selected.contains(ip)
+                            && !state.isolated
+                            && state
+                                .databases
+                                .get("appdb")
+                                .is_some_and(|db| db.loaded && !db.replication.replica)
+                    })
+                    .count();
+                if writable > 1 {
+                    flag.store(true, Ordering::SeqCst);
+                }
+                samples.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+
+    fn holder(&self) -> Option<String> {
+        let lease = self.kube.lease(NS, LEASE)?;
+        lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+    }
+
+    fn transitions(&self) -> u64 {
+        self.kube
+            .lease(NS, LEASE)
+            .and_then(|l| l["spec"]["leaseTransitions"].as_u64())
+            .unwrap_or(0)
+    }
+
+    async fn ready(&self, node: u8) -> bool {
+        match &self.agents[node as usize] {
+            Some(agent) => agent.ready().await,
+            None => false,
+        }
+    }
+
+    /// Every running agent Ready and `node` holding the Lease.
+    async fn settled_on(&self, node: u8) -> bool {
+        if self.holder() != Some(self.cluster.host(node)) {
+            return false;
+        }
+        for n in 0..3 {
+            if self.agents[n as usize].is_some() && !self.ready(n).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The node is lost: immudb unreachable, its agent gone, its pod deleted.
+    fn lose(&mut self, node: u8) {
+        self.agents[node as usize] = None;
+        self.nodes[node as usize].isolate(true);
+        self.kube.remove_pod(NS, &pod_name(node));
+    }
+
+    /// The same pod comes back with its volume.
+    fn bring_back(&mut self, node: u8) {
+        let component = if node == 0 { "primary" } else { "read" };
+        self.kube.add_pod(
+            NS,
+            &pod_name(node),
+            &[("app.kubernetes.io/component", component)],
+            &self.cluster.host(node),
+        );
+        self.nodes[node as usize].isolate(false);
+        self.agents[node as usize] = Some(self.agent(node));
+    }
+
+    fn no_two_primaries(&self) {
+        assert!(self.samples.load(Ordering::SeqCst) > 10, "the sampler ran");
+        assert!(
+            !self.two_primaries.load(Ordering::SeqCst),
+            "two nodes accepted writes at the same moment"
+        );
+    }
+}
+
+fn admin() -> Credentials {
+    Credentials {
+        user: "immudb".into(),
+        password: Secret::new(ADMIN_PASSWORD),
+    }
+}
+
+/// A client of the write Service: a session on whichever node it routes to now.
+async fn write_session(release: &Release) -> Option<Client> {
+    let ip = release
+        .kube
+        .selected_ips(NS, "immudb/role", "primary")
+        .into_iter()
+        .next()?;
+    let node = release
+        .nodes
+        .iter()
+        .find(|n| n.options.grpc.ip().to_string() == ip)?;
+    let session = Client::new(&target(node))
+        .ok()?
+        .open_session(&admin(), "appdb")
+        .await
+        .ok()?;
+    Some(session)
+}
+
+/// Writes `key` through the write Service until one write is acknowledged; returns its tx.
+async fn write(release: &Release, key: &str) -> u64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(session) = write_session(release).await {
+            let set = tokio::time::timeout(
+                Duration::from_millis(500),
+                session.set(key.as_bytes(), key.as_bytes()),
+            );
+            if let Ok(Ok(tx)) = set.await {
+                return tx;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no write of {key} was acknowledged through the write Service");
+}
+
+fn holds(node: &Node, key: &str) -> bool {
+    node.with_state(|s| {
+        s.databases
+            .get("appdb")
+            .and_then(|d| d.ledger.get(key.as_bytes()))
+    })
+    .is_some_and(|(_, value)| value == key.as_bytes())
+}
+
+fn tx_count(node: &Node) -> u64 {
+    node.with_state(|s| s.databases.get("appdb").map_or(0, |d| d.tx_count()))
+}
+
+async fn new_primary_elected(release: &Release) -> u8 {
+    let mut elected = None;
+    let found = eventually(WAIT, || {
+        let holder = release.holder();
+        let is = |n: u8| holder.as_deref() == Some(release.cluster.host(n).as_str());
+        elected = [1u8, 2].into_iter().find(|&n| is(n));
+        async move { elected.is_some() }
+    })
+    .await;
+    let mut why = Vec::new();
+    for agent in release.agents.iter().flatten() {
+        why.push(agent.get("/readyz").await.1);
+    }
+    assert!(
+        found,
+        "no replica took the Lease: {:?}; agents say {why:?}",
+        release.kube.lease(NS, LEASE)
+    );
+    elected.unwrap()
+}
+
+#[tokio::test]
+async fn a_fresh_release_elects_the_primary_statefulsets_pod_and_labels_every_pod() {
+    let release = Release::start("1h").await;
+    assert!(
+        eventually(WAIT, || release.settled_on(0)).await,
+        "{:?}",
+        release.kube.lease(NS, LEASE)
+    );
+    assert_eq!(release.transitions(), 0);
+    assert_eq!(
+        release.kube.pod_labels(NS, &pod_name(0))["immudb/role"],
+        "primary"
+    );
+    for n in [1, 2] {
+        assert_eq!(
+            release.kube.pod_labels(NS, &pod_name(n))["immudb/role"],
+            "replica"
+        );
+    }
+    let tx = write(&release, "k1").await;
+    assert!(
+        eventually(WAIT, || async {
+            release.nodes[1..].iter().all(|n| tx_count(n) >= tx)
+        })
+        .await
+    );
+    let primary_agent = release.agents[0].as_ref().unwrap();
+    assert_eq!(
+        primary_agent
+            .metric("immudb_agent_role{role=\"primary\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        primary_agent.metric("immudb_agent_failovers_total").await,
+        Some(0.0)
+    );
+    let replica_agent = release.agents[1].as_ref().unwrap();
+    assert_eq!(
+        replica_agent
+            .metric("immudb_agent_role{role=\"replica\"}")
+            .await,
+        Some(1.0)
+    );
+    release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn losing_the_primary_elects_a_replica_that_holds_every_acknowledged_write() {
+    let mut release = Release::start("1h").await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let key = format!("before-{i}");
+        write(&release, &key).await;
+        acknowledged.push(key);
+    }
+    release.lose(0);
+    let elected = new_primary_elected(&release).await;
+    let other = 3 - elected;
+    // Writes through the same Service name succeed again, on the new primary.
+    for i in 0..5 {
+        let key = format!("after-{i}");
+        write(&release, &key).await;
+        acknowledged.push(key);
+    }
+    let new_primary = &release.nodes[elected as usize];
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|k| !holds(new_primary, k))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes missing on the new primary: {lost:?}"
+    );
+    // The remaining replica follows the new primary with no action.
+    assert!(
+        eventually(WAIT, || release.settled_on(elected)).await,
+        "{:?}",
+        release.agents[other as usize]
+            .as_ref()
+            .unwrap()
+            .get("/readyz")
+            .await
+    );
+    assert!(
+        eventually(WAIT, || async {
+            tx_count(&release.nodes[other as usize]) == tx_count(&release.nodes[elected as usize])
+        })
+        .await
+    );
+    assert_eq!(release.transitions(), 1);
+    let agent = release.agents[elected as usize].as_ref().unwrap();
+    assert_eq!(
+        agent.metric("immudb_agent_failovers_total").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        agent
+            .metric("immudb_agent_failover_lost_transactions_total{db=\"appdb\"}")
+            .await,
+        Some(0.0),
+        "sync acks: nothing lost"
+    );
+    assert_eq!(
+        release.kube.pod_labels(NS, &pod_name(elected))["immudb/role"],
+        "primary"
+    );
+    release.no_two_primaries();
+
+    // The old primary returns: a replica of the new primary, Ready once replicating, and a
+    // write sent straight to it is refused.
+    release.bring_back(0);
+    assert!(
+        eventually(WAIT, || release.settled_on(elected)).await,
+        "{:?}",
+        release.agents[0].as_ref().unwrap().get("/readyz").await
+    );
+    assert!(
+        eventually(WAIT, || async {
+            tx_count(&release.nodes[0]) == tx_count(&release.nodes[elected as usize])
+        })
+        .await
+    );
+    assert_eq!(
+        release.kube.pod_labels(NS, &pod_name(0))["immudb/role"],
+        "replica"
+    );
+    let direct = Client::new(&target(&release.nodes[0]))
+        .unwrap()
+        .open_session(&admin(), "appdb")
+        .await
+        .unwrap();
+    let refused = direct.set(b"direct", b"x").await.unwrap_err();
+    assert_eq!(
+        refused.message,
+        "database is read-only because it's a replica"
+    );
+    let write_tx = write(&release, "after-return").await;
+    assert!(eventually(WAIT, || async { tx_count(&release.nodes[0]) >= write_tx }).await);
+    assert_eq!(release.transitions(), 1, "no second failover");
+    release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn a_primary_cut_off_from_the_api_fences_itself_before_another_takes_over() {
+    let mut release = Release::start("1h").await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    write(&release, "before").await;
+    // The primary's agent can no longer reach the API server; immudb still answers clients.
+    release.kube.cut_off("token-0", true);
+    let elected = new_primary_elected(&release).await;
+    let fenced = release.nodes[0].with_state(|s| s.databases["appdb"].replication.clone());
+    assert!(fenced.replica, "the old primary is read-only: {fenced:?}");
+    write(&release, "after").await;
+    release.no_two_primaries();
+    // The API comes back: the old primary follows the new one.
+    release.kube.cut_off("token-0", false);
+    assert!(
+        eventually(WAIT, || release.settled_on(elected)).await,
+        "{:?}",
+        release.agents[0].as_ref().unwrap().get("/readyz").await
+    );
+    assert!(holds(&release.nodes[0], "after"));
+    drop(release.agents.drain(..));
+}
+
+#[tokio::test]
+async fn a_primary_restart_within_the_lease_and_a_replica_restart_are_no_failover() {
+    let mut release = Release::start("1h").await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    // The primary pod restarts: its agent and immudb are gone for less than the lease.
+    release.lose(0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.bring_back(0);
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    // A replica restarts (rollout, scale down and up).
+    release.lose(2);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    release.bring_back(2);
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    write(&release, "k").await;
+    assert_eq!(release.transitions(), 0);
+    assert_eq!(release.holder(), Some(release.cluster.host(0)));
+    for agent in release.agents.iter().flatten() {
+        assert_eq!(
+            agent.metric("immudb_agent_failovers_total").await,
+            Some(0.0)
+        );
+    }
+    release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn a_failover_is_not_followed_by_another_within_the_cooldown() {
+    let mut release = Release::start("1h").await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    write(&release, "k").await;
+    release.lose(0);
+    let elected = new_primary_elected(&release).await;
+    let other = 3 - elected;
+    assert!(eventually(WAIT, || release.settled_on(elected)).await);
+    // The new primary is lost too, within the cooldown: the last replica waits and says why.
+    release.lose(elected);
+    let agent = release.agents[other as usize].as_ref().unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            agent.metric("immudb_agent_primary_reachable").await == Some(0.0)
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        release.holder(),
+        Some(release.cluster.host(elected)),
+        "no second failover"
+    );
+    assert_eq!(
+        agent.metric("immudb_agent_role{role=\"replica\"}").await,
+        Some(1.0)
+    );
+    // The cooldown counts from the Lease's acquireTime: once that is old enough, it takes over.
+    let mut lease = release.kube.lease(NS, LEASE).unwrap();
+    lease["spec"]["acquireTime"] = "2020-01-01T00:00:00.000000Z".into();
+    release.kube.put_lease(NS, lease);
+    // Quorum: with one ack among two remaining pods (itself and the old primary, still lost),
+    // both must answer; bring the old primary back.
+    release.bring_back(0);
+    assert!(
+        eventually(WAIT, || async {
+            release.holder() == Some(release.cluster.host(other))
+        })
+        .await,
+        "{:?}",
+        release.agents[other as usize]
+            .as_ref()
+            .unwrap()
+            .get("/readyz")
+            .await
+    );
+    assert_eq!(release.transitions(), 2);
+    release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn an_asynchronous_failover_counts_what_it_lost_and_the_old_primary_is_kept_diverged() {
+    let mut release = Release::start_with("1h", async_spec(), &["--allow-data-loss"]).await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    for i in 0..3 {
+        write(&release, &format!("replicated-{i}")).await;
+    }
+    assert!(
+        eventually(WAIT, || async {
+            release.nodes[1..].iter().all(|n| tx_count(n) == 3)
+        })
+        .await
+    );
+    // The replicas stop receiving; the primary acknowledges two more writes, then is lost.
+    release.nodes[0].with_state(|s| s.refuse_replication = true);
+    write(&release, "only-on-the-old-primary-1").await;
+    write(&release, "only-on-the-old-primary-2").await;
+    let seen = |n: usize| {
+        let agent = release.agents[n].as_ref().unwrap();
+        async move {
+            agent
+                .metric("immudb_agent_lag_transactions{db=\"appdb\"}")
+                .await
+                == Some(2.0)
+        }
+    };
+    assert!(eventually(WAIT, || seen(1)).await && eventually(WAIT, || seen(2)).await);
+    release.lose(0);
+    let elected = new_primary_elected(&release).await;
+    let agent = release.agents[elected as usize].as_ref().unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            agent.metric("immudb_agent_failovers_total").await == Some(1.0)
+        })
+        .await
+    );
+    assert_eq!(
+        agent
+            .metric("immudb_agent_failover_lost_transactions_total{db=\"appdb\"}")
+            .await,
+        Some(2.0)
+    );
+    write(&release, "on-the-new-primary").await;
+
+    // The old primary returns with two committed transactions the new one never had: it is
+    // diverged, read-only, not Ready, and keeps them.
+    release.nodes[0].with_state(|s| s.refuse_replication = false);
+    release.bring_back(0);
+    let old = release.agents[0].as_ref().unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            old.metric("immudb_agent_database_state{db=\"appdb\",state=\"diverged\"}")
+                .await
+                == Some(1.0)
+        })
+        .await,
+        "{:?}",
+        old.get("/readyz").await
+    );
+    let (status, body) = old.get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains(
+            "database 'appdb' is diverged: holds 5 committed transactions, the primary 4"
+        ),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(holds(&release.nodes[0], "only-on-the-old-primary-2"));
+    assert_eq!(tx_count(&release.nodes[0]), 5);
+    assert!(release.nodes[0].with_state(|s| s.databases["appdb"].replication.replica));
+    assert_eq!(
+        release.kube.pod_labels(NS, &pod_name(0))["immudb/role"],
+        "replica"
+    );
+    release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn a_primary_back_on_an_empty_volume_hands_the_lease_to_a_replica_and_copies_it_back() {
+    let mut release = Release::start("1h").await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    for i in 0..4 {
+        write(&release, &format!("k{i}")).await;
+    }
+    assert!(
+        eventually(WAIT, || async {
+            release.nodes[1..].iter().all(|n| tx_count(n) == 4)
+        })
+        .await
+    );
+    // The primary pod restarts within the lease on a new, empty volume.
+    release.agents[0] = None;
+    drop(release.nodes.remove(0));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.nodes.insert(0, release.cluster.start_node(0).await);
+    release.agents[0] = Some(release.agent(0));
+    let elected = new_primary_elected(&release).await;
+    assert!(
+        eventually(WAIT, || release.settled_on(elected)).await,
+        "{:?}",
+        release.agents[0].as_ref().unwrap().get("/readyz").await
+    );
+    assert!(eventually(WAIT, || async { tx_count(&release.nodes[0]) == 4 }).await);
+    assert!(holds(&release.nodes[0], "k3"));
+    write(&release, "after").await;
+}
+
+/// The hook binary (the Job, `helm test`) with the release's env and `--lease-name`.
+async fn hook_binary(release: &Release, subcommand: &[&str]) -> (Option<i32>, String, String) {
+    let cluster = &release.cluster;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_immudb-hook"))
+        .env("IMMUDB_HOOK_PRIMARY_HOST", cluster.host(0))
+        .env("IMMUDB_HOOK_REPLICAS", cluster.replica_hosts(2).join(","))
+        .env("IMMUDB_HOOK_REPLICATION_PRIMARY_HOST", WRITE_SERVICE)
+        .env("IMMUDB_HOOK_NAMESPACE", NS)
+        .env("IMMUDB_HOOK_LEASE_NAME", LEASE)
+        .env("IMMUDB_HOOK_KUBE_API_URL", release.kube.url())
+        .env("IMMUDB_HOOK_KUBE_TOKEN_FILE", cluster.path("token-1"))
+        .env("IMMUDB_HOOK_ADMIN_PASSWORD_FILE", cluster.path("admin"))
+        .env(
+            "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE",
+            cluster.path("replication"),
+        )
+        .env("IMMUDB_HOOK_SPEC_FILE", cluster.write_spec(&sync_spec()))
+        .env("IMMUDB_HOOK_HOSTS_FILE", cluster.path("hosts"))
+        .env("IMMUDB_HOOK_RESOLV_CONF", cluster.path("resolv.conf"))
+        .env("IMMUDB_HOOK_TIMEOUT_SECONDS", "20")
+        .args(subcommand)
+        .output()
+        .await
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
+#[tokio::test]
+async fn after_a_failover_the_job_and_helm_test_find_the_primary_through_the_lease() {
+    let mut release = Release::start("1h").await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    write(&release, "k").await;
+    release.lose(0);
+    let elected = new_primary_elected(&release).await;
+    assert!(eventually(WAIT, || release.settled_on(elected)).await);
+    let primary = release.cluster.host(elected);
+    let named = format!("primary: {primary} (holder of Lease {LEASE})\n");
+    // helm upgrade's Job: the lost pod is a replica now that cannot be reached; the new
+    // primary and the other replica are converged already.
+    release.bring_back(0);
+    assert!(eventually(WAIT, || release.settled_on(elected)).await);
+    let (code, stdout, stderr) = hook_binary(&release, &["converge"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with(&named), "{stdout}");
+    assert!(stdout.contains("already converged"), "{stdout}");
+    let (code, stdout, stderr) = hook_binary(&release, &["verify", "--database=appdb"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with(&named), "{stdout}");
+    assert!(
+        stdout.contains("2 replica(s) returned the probe key"),
+        "{stdout}"
+    );
+    release.no_two_primaries();
+}

@@ -1,0 +1,159 @@
+//! The hook's Kubernetes client against the in-process API double: Leases with optimistic
+//! concurrency, the chart's Role enforced, pod labels by merge patch.
+
+use std::time::{Duration, SystemTime};
+
+use immudb_hook::kube::{micro_time, Kube, KubeConfig, KubeError, Lease, LeaseSpec, ObjectMeta};
+use kube_double::{KubeDouble, Rule};
+
+const NS: &str = "db";
+const LEASE: &str = "db-immudb-primary";
+
+async fn setup() -> (KubeDouble, Kube, tempfile::TempDir) {
+    let double = KubeDouble::start(Rule::chart(
+        LEASE,
+        &["db-immudb-primary-0", "db-immudb-read-0"],
+    ))
+    .await
+    .unwrap();
+    double.add_token("token-1");
+    double.add_pod(
+        NS,
+        "db-immudb-read-0",
+        &[("app.kubernetes.io/component", "read")],
+        "10.0.0.2",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "token-1\n").unwrap();
+    let kube = Kube::new(KubeConfig {
+        url: double.url(),
+        token_file: dir.path().join("token"),
+        ca: None,
+        namespace: NS.into(),
+        call_timeout: Duration::from_secs(2),
+    });
+    (double, kube, dir)
+}
+
+fn lease(holder: &str, version: &str) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: LEASE.into(),
+            resource_version: version.into(),
+            ..Default::default()
+        },
+        spec: LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(15),
+            acquire_time: Some(micro_time(SystemTime::now())),
+            renew_time: Some(micro_time(SystemTime::now())),
+            lease_transitions: Some(0),
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_lease_is_created_once_and_replaced_only_from_its_current_version() {
+    let (_double, kube, _dir) = setup().await;
+    assert_eq!(kube.get_lease(LEASE).await.unwrap(), None);
+    let created = kube.create_lease(&lease("a", "")).await.unwrap();
+    assert_eq!(created.holder(), Some("a"));
+    assert!(matches!(
+        kube.create_lease(&lease("b", "")).await,
+        Err(KubeError::Conflict(_))
+    ));
+    let version = created.metadata.resource_version.clone();
+    let renewed = kube.replace_lease(&lease("a", &version)).await.unwrap();
+    assert_ne!(renewed.metadata.resource_version, version);
+    // A writer that read the old version loses: someone else won.
+    assert!(matches!(
+        kube.replace_lease(&lease("b", &version)).await,
+        Err(KubeError::Conflict(_))
+    ));
+    let read = kube.get_lease(LEASE).await.unwrap().unwrap();
+    assert_eq!(read.holder(), Some("a"));
+    assert_eq!(read.record().version, renewed.metadata.resource_version);
+}
+
+#[tokio::test]
+async fn the_role_allows_only_the_release_lease_and_its_pods() {
+    let (_double, kube, dir) = setup().await;
+    let other = Lease {
+        metadata: ObjectMeta {
+            name: "kube-scheduler".into(),
+            ..Default::default()
+        },
+        ..lease("a", "")
+    };
+    assert!(matches!(
+        kube.get_lease("kube-scheduler").await,
+        Err(KubeError::Forbidden { status: 403, .. })
+    ));
+    // create cannot be limited by name: the Role allows it, then update is refused.
+    kube.create_lease(&other).await.unwrap();
+    assert!(matches!(
+        kube.replace_lease(&other).await,
+        Err(KubeError::Forbidden { status: 403, .. })
+    ));
+    assert!(matches!(
+        kube.label_pod("some-other-pod", "immudb/role", Some("primary"))
+            .await,
+        Err(KubeError::Forbidden { status: 403, .. })
+    ));
+    std::fs::write(dir.path().join("token"), "stolen").unwrap();
+    assert!(matches!(
+        kube.get_lease(LEASE).await,
+        Err(KubeError::Forbidden { status: 401, .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_label_is_set_and_removed_by_merge_patch_leaving_the_others() {
+    let (double, kube, _dir) = setup().await;
+    kube.label_pod("db-immudb-read-0", "immudb/role", Some("primary"))
+        .await
+        .unwrap();
+    let labels = double.pod_labels(NS, "db-immudb-read-0");
+    assert_eq!(labels["immudb/role"], "primary");
+    assert_eq!(labels["app.kubernetes.io/component"], "read");
+    assert!(
+        double.selected_ips(NS, "immudb/role", "primary").is_empty(),
+        "not Ready yet"
+    );
+    double.set_ready(NS, "db-immudb-read-0", true);
+    assert_eq!(
+        double.selected_ips(NS, "immudb/role", "primary"),
+        vec!["10.0.0.2"]
+    );
+    kube.label_pod("db-immudb-read-0", "immudb/role", None)
+        .await
+        .unwrap();
+    assert!(!double
+        .pod_labels(NS, "db-immudb-read-0")
+        .contains_key("immudb/role"));
+    // A pod of the Role's list that does not exist (yet).
+    assert!(matches!(
+        kube.label_pod("db-immudb-primary-0", "immudb/role", Some("primary"))
+            .await,
+        Err(KubeError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_a_transient_failure_after_the_call_timeout() {
+    use immudb_hook::retry::Transient;
+    let (double, _, dir) = setup().await;
+    let kube = Kube::new(KubeConfig {
+        url: double.url(),
+        token_file: dir.path().join("token"),
+        ca: None,
+        namespace: NS.into(),
+        call_timeout: Duration::from_millis(100),
+    });
+    double.cut_off("token-1", true);
+    let error = kube.get_lease(LEASE).await.unwrap_err();
+    assert!(matches!(error, KubeError::Unreachable { .. }), "{error}");
+    assert!(error.is_transient());
+    double.cut_off("token-1", false);
+    assert_eq!(kube.get_lease(LEASE).await.unwrap(), None);
+}

@@ -1,0 +1,139 @@
+"""Failover in the chart: the Role is exactly the one the Kubernetes API double enforces in the
+hook's tests, the token reaches only the agent and hook containers, the Services follow the
+agent's label, and every immudb pod may reach every other."""
+
+import json
+import pathlib
+
+from conftest import CI_SCENARIOS, NAMESPACE, named, of_kind, pod_specs, render
+
+FULLNAME = "demo-immudb"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+ROLE_RULES = json.loads((REPO / "tests" / "kube-double" / "chart-role.json").read_text())
+FAILOVER = CI_SCENARIOS["failover-values"]
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+HOOK_CONTAINERS = {"agent", "hook", "test", "backup", "restore"}
+
+
+def expected_rules(replicas):
+    pods = [f"{FULLNAME}-primary-0"] + [f"{FULLNAME}-read-{i}" for i in range(replicas)]
+    names = {"$LEASE": [f"{FULLNAME}-primary"], "$PODS": pods}
+    rules = []
+    for rule in ROLE_RULES:
+        rule = dict(rule)
+        if "resourceNames" in rule:
+            rule["resourceNames"] = [n for name in rule["resourceNames"] for n in names.get(name, [name])]
+        rules.append(rule)
+    return rules
+
+
+def containers(spec):
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def test_the_role_is_the_one_the_api_double_enforces():
+    for replicas in (2, 3, 5):
+        objects = render({**FAILOVER, "replicaCount": replicas})
+        role = named(objects, "Role", f"{FULLNAME}-failover")
+        assert role["rules"] == expected_rules(replicas)
+        binding = named(objects, "RoleBinding", f"{FULLNAME}-failover")
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{FULLNAME}-failover"}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+
+
+def test_without_failover_no_role_and_no_token_anywhere():
+    objects = render({})
+    assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
+    for _, spec, _ in pod_specs(objects):
+        assert spec["automountServiceAccountToken"] is False
+        for container in containers(spec):
+            mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+            assert TOKEN_DIR not in mounts, container["name"]
+            assert not any(e["name"] == "IMMUDB_HOOK_LEASE_NAME" for e in container.get("env", []))
+
+
+def test_the_token_reaches_the_agent_and_hook_containers_only():
+    values = {**FAILOVER, "backup": {"enabled": True}}
+    objects = render(values)
+    seen = set()
+    for _, spec, _ in pod_specs(objects):
+        assert spec["automountServiceAccountToken"] is False, "never the whole pod"
+        for container in containers(spec):
+            mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+            if container["name"] in HOOK_CONTAINERS:
+                assert mounts[TOKEN_DIR]["readOnly"] is True
+                seen.add(container["name"])
+            else:
+                assert TOKEN_DIR not in mounts, f"{container['name']} must not get the token"
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        sources = volumes["kube-api-access"]["projected"]["sources"]
+        assert sources[0]["serviceAccountToken"]["path"] == "token"
+        assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    assert {"agent", "hook", "test", "backup"} <= seen
+
+
+def test_every_hook_container_finds_the_primary_through_the_lease():
+    objects = render(FAILOVER)
+    for _, spec, _ in pod_specs(objects):
+        for container in containers(spec):
+            if container["name"] not in HOOK_CONTAINERS:
+                continue
+            env = {e["name"]: e for e in container["env"]}
+            assert env["IMMUDB_HOOK_LEASE_NAME"]["value"] == f"{FULLNAME}-primary"
+            assert env["IMMUDB_HOOK_REPLICATION_PRIMARY_HOST"]["value"] == f"{FULLNAME}-primary.{NAMESPACE}.svc.cluster.local"
+
+
+def test_each_agent_knows_its_pod_and_address_and_the_lease_timing():
+    objects = render(FAILOVER)
+    for role in ("primary", "read"):
+        statefulset = named(objects, "StatefulSet", f"{FULLNAME}-{role}")
+        spec = statefulset["spec"]["template"]["spec"]
+        agent = next(c for c in spec["initContainers"] if c["name"] == "agent")
+        names = [e["name"] for e in agent["env"]]
+        env = {e["name"]: e for e in agent["env"]}
+        assert env["IMMUDB_AGENT_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        # $(VAR) expands only variables defined earlier in the same list.
+        assert names.index("IMMUDB_AGENT_POD_NAME") < names.index("IMMUDB_AGENT_POD_HOST")
+        headless = statefulset["spec"]["serviceName"]
+        assert env["IMMUDB_AGENT_POD_HOST"]["value"] == f"$(IMMUDB_AGENT_POD_NAME).{headless}.{NAMESPACE}.svc.cluster.local"
+        assert env["IMMUDB_AGENT_LEASE_DURATION"]["value"] == "15s"
+        assert env["IMMUDB_AGENT_FAILOVER_COOLDOWN"]["value"] == "2m"
+        assert env["IMMUDB_AGENT_ALLOW_DATA_LOSS"]["value"] == "false"
+        assert "immudb/role" not in statefulset["spec"]["template"]["metadata"]["labels"]
+
+
+def test_every_immudb_pod_may_reach_every_other_and_backups_the_api():
+    objects = render({**FAILOVER, "backup": {"enabled": True}})
+    for role in ("primary", "read"):
+        policy = named(objects, "NetworkPolicy", f"{FULLNAME}-{role}")
+        grpc = policy["spec"]["ingress"][0]
+        components = {p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in grpc["from"] if "podSelector" in p}
+        assert {"primary", "read"} <= components, role
+    backup = named(objects, "NetworkPolicy", f"{FULLNAME}-backup")
+    ports = {p["port"] for rule in backup["spec"]["egress"] for p in rule.get("ports", [])}
+    assert {443, 6443} <= ports
+
+
+def test_the_spec_lets_a_returning_primary_discard_what_nobody_acknowledged():
+    objects = render(FAILOVER)
+    spec = json.loads(named(objects, "ConfigMap", f"{FULLNAME}-spec")["data"]["spec.json"])
+    assert spec["replication"]["allowTxDiscarding"] is True
+    assert spec["replication"]["sync"] == {"enabled": True, "acks": 1}
+
+
+def test_metrics_label_the_role_the_agent_holds():
+    objects = render({**FAILOVER, "metrics": {"podMonitor": {"enabled": True}}})
+    monitor = of_kind(objects, "PodMonitor")[0]
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        relabel = [r for r in endpoint["relabelings"] if r.get("sourceLabels") == ["__meta_kubernetes_pod_label_immudb_role"]]
+        assert {(r["regex"], r["replacement"]) for r in relabel} == {("primary", "primary"), ("replica", "read")}
+
+
+def test_every_pod_may_open_the_primary_s_sessions():
+    objects = render(FAILOVER)
+    sessions = {}
+    for role in ("primary", "read"):
+        statefulset = named(objects, "StatefulSet", f"{FULLNAME}-{role}")
+        immudb = statefulset["spec"]["template"]["spec"]["containers"][0]
+        sessions[role] = int(next(e["value"] for e in immudb["env"] if e["name"] == "IMMUDB_MAX_SESSIONS"))
+    assert sessions["read"] == sessions["primary"]
