@@ -25,6 +25,9 @@ immudb_agent_role immudb_agent_failovers_total immudb_agent_failover_lost_transa
 """.split()
 )
 AGENT_SOURCE = REPO / "hook" / "src" / "agent" / "metrics.rs"
+COUNTERS_SOURCE = REPO / "hook" / "src" / "agent" / "counters.rs"
+# Target labels Prometheus or the Prometheus Operator attach to every series a monitor scrapes.
+SCRAPE_LABELS = {"job", "instance", "namespace", "service", "pod", "container", "endpoint"}
 HEALTH_SOURCE = REPO / "hook" / "src" / "plan" / "health.rs"
 
 # immudb's port: 1.10.0 as observed, 1.11 additions, go-grpc-prometheus.
@@ -254,6 +257,23 @@ def test_readme_names_every_panel_and_alert_each_outside_source_feeds(rules):
 def test_agent_metric_names_are_the_ones_the_agent_exports():
     exported = set(re.findall(r'(?:family|labelled_counter|database_gauge)\(\s*&mut text,\s*"(immudb_agent_\w+)"', AGENT_SOURCE.read_text()))
     assert exported == AGENT_METRICS
+
+
+def test_no_agent_label_collides_with_a_target_label():
+    # Prometheus renames a scraped label that a target label also sets (to exported_<name>), so a
+    # query on the agent's own label would select the target's value instead.
+    sources = AGENT_SOURCE.read_text() + COUNTERS_SOURCE.read_text()
+    exported = set(re.findall(r'(\w+)=\\"', sources))
+    assert {"db", "state", "reason", "agent_role"} <= exported, exported
+    objects = render({"failover": {"enabled": True, "allowDataLoss": True}, "replicaCount": 2,
+                      "metrics": {"serviceMonitor": {"enabled": True}}})
+    objects += render({"metrics": {"podMonitor": {"enabled": True}}})
+    (sm,) = of_kind(objects, "ServiceMonitor")
+    (pm,) = of_kind(objects, "PodMonitor")
+    endpoints = sm["spec"]["endpoints"] + pm["spec"]["podMetricsEndpoints"]
+    targets = {r["targetLabel"] for e in endpoints for r in e["relabelings"]} | SCRAPE_LABELS
+    assert {"role", "release"} <= targets
+    assert not exported & targets, exported & targets
 
 
 def label_values(expr, label):
