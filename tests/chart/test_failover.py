@@ -4,12 +4,14 @@ agent's label, and every immudb pod may reach every other."""
 
 import json
 import pathlib
+import re
 
-from conftest import CI_SCENARIOS, NAMESPACE, named, of_kind, pod_specs, render
+from conftest import CI_SCENARIOS, NAMESPACE, named, of_kind, pod_specs, render, render_raw
 
 FULLNAME = "demo-immudb"
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ROLE_RULES = json.loads((REPO / "tests" / "kube-double" / "chart-role.json").read_text())
+README = (REPO / "README.md").read_text()
 FAILOVER = CI_SCENARIOS["failover-values"]
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 HOOK_CONTAINERS = {"agent", "hook", "test", "backup", "restore"}
@@ -137,3 +139,25 @@ def test_every_pod_may_open_the_primary_s_sessions():
         immudb = statefulset["spec"]["template"]["spec"]["containers"][0]
         sessions[role] = int(next(e["value"] for e in immudb["env"] if e["name"] == "IMMUDB_MAX_SESSIONS"))
     assert sessions["read"] == sessions["primary"]
+
+
+def notes(values):
+    (text,) = [text for path, text in render_raw(values).items() if path.endswith("NOTES.txt")]
+    return text
+
+
+def github_anchor(heading):
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def test_notes_say_how_to_find_the_primary_and_link_the_failover_section():
+    (lease,) = [name for rule in named(render(FAILOVER), "Role", f"{FULLNAME}-failover")["rules"]
+                if rule["resources"] == ["leases"] for name in rule.get("resourceNames", [])]
+    text = notes(FAILOVER)
+    assert f"kubectl -n {NAMESPACE} get lease {lease} -o jsonpath='{{.spec.holderIdentity}}'" in text
+    assert "immudb/role=primary" in text
+    (anchor,) = re.findall(r"https://github\.com/\S+#(\S+)", text)
+    headings = re.findall(r"^#+ (.+)$", README, re.M)
+    assert anchor in {github_anchor(h) for h in headings}
+    assert github_anchor("What happens when the primary dies") == anchor
+    assert "Lease" not in notes({})
