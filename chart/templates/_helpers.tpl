@@ -244,6 +244,8 @@ env:
     value: {{ $values.replicaCount | quote }}
   - name: IMMUDB_HOOK_CLUSTER_DOMAIN
     value: {{ $values.clusterDomain }}
+  - name: IMMUDB_HOOK_AGENT_PORT
+    value: {{ $values.agent.port | quote }}
   - name: IMMUDB_HOOK_ADMIN_PASSWORD_FILE
     value: /var/run/secrets/immudb/admin-password
   - name: IMMUDB_HOOK_LOG_FORMAT

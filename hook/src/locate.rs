@@ -59,6 +59,7 @@ mod tests {
             hosts_file: "/etc/hosts".into(),
             resolv_conf: "/etc/resolv.conf".into(),
             tls: None,
+            agent_port: None,
         };
         let moved = with_primary(&topology, "r1");
         assert_eq!(moved.primary, "r1");

@@ -284,3 +284,48 @@ pub async fn joined(waiting: Waiting) -> Result<ReadyNode, String> {
 pub fn node_span(role: Role, host: &str) -> tracing::Span {
     tracing::info_span!("node", %role, host = %host)
 }
+
+/// The agent beside `node` said it is not Ready (or did not answer): it may be soon.
+#[derive(Debug, thiserror::Error)]
+#[error("its agent says it is not Ready: {0}")]
+pub struct AgentNotReady(String);
+
+impl Transient for AgentNotReady {
+    fn is_transient(&self) -> bool {
+        true
+    }
+}
+
+/// Asks the agent beside `node` (plain HTTP on `port`) for its verdict: 200 means the node
+/// serves correct, current data; anything else says why not.
+pub async fn agent_ready(node: &ReadyNode, port: u16) -> Result<(), AgentNotReady> {
+    let http = tls::http_client_builder(None, PROBE_TIMEOUT)
+        .build()
+        .map_err(|e| AgentNotReady(format!("cannot build the HTTP client: {e}")))?;
+    let url = format!("http://{}/readyz", SocketAddr::new(node.address.ip(), port));
+    let response = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| AgentNotReady(format!("{url}: {e}")))?;
+    if response.status().is_success() {
+        return Ok(());
+    }
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    Err(AgentNotReady(format!(
+        "{url} answered {status}: {}",
+        body.lines().next().unwrap_or_default()
+    )))
+}
+
+/// Waits until the agent beside `node` says it is Ready, until `deadline`.
+pub async fn until_agent_ready(
+    node: &ReadyNode,
+    port: u16,
+    deadline: Instant,
+) -> Result<(), String> {
+    retry::until(deadline, || agent_ready(node, port))
+        .await
+        .map_err(|e| e.to_string())
+}

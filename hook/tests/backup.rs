@@ -11,7 +11,7 @@ use common::backups::*;
 use common::*;
 use immudb_double::Database;
 use immudb_hook::backup::catalog::{self, Manifest};
-use immudb_hook::backup::run;
+use immudb_hook::backup::{rebuild, run};
 use immudb_hook::cli::Command;
 use immudb_txlog::{hex, Chain, RecordReader};
 use sha2::{Digest, Sha256};
@@ -447,6 +447,53 @@ async fn rebuild_primary_copies_the_most_advanced_replica() {
     write(&fresh, 8, 1);
     caught_up(&fresh, &nodes[0]).await;
     caught_up(&fresh, &nodes[1]).await;
+}
+
+/// immudb's /readyz answers on a replica that no longer serves the cluster's history (here a
+/// diverged one with a transaction of its own); its agent does not call it Ready, so with
+/// `--agent-port` neither `backup` nor `rebuild-primary` reads from it.
+#[tokio::test]
+async fn a_replica_its_agent_calls_unready_is_never_a_source() {
+    let cluster = Cluster::new();
+    let mut nodes = seeded(&cluster, 2, 3).await;
+    nodes[1].with_state(|s| {
+        let db = s.databases.get_mut("appdb").unwrap();
+        db.replication.primary_host = "nowhere".into();
+        db.ledger.commit(&[(b"own".to_vec(), b"history".to_vec())]);
+    });
+    let _diverged = cluster.fake_agent(1, false).await;
+    let _healthy = cluster.fake_agent(2, true).await;
+    let agent_port = format!("--agent-port={AGENT_PORT}");
+
+    let dir = backup_dir(&cluster);
+    let report = backup_report_of(
+        &cluster,
+        &cluster.replica_hosts(2),
+        &[&dir_flag(&dir), "--databases=appdb", &agent_port],
+    )
+    .await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(report.lines[0].host, cluster.host(2), "{report}");
+    assert!(completed(&report)[0].starts_with("backed up tx 1..3 "), "{report}");
+
+    let expected = state_of(&nodes[0], "appdb");
+    let fresh = restarted_empty(&cluster, nodes.remove(0)).await;
+    let cli = cluster.cli(
+        &cluster.replica_hosts(2),
+        10,
+        "rebuild-primary",
+        &["--databases=appdb", &agent_port],
+    );
+    let Command::RebuildPrimary(args) = &cli.command else {
+        unreachable!()
+    };
+    let rebuilt = rebuild::rebuild_primary(&args.config(&cli.topology).unwrap()).await;
+    assert_eq!(rebuilt.exit_code(), 0, "{rebuilt}");
+    assert!(
+        completed(&rebuilt)[0].starts_with(&format!("rebuilt from {}: tx 1..3", cluster.host(2))),
+        "{rebuilt}"
+    );
+    assert_eq!(state_of(&fresh, "appdb"), expected);
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ def test_the_cronjob_backs_up_from_a_replica_into_its_claim():
     assert env["IMMUDB_HOOK_BACKUP_DIR"] == "/backups"
     assert env["IMMUDB_HOOK_BACKUP_KEEP_CHAINS"] == "4"
     assert env["IMMUDB_HOOK_REPLICA_COUNT"] == "2", "the source is chosen among the replicas"
+    assert env["IMMUDB_HOOK_AGENT_PORT"] == "9498", "only a replica its agent calls Ready is a source"
     claim = next(v for v in pod["volumes"] if v["name"] == "backups")["persistentVolumeClaim"]["claimName"]
     pvc = named(objects, "PersistentVolumeClaim", claim)
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -72,12 +73,17 @@ def test_immudb_pods_admit_backups_and_backups_reach_only_dns_immudb_and_s3():
         components = {p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in grpc_rule["from"] if "podSelector" in p}
         assert "backup" in components, role
         assert "restore" not in components, "no restore Job, no rule for it"
+        # Backups read only from a replica its agent calls Ready: they may ask the agent.
+        (agent_rule,) = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 9498]
+        agent_peers = {p["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+                       for p in agent_rule["from"] if "podSelector" in p}
+        assert agent_peers == {"hook", "backup"}, role
     egress = named(objects, "NetworkPolicy", f"{FULLNAME}-backup")
     assert egress["spec"]["policyTypes"] == ["Egress"]
     assert egress["spec"]["podSelector"]["matchExpressions"][0]["values"] == ["backup", "restore"]
     dns, immudb, s3 = egress["spec"]["egress"]
     assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
-    assert [p["port"] for p in immudb["ports"]] == ["grpc", "metrics"]
+    assert [p["port"] for p in immudb["ports"]] == ["grpc", "metrics", 9498]
     assert immudb["to"][0]["podSelector"]["matchExpressions"][0]["values"] == ["primary", "read"]
     assert s3 == {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 9000, "protocol": "TCP"}]}
     jobs = named(objects, "NetworkPolicy", f"{FULLNAME}-jobs")

@@ -239,7 +239,9 @@ def test_network_policy_lets_only_the_expected_peers_in():
     for policy in (primary, read):
         agent_rule = policy["spec"]["ingress"][2]
         assert [p["port"] for p in agent_rule["ports"]] == [9498], "by number: the agent is a native sidecar"
-        assert agent_rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+        assert agent_rule["from"][0] == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        agent_peers = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in agent_rule["from"][1:]}
+        assert agent_peers == {"hook"}, "rebuild-primary as a hook Job asks the agents which replica is Ready"
 
 
 def agent_of(spec):

@@ -20,8 +20,7 @@ use super::{all_failed, call, integrity, line, StepResult};
 use crate::report::{Failure, Report};
 use crate::session::Session;
 use crate::types::{Role, Setting};
-use crate::wait::ReadyNode;
-use crate::wait::{joined, node_span, spawn_waits};
+use crate::wait::{self, joined, node_span, spawn_waits, ReadyNode};
 
 pub async fn rebuild_primary(config: &RebuildConfig) -> Report {
     let topology = &config.topology;
@@ -38,9 +37,21 @@ pub async fn rebuild_primary(config: &RebuildConfig) -> Report {
             )
         }
     };
+    // A source must be a replica its agent calls Ready (when agents run): a diverged former
+    // primary may hold the most transactions, of another history.
+    let agent_port = topology.agent_port;
     let replicas: Vec<(String, ReadyNode)> =
         join_all(replica_waits.into_iter().map(|(host, waiting)| async move {
-            match joined(waiting).await {
+            let checked = async {
+                let ready = joined(waiting).await?;
+                if let Some(port) = agent_port {
+                    wait::agent_ready(&ready, port)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(ready)
+            };
+            match checked.await {
                 Ok(ready) => Some((host, ready)),
                 Err(reason) => {
                     tracing::warn!(host, %reason, "replica not ready; not a source");

@@ -31,7 +31,9 @@ use crate::wait::{self, ReadyNode, SystemResolver};
 const REPLICA_WAIT: Duration = Duration::from_secs(30);
 const PROGRESS_EVERY: u64 = 10_000;
 
-/// The node to read from: the first ready replica, the primary when there are none.
+/// The node to read from: the first ready replica, the primary when there are none. With
+/// `--agent-port`, a replica is ready only when its agent says so: immudb's /readyz answers
+/// while replication is broken, and a diverged former primary must never extend a chain.
 async fn choose_source(config: &BackupConfig) -> StepResult<(Role, String, ReadyNode)> {
     let topology = &config.topology;
     let resolver = SystemResolver::new(topology);
@@ -39,9 +41,11 @@ async fn choose_source(config: &BackupConfig) -> StepResult<(Role, String, Ready
         let (resolver, topology) = (resolver.clone(), topology.clone());
         async move {
             let deadline = Instant::now() + budget;
-            wait::wait_for(&resolver, &topology, &host, deadline)
-                .await
-                .map(|node| (host.clone(), node))
+            let node = wait::wait_for(&resolver, &topology, &host, deadline).await?;
+            if let Some(port) = topology.agent_port.filter(|_| host != topology.primary) {
+                wait::until_agent_ready(&node, port, deadline).await?;
+            }
+            Ok::<_, String>((host, node))
         }
     };
     let primary = || async {

@@ -88,6 +88,11 @@ pub struct TopologyArgs {
     /// CA certificate (PEM) of the immudb servers, when they serve TLS; plaintext without it.
     #[arg(long, env = "IMMUDB_HOOK_TLS_CA_FILE", global = true)]
     pub tls_ca_file: Option<PathBuf>,
+    /// The port of the agent beside every immudb (its /readyz). With it, `backup` and
+    /// `rebuild-primary` read only from a replica whose agent says it is Ready: replicating,
+    /// within its lag bound, not fenced or diverged (immudb's own /readyz says only "up").
+    #[arg(long, env = "IMMUDB_HOOK_AGENT_PORT", global = true)]
+    pub agent_port: Option<u16>,
     /// The hosts file the resolver reads first.
     #[arg(
         long,
@@ -119,6 +124,8 @@ pub struct Topology {
     pub resolv_conf: PathBuf,
     /// Set when the servers speak TLS on gRPC and on the metrics port.
     pub tls: Option<TrustedCa>,
+    /// The agents' port, when every node runs one (plain HTTP).
+    pub agent_port: Option<u16>,
 }
 
 /// A DNS name as Kubernetes gives them: dot-separated RFC 1123 labels, or an IP address.
@@ -227,6 +234,9 @@ impl TopologyArgs {
         if self.metrics_port == 0 {
             return reject("--metrics-port", 0, "ports are 1 to 65535");
         }
+        if self.agent_port == Some(0) {
+            return reject("--agent-port", 0, "ports are 1 to 65535");
+        }
         Ok(Topology {
             primary,
             replicas,
@@ -235,6 +245,7 @@ impl TopologyArgs {
             hosts_file: self.hosts_file.clone(),
             resolv_conf: self.resolv_conf.clone(),
             tls: self.trusted_ca()?,
+            agent_port: self.agent_port,
         })
     }
 

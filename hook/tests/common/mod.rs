@@ -292,6 +292,37 @@ impl Cluster {
     }
 }
 
+/// An agent's /readyz and nothing else, on node `node`'s agent port: 200 when `ready`, else 503
+/// with a reason, as the real agent answers. Dropping the handle stops it.
+pub struct FakeAgent(tokio::task::JoinHandle<()>);
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Cluster {
+    pub async fn fake_agent(&self, node: u8, ready: bool) -> FakeAgent {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(self.ip(node), AGENT_PORT))
+            .await
+            .expect("the agent port is free");
+        let answer = if ready {
+            "HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nready\n"
+        } else {
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 32\r\nconnection: close\r\n\r\ndatabase 'appdb' is diverged   \n"
+        };
+        FakeAgent(tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request).await;
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        }))
+    }
+}
+
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
 pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
 where
