@@ -363,7 +363,7 @@ async fn a_fresh_release_elects_the_primary_statefulsets_pod_and_labels_every_po
     let primary_agent = release.agents[0].as_ref().unwrap();
     assert_eq!(
         primary_agent
-            .metric("immudb_agent_role{role=\"primary\"}")
+            .metric("immudb_agent_role{agent_role=\"primary\"}")
             .await,
         Some(1.0)
     );
@@ -374,7 +374,7 @@ async fn a_fresh_release_elects_the_primary_statefulsets_pod_and_labels_every_po
     let replica_agent = release.agents[1].as_ref().unwrap();
     assert_eq!(
         replica_agent
-            .metric("immudb_agent_role{role=\"replica\"}")
+            .metric("immudb_agent_role{agent_role=\"replica\"}")
             .await,
         Some(1.0)
     );
@@ -552,7 +552,9 @@ async fn a_failover_is_not_followed_by_another_within_the_cooldown() {
         "no second failover"
     );
     assert_eq!(
-        agent.metric("immudb_agent_role{role=\"replica\"}").await,
+        agent
+            .metric("immudb_agent_role{agent_role=\"replica\"}")
+            .await,
         Some(1.0)
     );
     // The cooldown counts from the Lease's acquireTime: once that is old enough, it takes over.

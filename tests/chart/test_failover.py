@@ -2,14 +2,21 @@
 hook's tests, the token reaches only the agent and hook containers, the Services follow the
 agent's label, and every immudb pod may reach every other."""
 
+import copy
 import json
 import pathlib
+import re
 
-from conftest import CI_SCENARIOS, NAMESPACE, named, of_kind, pod_specs, render
+import helm_python
+import yaml
+
+from conftest import CHART, CI_SCENARIOS, NAMESPACE, RELEASE, named, of_kind, pod_specs, render, render_raw
+from fake_apiserver import FakeApiServer
 
 FULLNAME = "demo-immudb"
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ROLE_RULES = json.loads((REPO / "tests" / "kube-double" / "chart-role.json").read_text())
+README = (REPO / "README.md").read_text()
 FAILOVER = CI_SCENARIOS["failover-values"]
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 HOOK_CONTAINERS = {"agent", "hook", "test", "backup", "restore"}
@@ -137,3 +144,77 @@ def test_every_pod_may_open_the_primary_s_sessions():
         immudb = statefulset["spec"]["template"]["spec"]["containers"][0]
         sessions[role] = int(next(e["value"] for e in immudb["env"] if e["name"] == "IMMUDB_MAX_SESSIONS"))
     assert sessions["read"] == sessions["primary"]
+
+
+def notes(values):
+    (text,) = [text for path, text in render_raw(values).items() if path.endswith("NOTES.txt")]
+    return text
+
+
+def github_anchor(heading):
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def test_notes_say_how_to_find_the_primary_and_link_the_failover_section():
+    (lease,) = [name for rule in named(render(FAILOVER), "Role", f"{FULLNAME}-failover")["rules"]
+                if rule["resources"] == ["leases"] for name in rule.get("resourceNames", [])]
+    text = notes(FAILOVER)
+    assert f"kubectl -n {NAMESPACE} get lease {lease} -o jsonpath='{{.spec.holderIdentity}}'" in text
+    assert "immudb/role=primary" in text
+    (anchor,) = re.findall(r"https://github\.com/\S+#(\S+)", text)
+    headings = re.findall(r"^#+ (.+)$", README, re.M)
+    assert anchor in {github_anchor(h) for h in headings}
+    assert github_anchor("What happens when the primary dies") == anchor
+    assert "Lease" not in notes({})
+
+
+def by_kind_and_name(config, values, **options):
+    manifests = config.render(helm_python.Chart.load(str(CHART)), copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE, **options)
+    objects = [doc for path, text in manifests.items() if not path.endswith("NOTES.txt") for doc in yaml.safe_load_all(text) if doc]
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def test_turning_failover_on_for_a_running_release():
+    installed = {"replicaCount": 2, "replication": {"sync": {"enabled": True, "acks": 1}}}
+    api = FakeApiServer()
+    try:
+        config = helm_python.Config(kube_apiserver=api.url, namespace=NAMESPACE, storage_driver="memory")
+        before = by_kind_and_name(config, installed, is_install=True)
+        api.store(before["Secret", f"{FULLNAME}-auth"])
+        after = by_kind_and_name(config, {**installed, "failover": {"enabled": True}}, is_upgrade=True)
+    finally:
+        api.close()
+    # The API access appears, bound to the account the pods already run as (still without a token).
+    role_objects = {("Role", f"{FULLNAME}-failover"), ("RoleBinding", f"{FULLNAME}-failover")}
+    assert set(after) - set(before) == role_objects and set(before) <= set(after)
+    (subject,) = after["RoleBinding", f"{FULLNAME}-failover"]["subjects"]
+    account = ("ServiceAccount", subject["name"])
+    assert after[account] == before[account] and after[account]["automountServiceAccountToken"] is False
+    for name in ("primary", "read"):
+        statefulset = ("StatefulSet", f"{FULLNAME}-{name}")
+        assert before[statefulset]["spec"]["template"]["spec"]["serviceAccountName"] == subject["name"]
+        # Every pod's template changes, so both StatefulSets roll; the new pods carry no role
+        # label until their agents set it, so the Services below select nobody until then.
+        assert after[statefulset]["spec"]["template"] != before[statefulset]["spec"]["template"]
+        assert "immudb/role" not in after[statefulset]["spec"]["template"]["metadata"]["labels"]
+        for field in ("volumeClaimTemplates", "persistentVolumeClaimRetentionPolicy", "selector", "serviceName"):
+            assert after[statefulset]["spec"][field] == before[statefulset]["spec"][field], field
+    # The write and read Services switch to the agent's label; the pods' DNS names stay.
+    for name, label in (("primary", "primary"), ("read", "replica")):
+        service = ("Service", f"{FULLNAME}-{name}")
+        assert before[service]["spec"]["selector"]["app.kubernetes.io/component"] == name
+        release = {k: v for k, v in before[service]["spec"]["selector"].items() if k != "app.kubernetes.io/component"}
+        assert after[service]["spec"]["selector"] == {**release, "immudb/role": label}
+        headless = ("Service", after[("StatefulSet", f"{FULLNAME}-{name}")]["spec"]["serviceName"])
+        assert after[headless] == before[headless]
+    # Nothing else changes but the chart's own wiring: the spec (allowTxDiscarding), the policies
+    # (every pod may be the primary), and the hook and test pods (they find the primary by the Lease).
+    assert after["Secret", f"{FULLNAME}-auth"] == before["Secret", f"{FULLNAME}-auth"]
+    changed = {key for key in before if after[key] != before[key]}
+    assert changed == {
+        ("StatefulSet", f"{FULLNAME}-primary"), ("StatefulSet", f"{FULLNAME}-read"),
+        ("Service", f"{FULLNAME}-primary"), ("Service", f"{FULLNAME}-read"),
+        ("ConfigMap", f"{FULLNAME}-spec"),
+        ("NetworkPolicy", f"{FULLNAME}-primary"), ("NetworkPolicy", f"{FULLNAME}-read"),
+        ("Job", f"{FULLNAME}-hook"), ("Pod", f"{FULLNAME}-verify"),
+    }

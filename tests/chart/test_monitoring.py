@@ -25,7 +25,11 @@ immudb_agent_role immudb_agent_failovers_total immudb_agent_failover_lost_transa
 """.split()
 )
 AGENT_SOURCE = REPO / "hook" / "src" / "agent" / "metrics.rs"
+COUNTERS_SOURCE = REPO / "hook" / "src" / "agent" / "counters.rs"
+# Target labels Prometheus or the Prometheus Operator attach to every series a monitor scrapes.
+SCRAPE_LABELS = {"job", "instance", "namespace", "service", "pod", "container", "endpoint"}
 HEALTH_SOURCE = REPO / "hook" / "src" / "plan" / "health.rs"
+ROLE_SOURCE = REPO / "hook" / "src" / "types" / "role.rs"
 
 # immudb's port: 1.10.0 as observed, 1.11 additions, go-grpc-prometheus.
 IMMUDB_METRICS = set(
@@ -113,7 +117,7 @@ def test_every_alert_has_summary_description_and_an_existing_runbook(rules):
 
 
 def dashboard_queries():
-    variables = {"$namespace": "db", "$release": "demo", "$pod": "demo-immudb-read-0|demo-immudb-primary-0", "$database": "appdb", "$__rate_interval": "1m"}
+    variables = {"$namespace": "db", "$release": "demo", "$pod": "demo-immudb-read-0|demo-immudb-primary-0", "$database": "appdb", "$__rate_interval": "1m", "$__range": "1h"}
     for panel in DASHBOARD["panels"]:
         for target in panel.get("targets", []):
             expr = target["expr"]
@@ -192,6 +196,62 @@ def test_the_first_repair_reaches_the_repairs_panel_and_the_alert_counts_it(rule
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_failover_reaches_the_failover_panels_from_the_first_one(tmp_path):
+    # read-0 takes the Lease at 4m after primary-0 died at 3m, losing 7 transactions of appdb
+    # (asynchronous replication). In the poll that counts the failover the agent labels its pod
+    # primary, so the scrape's role label changes: the count continues in a new series born at 1,
+    # which increase() on that series alone would never count. primary-0 returns at 8m, fenced,
+    # and its appdb is found diverged at 12m. ($pod selects these two pods.)
+    (failovers,) = panel_exprs("Failovers")
+    (lost,) = panel_exprs("Transactions lost in failovers")
+    (roles,) = panel_exprs("Role by pod (agent)")
+    base = 'namespace="db", release="demo", endpoint="agent"'
+
+    def agent(metric, pod, role, values, **labels):
+        extra = "".join(f', {k}="{v}"' for k, v in labels.items())
+        return {"series": f'{metric}{{{base}, pod="demo-immudb-{pod}", role="{role}"{extra}}}', "values": values}
+
+    before, after, gone, back = "0 0 0 0 stale", "_x4 {}x16", "{} {} {} stale", "_x8 {}x12"
+    series = [
+        agent("immudb_agent_failovers_total", "read-0", "read", before),
+        agent("immudb_agent_failovers_total", "read-0", "primary", after.format(1)),
+        agent("immudb_agent_failover_lost_transactions_total", "read-0", "read", before, db="appdb"),
+        agent("immudb_agent_failover_lost_transactions_total", "read-0", "primary", after.format(7), db="appdb"),
+        agent("immudb_agent_role", "read-0", "read", "1 1 1 1 stale", agent_role="replica"),
+        agent("immudb_agent_role", "read-0", "read", before, agent_role="primary"),
+        agent("immudb_agent_role", "read-0", "primary", after.format(0), agent_role="replica"),
+        agent("immudb_agent_role", "read-0", "primary", after.format(1), agent_role="primary"),
+        agent("immudb_agent_failovers_total", "primary-0", "primary", gone.format(0, 0, 0)),
+        agent("immudb_agent_failover_lost_transactions_total", "primary-0", "primary", gone.format(0, 0, 0), db="appdb"),
+        agent("immudb_agent_role", "primary-0", "primary", gone.format(1, 1, 1), agent_role="primary"),
+        agent("immudb_agent_role", "primary-0", "primary", gone.format(0, 0, 0), agent_role="replica"),
+        agent("immudb_agent_failovers_total", "primary-0", "read", back.format(0)),
+        agent("immudb_agent_failover_lost_transactions_total", "primary-0", "read", back.format(0), db="appdb"),
+        agent("immudb_agent_role", "primary-0", "read", back.format(1), agent_role="replica"),
+        agent("immudb_agent_role", "primary-0", "read", back.format(0), agent_role="primary"),
+        agent("immudb_agent_database_state", "primary-0", "read", "_x8 1 1 1 1 0x8", db="appdb", state="fenced"),
+        agent("immudb_agent_database_state", "primary-0", "read", "_x8 0 0 0 0 1x8", db="appdb", state="diverged"),
+    ]
+    pods = lambda **values: [{"labels": f'{{pod="demo-immudb-{pod.replace("_", "-")}"}}', "value": v} for pod, v in values.items()]
+    replica, primary, fenced, diverged = 1, 2, 3, 4
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": [
+            {"expr": failovers, "eval_time": "3m", "exp_samples": [{"labels": "{}", "value": 0}]},
+            {"expr": failovers, "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 1}]},
+            {"expr": lost, "eval_time": "3m", "exp_samples": [{"labels": '{db="appdb"}', "value": 0}]},
+            {"expr": lost, "eval_time": "10m", "exp_samples": [{"labels": '{db="appdb"}', "value": 7}]},
+            {"expr": roles, "eval_time": "2m", "exp_samples": pods(primary_0=primary, read_0=replica)},
+            {"expr": roles, "eval_time": "6m", "exp_samples": pods(read_0=primary)},
+            {"expr": roles, "eval_time": "10m", "exp_samples": pods(primary_0=fenced, read_0=primary)},
+            {"expr": roles, "eval_time": "14m", "exp_samples": pods(primary_0=diverged, read_0=primary)},
+        ]}],
+    }
+    (tmp_path / "failover-test.yaml").write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", "failover-test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_every_dashboard_query_parses_as_promql(tmp_path):
     # promtool parses each expression with Prometheus's own parser when it checks recording rules.
     records = [{"record": f"dashboard:panel{panel['id']}:{i}", "expr": expr} for i, (panel, expr) in enumerate(dashboard_queries())]
@@ -256,6 +316,23 @@ def test_agent_metric_names_are_the_ones_the_agent_exports():
     assert exported == AGENT_METRICS
 
 
+def test_no_agent_label_collides_with_a_target_label():
+    # Prometheus renames a scraped label that a target label also sets (to exported_<name>), so a
+    # query on the agent's own label would select the target's value instead.
+    sources = AGENT_SOURCE.read_text() + COUNTERS_SOURCE.read_text()
+    exported = set(re.findall(r'(\w+)=\\"', sources))
+    assert {"db", "state", "reason", "agent_role"} <= exported, exported
+    objects = render({"failover": {"enabled": True, "allowDataLoss": True}, "replicaCount": 2,
+                      "metrics": {"serviceMonitor": {"enabled": True}}})
+    objects += render({"metrics": {"podMonitor": {"enabled": True}}})
+    (sm,) = of_kind(objects, "ServiceMonitor")
+    (pm,) = of_kind(objects, "PodMonitor")
+    endpoints = sm["spec"]["endpoints"] + pm["spec"]["podMetricsEndpoints"]
+    targets = {r["targetLabel"] for e in endpoints for r in e["relabelings"]} | SCRAPE_LABELS
+    assert {"role", "release"} <= targets
+    assert not exported & targets, exported & targets
+
+
 def label_values(expr, label):
     """Values an expression selects for `label`, from = and =~ matchers (alternatives split)."""
     values = set()
@@ -264,7 +341,7 @@ def label_values(expr, label):
     return values
 
 
-def test_states_and_repair_reasons_in_queries_are_the_agents(rules):
+def test_states_roles_and_repair_reasons_in_queries_are_the_agents(rules):
     # A misspelt state selects nothing, and an alert on it never fires.
     source = HEALTH_SOURCE.read_text()
     states = set(re.findall(r'State::\w+ => "(\w+)"', source))
@@ -279,6 +356,9 @@ def test_states_and_repair_reasons_in_queries_are_the_agents(rules):
     assert used_states, "no query selects an agent state"
     assert used_states <= states, used_states - states
     assert used_reasons <= reasons, used_reasons - reasons
+    roles = set(re.findall(r'Role::\w+ => "(\w+)"', ROLE_SOURCE.read_text()))
+    used_roles = set().union(*(label_values(expr, "agent_role") for expr in exprs))
+    assert used_roles == roles == {"primary", "replica"}, used_roles
 
 
 def test_dashboard_has_unique_ids_a_datasource_variable_and_no_fixed_uid():
@@ -291,7 +371,7 @@ def test_dashboard_has_unique_ids_a_datasource_variable_and_no_fixed_uid():
         if isinstance(node, dict) and "uid" in node and "type" in node:
             assert node["uid"] == "${datasource}", node
     rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", "Replication", "Traffic", "Storage", "Resources", "Agent"]
+    assert rows == ["Overview", "Replication", "Failover", "Traffic", "Storage", "Resources", "Agent"]
 
 
 def walk(node):
@@ -311,13 +391,27 @@ def test_chart_ships_the_dashboard_unchanged_with_the_sidecar_label():
     assert json.loads(cm["data"]["immudb.json"]) == DASHBOARD
 
 
-def test_readme_lists_every_panel_with_its_query():
+def dashboard_panels_markdown():
+    """README "Dashboard panels" as the dashboard has it: every row, panel, description and query."""
+    lines = ["Variables: " + ", ".join(v["name"] for v in DASHBOARD["templating"]["list"]) + "."]
     for panel in DASHBOARD["panels"]:
         if panel["type"] == "row":
+            lines += ["", f"**{panel['title']}**", ""]
             continue
-        assert panel["title"] in README, panel["title"]
-        for target in panel["targets"]:
-            assert target["expr"] in README, f"{panel['title']}: query missing from README"
+        lines.append(f"- **{panel['title']}**: {panel['description']}")
+        lines += [f"  - `{target['expr']}`" for target in panel["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def test_every_panel_has_a_description():
+    for panel in DASHBOARD["panels"]:
+        assert panel["type"] == "row" or panel.get("description"), panel["title"]
+
+
+def test_readme_dashboard_panels_are_the_dashboard_s():
+    section = README.split("### Dashboard panels\n\n", 1)[1].split("\n## ", 1)[0]
+    expected = dashboard_panels_markdown()
+    assert section == expected, f"README's Dashboard panels differ from dashboards/immudb.json; they should read:\n{expected}"
 
 
 def test_monitors_carry_release_and_role_labels():

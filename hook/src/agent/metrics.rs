@@ -138,9 +138,11 @@ pub fn render(status: &Status) -> String {
         "gauge",
         "1 for the role the pod acts in: with failover, primary only while it holds the Lease.",
     );
+    // Not `role`: the chart's monitors set `role` on every target, and Prometheus would rename
+    // this one `exported_role`.
     for role in [Role::Primary, Role::Replica] {
         let value = u8::from(status.role == Some(role));
-        let _ = writeln!(text, "immudb_agent_role{{role=\"{role}\"}} {value}");
+        let _ = writeln!(text, "immudb_agent_role{{agent_role=\"{role}\"}} {value}");
     }
     let counters = &status.counters;
     family(
