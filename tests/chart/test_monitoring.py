@@ -100,7 +100,7 @@ def test_agent_alert_thresholds_come_from_values():
     lagging, repairing = alerts["ImmudbReplicaLagging"], alerts["ImmudbAgentRepairing"]
     assert re.search(r"immudb_agent_lag_seconds\{[^}]*\}\) > 600\n", lagging["expr"]), lagging["expr"]
     assert lagging["for"] == "15m"
-    assert repairing["expr"].endswith("[1h])) > 10"), repairing["expr"]
+    assert repairing["expr"].endswith("[1h:1m]) > 10"), repairing["expr"]
 
 
 def test_every_alert_has_summary_description_and_an_existing_runbook(rules):
@@ -176,6 +176,14 @@ def test_the_first_repair_reaches_the_repairs_panel_and_the_alert_counts_it(rule
     ]
     # repairsPerHour (3) + 1 repairs, one every 5 minutes: counted exactly, the first included.
     four_repairs = [{"series": f"immudb_agent_repairs_total{{{restarted}, {read}}}", "values": "0x4 1x4 2x4 3x4 4x10"}]
+    # With failover, the poll that promotes read-0 also relabels its pod primary: the count goes on
+    # in a series born at 1, which the panel still shows, merged per pod.
+    promoted = 'namespace="db", release="demo", endpoint="agent", db="appdb", reason="promoted"'
+    relabelled = [
+        {"series": f"immudb_agent_repairs_total{{{promoted}, {read}}}", "values": "0x4 stale"},
+        {"series": f'immudb_agent_repairs_total{{{promoted}, role="primary", pod="demo-immudb-read-0"}}', "values": "_x4 1x20"},
+    ]
+    shown_promoted = '{pod="demo-immudb-read-0", db="appdb", reason="promoted"}'
     shown = '{pod="demo-immudb-read-0", db="appdb", reason="replicator_restarted"}'
     alerting = '{namespace="db", release="demo", pod="demo-immudb-read-0", db="appdb", reason="replicator_restarted"}'
     tests = {
@@ -184,6 +192,10 @@ def test_the_first_repair_reaches_the_repairs_panel_and_the_alert_counts_it(rule
             {"interval": "1m", "input_series": one_repair, "promql_expr_test": [
                 {"expr": panel, "eval_time": "4m", "exp_samples": []},
                 {"expr": panel, "eval_time": "5m", "exp_samples": [{"labels": shown, "value": 1}]},
+            ]},
+            {"interval": "1m", "input_series": relabelled, "promql_expr_test": [
+                {"expr": panel, "eval_time": "3m", "exp_samples": []},
+                {"expr": panel, "eval_time": "4m", "exp_samples": [{"labels": shown_promoted, "value": 1}]},
             ]},
             {"interval": "1m", "input_series": four_repairs, "promql_expr_test": [
                 {"expr": alert, "eval_time": "19m", "exp_samples": []},
