@@ -180,10 +180,7 @@ async fn a_writable_database_where_a_replica_belongs_is_reported_and_left_alone(
     let nodes = converged(&cluster, 0, 1).await;
     let replica = cluster.start_node(1).await;
     replica.with_state(|s| {
-        let mut db = Database {
-            loaded: true,
-            ..Default::default()
-        };
+        let mut db = Database::loaded();
         db.ledger.commit(&[(b"k".to_vec(), b"precious".to_vec())]);
         s.databases.insert("appdb".into(), db);
     });

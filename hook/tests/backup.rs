@@ -333,10 +333,7 @@ async fn restore_refuses_a_database_with_another_history_and_appends_to_its_own(
     let target = Cluster::new();
     let node = target.start_node(0).await;
     node.with_state(|s| {
-        let mut db = Database {
-            loaded: true,
-            ..Default::default()
-        };
+        let mut db = Database::loaded();
         db.ledger
             .commit(&[(b"mine".to_vec(), b"precious".to_vec())]);
         s.databases.insert("appdb".into(), db);

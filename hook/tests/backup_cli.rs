@@ -92,10 +92,7 @@ async fn run(command: &mut Command) -> (i32, String) {
 async fn primary_with_appdb(cluster: &Cluster, transactions: u8) -> Node {
     let node = cluster.start_node(0).await;
     node.with_state(|s| {
-        let mut db = immudb_double::Database {
-            loaded: true,
-            ..Default::default()
-        };
+        let mut db = immudb_double::Database::loaded();
         for i in 0..transactions {
             db.ledger.commit(&[(vec![i], vec![i; 64])]);
         }

@@ -318,10 +318,7 @@ async fn a_writable_database_on_a_replica_is_left_alone_and_reported() {
     let cluster = Cluster::new();
     let nodes = start_all(&cluster, 1).await;
     nodes[1].with_state(|s| {
-        let mut db = Database {
-            loaded: true,
-            ..Default::default()
-        };
+        let mut db = Database::loaded();
         db.ledger.commit(&[(b"k".to_vec(), b"precious".to_vec())]);
         s.databases.insert("appdb".into(), db);
     });

@@ -244,10 +244,7 @@ async fn the_pipeline_is_no_deeper_than_the_target_max_concurrency() {
     // An empty database an operator created with maxConcurrency 2: more calls in flight could
     // run more than 2 transactions ahead, which immudb refuses.
     node.with_state(|s| {
-        let mut db = Database {
-            loaded: true,
-            ..Default::default()
-        };
+        let mut db = Database::loaded();
         db.settings.max_concurrency = 2;
         db.effective = db.settings.clone();
         s.databases.insert("appdb".into(), db);

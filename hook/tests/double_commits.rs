@@ -28,10 +28,7 @@ fn message(ledger: &Ledger, id: u64) -> Vec<u8> {
 /// An empty database in the external-replica form that replicateTx writes into.
 fn replica_target(node: &Node, name: &str, sync_frequency_ms: i64, max_concurrency: u32) {
     node.with_state(|s| {
-        let mut db = Database {
-            loaded: true,
-            ..Default::default()
-        };
+        let mut db = Database::loaded();
         db.replication.replica = true;
         db.settings.sync_frequency_ms = sync_frequency_ms;
         db.settings.max_concurrency = max_concurrency;
@@ -206,10 +203,7 @@ async fn a_write_returns_once_synced_and_concurrent_writes_share_a_sync() {
     let cluster = Cluster::new();
     let node = cluster.start_node(0).await;
     node.with_state(|s| {
-        let mut db = Database {
-            loaded: true,
-            ..Default::default()
-        };
+        let mut db = Database::loaded();
         db.settings.sync_frequency_ms = 200;
         db.effective = db.settings.clone();
         s.databases.insert("appdb".into(), db);

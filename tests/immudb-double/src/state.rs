@@ -40,6 +40,14 @@ pub struct Database {
 }
 
 impl Database {
+    /// An empty, loaded database with immudb's default settings, as a test puts one on a node.
+    pub fn loaded() -> Database {
+        Database {
+            loaded: true,
+            ..Default::default()
+        }
+    }
+
     pub fn tx_count(&self) -> u64 {
         self.ledger.tx_count()
     }
