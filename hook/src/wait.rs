@@ -296,12 +296,20 @@ impl Transient for AgentNotReady {
     }
 }
 
+/// The client that asks agents (plain HTTP), built once per command, not per question.
+pub fn agent_http() -> Result<reqwest::Client, String> {
+    tls::http_client_builder(None, PROBE_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client for the agents: {e}"))
+}
+
 /// Asks the agent beside `node` (plain HTTP on `port`) for its verdict: 200 means the node
 /// serves correct, current data; anything else says why not.
-pub async fn agent_ready(node: &ReadyNode, port: u16) -> Result<(), AgentNotReady> {
-    let http = tls::http_client_builder(None, PROBE_TIMEOUT)
-        .build()
-        .map_err(|e| AgentNotReady(format!("cannot build the HTTP client: {e}")))?;
+pub async fn agent_ready(
+    http: &reqwest::Client,
+    node: &ReadyNode,
+    port: u16,
+) -> Result<(), AgentNotReady> {
     let url = format!("http://{}/readyz", SocketAddr::new(node.address.ip(), port));
     let response = http
         .get(&url)
@@ -325,7 +333,8 @@ pub async fn until_agent_ready(
     port: u16,
     deadline: Instant,
 ) -> Result<(), String> {
-    retry::until(deadline, || agent_ready(node, port))
+    let http = agent_http()?;
+    retry::until(deadline, || agent_ready(&http, node, port))
         .await
         .map_err(|e| e.to_string())
 }

@@ -39,13 +39,27 @@ pub async fn rebuild_primary(config: &RebuildConfig) -> Report {
     };
     // A source must be a replica its agent calls Ready (when agents run): a diverged former
     // primary may hold the most transactions, of another history.
-    let agent_port = topology.agent_port;
+    let agents = match topology.agent_port {
+        Some(port) => match wait::agent_http() {
+            Ok(http) => Some((http, port)),
+            Err(reason) => {
+                return all_failed(
+                    Role::Primary,
+                    &topology.primary,
+                    &config.databases,
+                    (Failure::NotReady, reason),
+                )
+            }
+        },
+        None => None,
+    };
+    let agents = &agents;
     let replicas: Vec<(String, ReadyNode)> =
         join_all(replica_waits.into_iter().map(|(host, waiting)| async move {
             let checked = async {
                 let ready = joined(waiting).await?;
-                if let Some(port) = agent_port {
-                    wait::agent_ready(&ready, port)
+                if let Some((http, port)) = agents {
+                    wait::agent_ready(http, &ready, *port)
                         .await
                         .map_err(|e| e.to_string())?;
                 }
