@@ -103,6 +103,9 @@ pub struct State {
     pub databases: BTreeMap<String, Database>,
     pub users: BTreeMap<String, User>,
     pub(crate) sessions: HashMap<String, (String, String)>,
+    /// Sessions opened since the server started, and those closed with CloseSession.
+    pub sessions_opened: u64,
+    pub sessions_closed: u64,
     pub(crate) tokens: HashMap<String, String>,
     /// Cut off from the network (`Node::isolate`): its replicators pause.
     pub isolated: bool,
