@@ -272,10 +272,14 @@ impl Cluster {
             format!("--replication-password-file={}", self.path("replication")),
             format!("--listen={address}"),
             format!("--local-address={}", self.ip(node)),
-            "--poll-interval=100ms".into(),
-            "--max-lag=2s".into(),
-            "--drift-grace=1s".into(),
         ];
+        // The test timings, unless `extra` sets them.
+        for timing in ["--poll-interval=100ms", "--max-lag=2s", "--drift-grace=1s"] {
+            let name = timing.split('=').next().expect("a flag");
+            if !extra.iter().any(|e| e.starts_with(&format!("{name}="))) {
+                flags.push(timing.into());
+            }
+        }
         flags.extend(extra.iter().map(|s| s.to_string()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let cli = self.cli_with(replicas, 20, global, "agent", &flags);

@@ -144,6 +144,12 @@ impl State {
         self.sessions.len()
     }
 
+    /// Forgets every session, as immudb does when it restarts: their calls then answer 7
+    /// `session not found`.
+    pub fn lose_sessions(&mut self) {
+        self.sessions.clear();
+    }
+
     pub(crate) fn check_credentials(
         &self,
         username: &[u8],
