@@ -327,6 +327,14 @@ impl Cluster {
     }
 }
 
+/// The sessions each node holds now: a command of the hook leaves none open when it finishes.
+pub fn open_sessions<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<usize> {
+    nodes
+        .into_iter()
+        .map(|n| n.with_state(|s| s.session_count()))
+        .collect()
+}
+
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
 pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
 where
