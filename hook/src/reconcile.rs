@@ -149,7 +149,13 @@ async fn converge_on(
             let held = if creates.is_empty() {
                 BTreeMap::new()
             } else {
-                held_by_replicas(&config.topology, &config.admin, &creates, &Logins::default()).await
+                held_by_replicas(
+                    &config.topology,
+                    &config.admin,
+                    &creates,
+                    &Logins::default(),
+                )
+                .await
             };
             let plan = |observed: &Observed| plan::plan_primary_guarded(&desired, observed, &held);
             converge_node(
@@ -196,7 +202,13 @@ async fn run_primary(
     deadline: Instant,
 ) -> StepResult<(NodeRun, String, BTreeMap<String, u64>)> {
     let ready = joined(waiting).await.map_err(|e| (Failure::NotReady, e))?;
-    let session = Session::open(&ready.client, &config.admin, "defaultdb", Bound::Until(deadline)).await?;
+    let session = Session::open(
+        &ready.client,
+        &config.admin,
+        "defaultdb",
+        Bound::Until(deadline),
+    )
+    .await?;
     match converge_on(config, &session, Role::Primary).await {
         Ok((applied, outcomes, tx_counts)) => {
             let run = NodeRun {
@@ -237,7 +249,14 @@ async fn run_replica(
         );
         return (version, Err((Failure::VersionMismatch, reason)));
     }
-    let session = match Session::open(&ready.client, &config.admin, "defaultdb", Bound::Until(deadline)).await {
+    let session = match Session::open(
+        &ready.client,
+        &config.admin,
+        "defaultdb",
+        Bound::Until(deadline),
+    )
+    .await
+    {
         Ok(session) => session,
         Err(failed) => return (version, Err(failed)),
     };
@@ -304,7 +323,10 @@ async fn apply_stored_settings(runs: &mut [NodeRun], apply: ApplySettings) {
                         tracing::info!(%database, "reloading to apply the new settings");
                         let database = &database;
                         run.session
-                            .call("reload", |c| async move { c.reload_database(database).await })
+                            .call(
+                                "reload",
+                                |c| async move { c.reload_database(database).await },
+                            )
                             .await
                     }
                     .instrument(span)

@@ -58,7 +58,10 @@ impl Bound {
 }
 
 /// `attempt` retried while transient until `deadline`, or tried once without one.
-async fn attempts<T, F, Fut>(deadline: Option<Instant>, mut attempt: F) -> Result<T, Retried<RpcError>>
+async fn attempts<T, F, Fut>(
+    deadline: Option<Instant>,
+    mut attempt: F,
+) -> Result<T, Retried<RpcError>>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, RpcError>>,
@@ -205,7 +208,9 @@ impl Session {
         loop {
             let (opened, client) = self.client(deadline).await?;
             match attempts(deadline, || attempt(client.clone())).await {
-                Err(Retried::Failed(error)) if lost(&error) && (deadline.is_some() || !reopened) => {
+                Err(Retried::Failed(error))
+                    if lost(&error) && (deadline.is_some() || !reopened) =>
+                {
                     self.forget(opened).await;
                     reopened = true;
                 }

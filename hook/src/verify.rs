@@ -112,8 +112,13 @@ pub async fn verify(config: &VerifyConfig) -> Report {
         let ready = joined(primary_wait)
             .await
             .map_err(|e| (Failure::NotReady, e))?;
-        let session =
-            Session::open(&ready.client, &config.admin, database, Bound::Until(deadline)).await?;
+        let session = Session::open(
+            &ready.client,
+            &config.admin,
+            database,
+            Bound::Until(deadline),
+        )
+        .await?;
         let result = if config.read_only {
             session
                 .call("read", |c| async move { transactions(&c, database).await })
@@ -165,7 +170,10 @@ pub async fn verify(config: &VerifyConfig) -> Report {
                 let bound = Bound::Until(deadline);
                 let session = Session::open(&ready.client, &config.admin, database, bound).await?;
                 let result = session
-                    .call("read", |c| async move { shows(&c, database, expected).await })
+                    .call(
+                        "read",
+                        |c| async move { shows(&c, database, expected).await },
+                    )
                     .await;
                 session.close().await;
                 result.map_err(|(failure, reason)| match failure {

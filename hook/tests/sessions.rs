@@ -96,7 +96,11 @@ async fn one_session_per_server_across_refused_polls(
     for sampler in samplers {
         most.push(sampler.most().await);
     }
-    assert_eq!(most, vec![1, 1], "sessions held at once, (primary, replica)");
+    assert_eq!(
+        most,
+        vec![1, 1],
+        "sessions held at once, (primary, replica)"
+    );
     assert_eq!(
         agent.metric("immudb_agent_logins_total").await,
         Some(2.0),
@@ -160,7 +164,10 @@ async fn poll_times(agent: &RunningAgent, window: Duration) -> Vec<f64> {
     let started = Instant::now();
     let (mut times, mut seen) = (Vec::new(), 0.0);
     while started.elapsed() < window {
-        let polls = agent.metric("immudb_agent_polls_total").await.unwrap_or(0.0);
+        let polls = agent
+            .metric("immudb_agent_polls_total")
+            .await
+            .unwrap_or(0.0);
         if polls > seen {
             times.push(started.elapsed().as_secs_f64());
             seen = polls;
@@ -180,19 +187,26 @@ async fn a_refused_poll_is_retried_ever_later_up_to_the_poll_interval() {
         .faults
         .refuse("DatabaseListV2", Some(Status::unknown("injected: refused")));
     let timings = ["--poll-interval=2s", "--max-lag=10s"];
-    let refused = cluster.agent(1, &cluster.replica_hosts(1), databases(&["appdb"]), &timings);
+    let refused = cluster.agent(
+        1,
+        &cluster.replica_hosts(1),
+        databases(&["appdb"]),
+        &timings,
+    );
     // Node 2 has no immudb at all: nothing answers its agent.
-    let silent = cluster.agent(2, &cluster.replica_hosts(2), databases(&["appdb"]), &timings);
+    let silent = cluster.agent(
+        2,
+        &cluster.replica_hosts(2),
+        databases(&["appdb"]),
+        &timings,
+    );
     let (refused, silent) = tokio::join!(
         poll_times(&refused, Duration::from_secs(7)),
         poll_times(&silent, Duration::from_secs(3))
     );
     // Expected: polls at about 0, 0.25, 0.75, 1.75, 3.75 and 5.75 s (waits of 250 ms doubling
     // up to the 2 s poll interval); a fixed 250 ms loop would poll about 28 times.
-    assert!(
-        (5..=8).contains(&refused.len()),
-        "polls at {refused:?} s"
-    );
+    assert!((5..=8).contains(&refused.len()), "polls at {refused:?} s");
     assert!(
         refused.iter().filter(|t| **t < 1.2).count() >= 2,
         "the first retry comes soon: {refused:?}"

@@ -13,11 +13,11 @@ use crate::client::{Client, RpcError};
 use crate::config::Topology;
 use crate::kube::{micro_time, Kube, KubeConfig, KubeError, Lease, LeaseSpec, ObjectMeta};
 use crate::link::{Dial, Link};
-use crate::session::{Logins, Session};
 use crate::plan::failover::{
     self, elect, lease_step, observe, Election, ElectionRules, LeaseMemory, LeaseStep, Peer,
     Position, Timing, TxPosition,
 };
+use crate::session::{Logins, Session};
 use crate::types::{Credentials, Role};
 use crate::wait::SystemResolver;
 

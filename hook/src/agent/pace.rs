@@ -87,7 +87,11 @@ mod tests {
             [250, 500, 1000, 2000, 4000, 5000, 5000, 5000].map(ms)
         );
         assert_eq!(pace.after(Polled::Assessed), ms(5000));
-        assert_eq!(pace.after(Polled::Refused), ms(250), "a success starts over");
+        assert_eq!(
+            pace.after(Polled::Refused),
+            ms(250),
+            "a success starts over"
+        );
     }
 
     #[test]

@@ -90,10 +90,7 @@ impl Agent {
             AgentRole::Primary => Role::Primary,
             AgentRole::Replica => Role::Replica,
         };
-        let failover = config
-            .failover
-            .clone()
-            .map(|f| Failover::new(f, &logins));
+        let failover = config.failover.clone().map(|f| Failover::new(f, &logins));
         Agent {
             config,
             started: Instant::now(),

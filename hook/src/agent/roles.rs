@@ -231,7 +231,11 @@ impl Agent {
 
     /// `database` here against the primary: committed position and Alh here, the primary's
     /// committed position and its Alh at ours.
-    async fn history(&mut self, database: &str, replication: &Credentials) -> Result<History, String> {
+    async fn history(
+        &mut self,
+        database: &str,
+        replication: &Credentials,
+    ) -> Result<History, String> {
         let (position, alh) = self
             .on_local(|local| async move {
                 local.use_database(database).await?;

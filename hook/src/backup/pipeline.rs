@@ -121,12 +121,7 @@ impl ReplicatePipeline {
 /// One replicateTx, retried while transient. A retry whose first attempt did reach the server
 /// hears "tx already committed": the transaction is then accepted if the server holds it with
 /// the expected Alh.
-async fn replicate(
-    session: &Session,
-    tx: u64,
-    alh: Hash,
-    message: &[u8],
-) -> StepResult<TxHeader> {
+async fn replicate(session: &Session, tx: u64, alh: Hash, message: &[u8]) -> StepResult<TxHeader> {
     let named = |(failure, reason): (Failure, String)| (failure, format!("tx {tx}: {reason}"));
     match session
         .retry(|c| async move { c.replicate_tx(message).await })

@@ -222,10 +222,8 @@ async fn copy(
     depth: usize,
 ) -> StepResult<()> {
     let bound = Bound::EachCall(config.timeout);
-    let reader =
-        Arc::new(Session::open(&replica.client, &config.admin, database, bound).await?);
-    let writer =
-        Arc::new(Session::open(&primary.client, &config.admin, database, bound).await?);
+    let reader = Arc::new(Session::open(&replica.client, &config.admin, database, bound).await?);
+    let writer = Arc::new(Session::open(&primary.client, &config.admin, database, bound).await?);
     let result = async {
         let mut reads = ReadAhead::new(1, state.tx_id, config.read_ahead, |id| {
             let reader = reader.clone();
