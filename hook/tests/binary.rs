@@ -127,6 +127,11 @@ async fn sigterm_ends_the_wait_cleanly() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(terminate(&mut child).await, Some(143));
+}
+
+/// Sends SIGTERM to `child` and returns its exit code (it must exit within 5 s).
+async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -136,7 +141,7 @@ async fn sigterm_ends_the_wait_cleanly() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.code(), Some(143));
+    status.code()
 }
 
 #[tokio::test]
@@ -162,16 +167,7 @@ async fn sigterm_stops_the_agent_with_its_sessions_closed() {
         "the agent holds one session on each server: {:?}",
         open_sessions(&nodes)
     );
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(143));
+    assert_eq!(terminate(&mut child).await, Some(143));
     assert_eq!(
         open_sessions(&nodes),
         [0, 0],
