@@ -224,17 +224,34 @@ async fn probe(
     })
 }
 
+/// Why waiting for a node ended without it.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitFailed {
+    /// It did not pass every check before the deadline: not running (yet), or unreachable.
+    #[error("not ready before the deadline: {}", last.as_deref().unwrap_or("no attempt finished"))]
+    NotRunning { last: Option<String> },
+    /// It could not even be checked.
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl From<WaitFailed> for String {
+    fn from(failed: WaitFailed) -> String {
+        failed.to_string()
+    }
+}
+
 /// Waits until `host` is ready or the deadline passes; the error names the last check that failed.
 pub async fn wait_for(
     resolver: &SystemResolver,
     topology: &Topology,
     host: &str,
     deadline: Instant,
-) -> Result<ReadyNode, String> {
+) -> Result<ReadyNode, WaitFailed> {
     tracing::info!("waiting for the node");
     let started = Instant::now();
     // One HTTP client for every attempt: building one per probe would redo its setup each retry.
-    let readyz = Readyz::new(topology, host)?;
+    let readyz = Readyz::new(topology, host).map_err(WaitFailed::Broken)?;
     match retry::until(deadline, || probe(resolver, &readyz, topology, host)).await {
         Ok(ready) => {
             tracing::info!(
@@ -245,40 +262,42 @@ pub async fn wait_for(
             );
             Ok(ready)
         }
-        Err(Retried::Failed(e)) => Err(e.to_string()),
-        Err(Retried::Deadline { last }) => Err(format!(
-            "not ready before the deadline: {}",
-            last.unwrap_or_else(|| "no attempt finished".into())
-        )),
+        Err(Retried::Failed(e)) => Err(WaitFailed::Broken(e.to_string())),
+        Err(Retried::Deadline { last }) => Err(WaitFailed::NotRunning { last }),
     }
 }
 
 /// A node being waited for, in its own task.
-pub type Waiting = JoinHandle<Result<ReadyNode, String>>;
+pub type Waiting = JoinHandle<Result<ReadyNode, WaitFailed>>;
 
-/// Starts waiting for every node concurrently, each in its own span.
-pub fn spawn_waits(topology: &Topology, deadline: Instant) -> (Waiting, Vec<(String, Waiting)>) {
+/// Starts waiting for every node concurrently, each in its own span: the primary until
+/// `deadline`, the replicas until `replica_deadline`.
+pub fn spawn_waits(
+    topology: &Topology,
+    deadline: Instant,
+    replica_deadline: Instant,
+) -> (Waiting, Vec<(String, Waiting)>) {
     let resolver = SystemResolver::new(topology);
-    let spawn = |role: Role, host: &str| {
+    let spawn = |role: Role, host: &str, deadline: Instant| {
         let (resolver, topology, host) = (resolver.clone(), topology.clone(), host.to_string());
         let span = node_span(role, &host);
         tokio::spawn(
             async move { wait_for(&resolver, &topology, &host, deadline).await }.instrument(span),
         )
     };
-    let primary = spawn(Role::Primary, &topology.primary);
+    let primary = spawn(Role::Primary, &topology.primary, deadline);
     let replicas = topology
         .replicas
         .iter()
-        .map(|host| (host.clone(), spawn(Role::Replica, host)))
+        .map(|host| (host.clone(), spawn(Role::Replica, host, replica_deadline)))
         .collect();
     (primary, replicas)
 }
 
-pub async fn joined(waiting: Waiting) -> Result<ReadyNode, String> {
+pub async fn joined(waiting: Waiting) -> Result<ReadyNode, WaitFailed> {
     waiting
         .await
-        .unwrap_or_else(|e| Err(format!("waiting task failed: {e}")))
+        .unwrap_or_else(|e| Err(WaitFailed::Broken(format!("waiting task failed: {e}"))))
 }
 
 pub fn node_span(role: Role, host: &str) -> tracing::Span {
