@@ -75,7 +75,9 @@ async fn a_replica_on_a_lost_node_is_skipped_and_named() {
     let reason = not_running(&report, &cluster.host(2)).unwrap_or_else(|| panic!("{report}"));
     assert!(reason.contains("ServerInfo"), "{reason}");
     assert!(
-        report.to_string().contains("skipped, not running: no answer in 1 s"),
+        report
+            .to_string()
+            .contains("skipped, not running: no answer in 1 s"),
         "{report}"
     );
 }
