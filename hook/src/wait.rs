@@ -4,11 +4,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::config::ResolveHosts;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::op::Query;
+use hickory_resolver::proto::rr::{Name, RecordType};
 use hickory_resolver::{Hosts, Resolver};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -42,9 +45,10 @@ impl Transient for NotReady {
     }
 }
 
-/// Resolves names the way the system resolver does: the hosts file first, then the nameservers of
-/// resolv.conf with its search domains and ndots. A fresh resolver per lookup keeps no negative
-/// cache, so a headless-Service name that appears a moment later is seen at once.
+/// Resolves names the way the system resolver does: the hosts file first (a name it knows is
+/// answered from it alone, as NSS "files" does), then the nameservers of resolv.conf with its
+/// search domains and ndots. A fresh resolver per lookup keeps no negative cache, so a
+/// headless-Service name that appears a moment later is seen at once.
 #[derive(Clone, Debug)]
 pub struct SystemResolver {
     hosts_file: Arc<Path>,
@@ -72,6 +76,15 @@ impl SystemResolver {
             hosts
                 .read_hosts_conf(file)
                 .map_err(|e| failed(format!("reading {}: {e}", self.hosts_file.display())))?;
+        }
+        if let Ok(name) = Name::from_str(host) {
+            for record_type in [RecordType::A, RecordType::AAAA] {
+                let known = hosts.lookup_static_host(&Query::query(name.clone(), record_type));
+                let ip = known.and_then(|l| l.answers().iter().find_map(|r| r.data.ip_addr()));
+                if let Some(ip) = ip {
+                    return Ok(ip);
+                }
+            }
         }
         let conf = std::fs::read(&self.resolv_conf).unwrap_or_default();
         let (config, mut options) = hickory_resolver::system_conf::parse_resolv_conf(conf)

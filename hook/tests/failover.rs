@@ -748,8 +748,18 @@ async fn a_primary_back_on_an_empty_volume_hands_the_lease_to_a_replica_and_copi
 
 /// The hook binary (the Job, `helm test`) with the release's env and `--lease-name`.
 async fn hook_binary(release: &Release, subcommand: &[&str]) -> (Option<i32>, String, String) {
+    hook_binary_with(release, &[], subcommand).await
+}
+
+/// [`hook_binary`] with more env.
+async fn hook_binary_with(
+    release: &Release,
+    env: &[(&str, &str)],
+    subcommand: &[&str],
+) -> (Option<i32>, String, String) {
     let cluster = &release.cluster;
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_immudb-hook"))
+        .envs(env.iter().copied())
         .env("IMMUDB_HOOK_PRIMARY_HOST", pod_host(0))
         .env("IMMUDB_HOOK_REPLICA_STATEFULSET", READ_STATEFULSET)
         .env("IMMUDB_HOOK_REPLICA_SERVICE", "db-immudb-read-hl")
@@ -805,5 +815,147 @@ async fn after_a_failover_the_job_and_helm_test_find_the_primary_through_the_lea
         stdout.contains("2 replica(s) returned the probe key"),
         "{stdout}"
     );
+    release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn after_losing_the_primary_helm_test_passes_naming_the_lost_pod() {
+    let mut release = Release::start("1h").await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    write(&release, "k").await;
+    release.lose(0);
+    let elected = new_primary_elected(&release).await;
+    assert!(eventually(WAIT, || release.settled_on(elected)).await);
+    // The old primary's pod is Pending on its lost node: its name is still a replica the Lease
+    // implies, and it never answers.
+    let (code, stdout, stderr) = hook_binary_with(
+        &release,
+        &[("IMMUDB_HOOK_VERIFY_SKIP_AFTER_SECONDS", "2")],
+        &["verify", "--database=appdb"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.starts_with(&format!(
+            "primary: {} (holder of Lease {LEASE})\n",
+            pod_host(elected)
+        )),
+        "{stdout}"
+    );
+    let lost = pod_host(0);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(&lost))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains("skipped, not running: no answer in 2 s"),
+        "{line}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "1 replica(s) returned the probe key; 1 not running, skipped: {lost}"
+        )),
+        "{stdout}"
+    );
+    release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn a_pod_added_by_kubectl_scale_up_to_max_replicas_labels_itself_and_serves_reads() {
+    let mut release = Release::start_bounded("1h", sync_spec(), &[], REPLICA_COUNT + 1).await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    let tx = write(&release, "before-scale").await;
+    // kubectl scale --replicas=3: read-2 is beyond replicaCount, within maxReplicas.
+    let added = release.scale_up().await;
+    assert!(
+        eventually(WAIT, || release.settled_on(0)).await,
+        "{:?}",
+        release.agents[added as usize]
+            .as_ref()
+            .unwrap()
+            .get("/readyz")
+            .await
+    );
+    assert_eq!(
+        release
+            .kube
+            .pod_labels(NS, &pod_name(added))
+            .get("immudb/role"),
+        Some(&"replica".to_string())
+    );
+    let ip = release.cluster.host(added);
+    assert!(
+        eventually(WAIT, || async {
+            release
+                .kube
+                .selected_ips(NS, "immudb/role", "replica")
+                .contains(&ip)
+        })
+        .await,
+        "the read Service routes to it"
+    );
+    assert!(tx_count(&release.nodes[added as usize]) >= tx);
+    // One more, beyond maxReplicas: it replicates, but may not label itself, so no Service
+    // routes to it.
+    let beyond = release.scale_up().await;
+    let agent = release.agents[beyond as usize].as_ref().unwrap();
+    assert!(
+        eventually(WAIT, || agent.ready()).await,
+        "{:?}",
+        agent.get("/readyz").await
+    );
+    assert!(holds(&release.nodes[beyond as usize], "before-scale"));
+    assert_eq!(
+        release
+            .kube
+            .pod_labels(NS, &pod_name(beyond))
+            .get("immudb/role"),
+        None
+    );
+    assert!(!release
+        .kube
+        .selected_ips(NS, "immudb/role", "replica")
+        .contains(&release.cluster.host(beyond)));
+    release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn a_pod_added_by_kubectl_scale_counts_in_the_election_it_may_hold_acknowledged_writes() {
+    let mut release = Release::start("1h").await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    let added = release.scale_up().await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    // The declared replicas are cut off; the added pod alone acknowledges the next write.
+    release.nodes[1].isolate(true);
+    release.nodes[2].isolate(true);
+    write(&release, "acknowledged-by-the-added-pod").await;
+    assert!(holds(
+        &release.nodes[added as usize],
+        "acknowledged-by-the-added-pod"
+    ));
+    // The primary's node and the added pod's are lost; the declared replicas come back.
+    release.lose(0);
+    release.lose(added);
+    release.nodes[1].isolate(false);
+    release.nodes[2].isolate(false);
+    // With 1 ack among 3 pods that may hold acknowledged writes, all 3 must answer: electing
+    // read-0 or read-1 would lose the write. The Lease expires after 1 s; they keep waiting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(release.holder(), Some(pod_host(0)), "nobody took the Lease");
+    for n in [1, 2] {
+        assert!(!holds(&release.nodes[n], "acknowledged-by-the-added-pod"));
+    }
+    // The added pod returns: it holds the write and is elected.
+    release.bring_back(added);
+    assert!(
+        eventually(WAIT, || release.settled_on(added)).await,
+        "{:?}",
+        release.kube.lease(NS, LEASE)
+    );
+    assert!(holds(
+        &release.nodes[added as usize],
+        "acknowledged-by-the-added-pod"
+    ));
+    write(&release, "after").await;
     release.no_two_primaries();
 }
