@@ -177,10 +177,13 @@ pub fn check_host(flag: &'static str, host: &str) -> Result<(), ConfigError> {
 }
 
 impl TopologyArgs {
+    fn statefulset_form(&self) -> bool {
+        self.replica_statefulset.is_some() || self.replica_count.is_some()
+    }
+
     /// The StatefulSet form's naming, when the replicas are given that way.
     fn replica_pods(&self) -> Result<Option<ReplicaPods>, ConfigError> {
-        let statefulset_form = self.replica_statefulset.is_some() || self.replica_count.is_some();
-        if !statefulset_form {
+        if !self.statefulset_form() {
             return Ok(None);
         }
         let Some(statefulset) = &self.replica_statefulset else {
@@ -216,15 +219,14 @@ impl TopologyArgs {
             .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())
             .collect();
-        let pods = self.replica_pods()?;
-        if !listed.is_empty() && pods.is_some() {
+        if !listed.is_empty() && self.statefulset_form() {
             return reject(
                 "--replicas",
                 self.replicas.join(","),
                 "give replicas either as a list or in the StatefulSet form (--replica-statefulset, --replica-count), not both",
             );
         }
-        Ok(match pods {
+        Ok(match self.replica_pods()? {
             Some(pods) => pods.hosts(self.replica_count.unwrap_or(0)),
             None => listed,
         })
