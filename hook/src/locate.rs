@@ -76,20 +76,25 @@ pub async fn from_lease(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ReplicaPods;
 
-    #[test]
-    fn the_holder_becomes_the_primary_and_the_old_primary_a_replica() {
-        let topology = Topology {
-            primary: "p0".into(),
-            replicas: vec!["r0".into(), "r1".into()],
+    fn topology(primary: &str, replicas: &[&str], pods: Option<ReplicaPods>) -> Topology {
+        Topology {
+            primary: primary.into(),
+            replicas: replicas.iter().map(|r| r.to_string()).collect(),
             grpc_port: 3322,
             metrics_port: 9497,
             hosts_file: "/etc/hosts".into(),
             resolv_conf: "/etc/resolv.conf".into(),
             tls: None,
             agent_port: None,
-            replica_pods: None,
-        };
+            replica_pods: pods,
+        }
+    }
+
+    #[test]
+    fn the_holder_becomes_the_primary_and_the_old_primary_a_replica() {
+        let topology = topology("p0", &["r0", "r1"], None);
         let moved = with_primary(&topology, "r1");
         assert_eq!(moved.primary, "r1");
         assert_eq!(moved.replicas, vec!["p0", "r0"]);
@@ -98,22 +103,17 @@ mod tests {
 
     #[test]
     fn a_statefulset_count_names_every_pod_and_a_list_stays() {
-        let topology = Topology {
-            primary: "db-primary-0.db-primary-hl.ns.svc.cluster.local".into(),
-            replicas: vec!["db-read-0.db-read-hl.ns.svc.cluster.local".into()],
-            grpc_port: 3322,
-            metrics_port: 9497,
-            hosts_file: "/etc/hosts".into(),
-            resolv_conf: "/etc/resolv.conf".into(),
-            tls: None,
-            agent_port: None,
-            replica_pods: Some(crate::config::ReplicaPods {
-                statefulset: "db-read".into(),
-                service: "db-read-hl".into(),
-                namespace: "ns".into(),
-                cluster_domain: "cluster.local".into(),
-            }),
+        let pods = ReplicaPods {
+            statefulset: "db-read".into(),
+            service: "db-read-hl".into(),
+            namespace: "ns".into(),
+            cluster_domain: "cluster.local".into(),
         };
+        let topology = topology(
+            "db-primary-0.db-primary-hl.ns.svc.cluster.local",
+            &["db-read-0.db-read-hl.ns.svc.cluster.local"],
+            Some(pods),
+        );
         assert_eq!(
             with_replica_count(&topology, 3).replicas,
             vec![

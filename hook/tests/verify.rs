@@ -25,6 +25,14 @@ async fn verify_canary(cluster: &Cluster, replicas: &[String], timeout_s: u64) -
     verify(&args.config(&cli.topology).expect("valid config")).await
 }
 
+/// `replicas` replicas started and converged with the canary.
+async fn converged(cluster: &Cluster, replicas: u8) -> Vec<immudb_double::Node> {
+    let nodes = start_all(cluster, replicas).await;
+    let report = converge_databases(cluster, &cluster.replica_hosts(replicas), &[CANARY]).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    nodes
+}
+
 fn not_running(report: &Report, host: &str) -> Option<String> {
     outcomes(report, host).into_iter().find_map(|o| match o {
         Outcome::NotRunning { reason } => Some(reason),
@@ -35,9 +43,7 @@ fn not_running(report: &Report, host: &str) -> Option<String> {
 #[tokio::test]
 async fn a_replica_that_never_started_is_skipped_and_named() {
     let cluster = Cluster::new();
-    let _nodes = start_all(&cluster, 1).await;
-    let converged = converge_databases(&cluster, &cluster.replica_hosts(1), &[CANARY]).await;
-    assert_eq!(converged.exit_code(), 0, "{converged}");
+    let _nodes = converged(&cluster, 1).await;
     // Node 2 is listed (replicaCount 2) but its pod never started: nothing listens there.
     let missing = cluster.host(2);
     let report = verify_canary(&cluster, &cluster.replica_hosts(2), 20).await;
@@ -65,10 +71,8 @@ async fn a_replica_that_never_started_is_skipped_and_named() {
 #[tokio::test]
 async fn a_replica_on_a_lost_node_is_skipped_and_named() {
     let cluster = Cluster::new();
-    let nodes = start_all(&cluster, 2).await;
+    let nodes = converged(&cluster, 2).await;
     let replicas = cluster.replica_hosts(2);
-    let converged = converge_databases(&cluster, &replicas, &[CANARY]).await;
-    assert_eq!(converged.exit_code(), 0, "{converged}");
     nodes[2].isolate(true);
     let report = verify_canary(&cluster, &replicas, 20).await;
     assert_eq!(report.exit_code(), 0, "{report}");
@@ -85,10 +89,8 @@ async fn a_replica_on_a_lost_node_is_skipped_and_named() {
 #[tokio::test]
 async fn a_replica_that_answers_but_does_not_replicate_fails_with_exit_6() {
     let cluster = Cluster::new();
-    let nodes = start_all(&cluster, 2).await;
+    let nodes = converged(&cluster, 2).await;
     let replicas = cluster.replica_hosts(2);
-    let converged = converge_databases(&cluster, &replicas, &[CANARY]).await;
-    assert_eq!(converged.exit_code(), 0, "{converged}");
     nodes[2].with_state(|s| {
         s.databases
             .get_mut(CANARY)
@@ -109,9 +111,7 @@ async fn a_replica_that_answers_but_does_not_replicate_fails_with_exit_6() {
 #[tokio::test]
 async fn no_replica_running_is_broken_not_a_skip() {
     let cluster = Cluster::new();
-    let nodes = start_all(&cluster, 1).await;
-    let converged = converge_databases(&cluster, &cluster.replica_hosts(1), &[CANARY]).await;
-    assert_eq!(converged.exit_code(), 0, "{converged}");
+    let nodes = converged(&cluster, 1).await;
     nodes[1].isolate(true);
     let report = verify_canary(&cluster, &cluster.replica_hosts(1), 20).await;
     assert_eq!(report.exit_code(), 3, "{report}");
