@@ -10,10 +10,16 @@ the Kubernetes API access of the agent and hook containers, and the checks.
 {{- printf "%s.%s.svc.%s" (include "immudb.primary.fullname" .) .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
 
-{{/* Every immudb pod's name, for the Role's resourceNames. */}}
+{{/* failover.maxReplicas, or replicaCount when it is null: read pods up to it may label themselves. */}}
+{{- define "immudb.failover.maxReplicas" -}}
+{{- $max := .Values.failover.maxReplicas -}}
+{{- ternary .Values.replicaCount $max (kindIs "invalid" $max) | int -}}
+{{- end -}}
+
+{{/* Every immudb pod that may label itself, for the Role's resourceNames: up to failover.maxReplicas. */}}
 {{- define "immudb.failover.podNames" -}}
 {{- $names := list (printf "%s-0" (include "immudb.primary.fullname" .)) -}}
-{{- range $i := until (int .Values.replicaCount) -}}
+{{- range $i := until (include "immudb.failover.maxReplicas" . | int) -}}
 {{- $names = append $names (printf "%s-%d" (include "immudb.read.fullname" $) $i) -}}
 {{- end -}}
 {{- toJson $names -}}
@@ -43,6 +49,7 @@ Called with (dict "ctx" $ "role" "primary"|"read").
   (dict "name" "IMMUDB_AGENT_LEASE_DURATION" "value" $values.failover.leaseDuration)
   (dict "name" "IMMUDB_AGENT_FAILOVER_COOLDOWN" "value" $values.failover.cooldown)
   (dict "name" "IMMUDB_AGENT_ALLOW_DATA_LOSS" "value" (toString $values.failover.allowDataLoss))
+  (dict "name" "IMMUDB_AGENT_MAX_REPLICAS" "value" (include "immudb.failover.maxReplicas" .ctx))
 -}}
 {{- toYaml $env -}}
 {{- else -}}
@@ -100,6 +107,9 @@ app.kubernetes.io/component: {{ .role }}
 {{- end -}}
 {{- if lt (int .Values.replicaCount) 1 -}}
 {{- fail "failover.enabled=true with replicaCount=0: there is no replica to take over; set replicaCount >= 1" -}}
+{{- end -}}
+{{- if lt (include "immudb.failover.maxReplicas" . | int) (int .Values.replicaCount) -}}
+{{- fail (printf "failover.maxReplicas=%v is below replicaCount=%v: every declared read pod must be able to set its role label; set it to at least %v, or null" $f.maxReplicas .Values.replicaCount .Values.replicaCount) -}}
 {{- end -}}
 {{- if and (not $sync.enabled) (not $f.allowDataLoss) -}}
 {{- fail "failover.enabled=true needs replication.sync.enabled=true with replication.sync.acks >= 1 (no acknowledged write is lost), or failover.allowDataLoss=true (a failover may lose the last asynchronously replicated transactions)" -}}

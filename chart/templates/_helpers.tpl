@@ -43,12 +43,16 @@ Called with (dict "ctx" $ "role" "primary"|"read").
 {{- end -}}
 {{- $jobs := 3 -}}
 {{- $chart := add 1 $jobs -}}
-{{- /* With failover any pod may become the primary, and each agent asks every other pod what it holds during an election. */ -}}
+{{- /* With failover any pod may become the primary, and each agent asks every other pod what it holds during an election; up to failover.maxReplicas replicas are expected. */ -}}
+{{- $replicas := int $values.replicaCount -}}
+{{- if $values.failover.enabled -}}
+{{- $replicas = include "immudb.failover.maxReplicas" .ctx | int -}}
+{{- end -}}
 {{- if or (eq .role "primary") $values.failover.enabled -}}
-{{- $chart = add $chart (mul (int $values.replicaCount) (add $replicated 1)) -}}
+{{- $chart = add $chart (mul $replicas (add $replicated 1)) -}}
 {{- end -}}
 {{- if $values.failover.enabled -}}
-{{- $chart = add $chart (int $values.replicaCount) 1 -}}
+{{- $chart = add $chart $replicas 1 -}}
 {{- end -}}
 {{- add (int $values.immudb.maxSessions) $chart -}}
 {{- end -}}

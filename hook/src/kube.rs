@@ -1,5 +1,6 @@
 //! A small Kubernetes API client, for failover only: the release's Lease (get, create, replace
-//! with optimistic concurrency) and a label on the agent's own pod (a JSON merge patch). In a pod
+//! with optimistic concurrency), a label on the agent's own pod (a JSON merge patch) and how
+//! many pods the replica StatefulSet has (get). In a pod
 //! it authenticates with the projected service-account token (re-read at every call: the kubelet
 //! rotates it) and trusts only the cluster's CA; the address comes from KUBERNETES_SERVICE_HOST
 //! and KUBERNETES_SERVICE_PORT, which the kubelet sets in every container.
@@ -262,6 +263,26 @@ impl Lease {
     }
 }
 
+/// The two counts of a StatefulSet that say which pods exist.
+#[derive(Deserialize, Default)]
+struct StatefulSetCounts {
+    #[serde(default)]
+    spec: StatefulSetSpec,
+    #[serde(default)]
+    status: StatefulSetStatus,
+}
+
+#[derive(Deserialize, Default)]
+struct StatefulSetSpec {
+    replicas: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+struct StatefulSetStatus {
+    #[serde(default)]
+    replicas: u32,
+}
+
 /// The Kubernetes status body of an error: its message says why.
 #[derive(Deserialize, Default)]
 struct StatusBody {
@@ -411,6 +432,30 @@ impl Kube {
         value["apiVersion"] = "coordination.k8s.io/v1".into();
         value["kind"] = "Lease".into();
         ("application/json", value.to_string().into_bytes())
+    }
+
+    /// How many pods the StatefulSet `name` has or is about to have: the larger of the count it
+    /// is asked for (`spec.replicas`, what `kubectl scale` and an HPA set) and the pods it
+    /// created that still exist (`status.replicas`), so a pod being removed by a scale-down
+    /// counts until it is gone, and one being created counts before it has an address.
+    pub async fn statefulset_pods(&self, name: &str) -> Result<u32, KubeError> {
+        let what = format!("get statefulset {name}");
+        let url = format!(
+            "{}/apis/apps/v1/namespaces/{}/statefulsets/{name}",
+            self.config.url, self.config.namespace
+        );
+        let bytes = self.call(what.clone(), Method::GET, url, None).await?;
+        let counts: StatefulSetCounts =
+            serde_json::from_slice(&bytes).map_err(|e| KubeError::Malformed {
+                what,
+                message: format!("not a StatefulSet: {e}"),
+            })?;
+        // An unset spec.replicas means 1 (the API's default).
+        Ok(counts
+            .spec
+            .replicas
+            .unwrap_or(1)
+            .max(counts.status.replicas))
     }
 
     /// Sets (Some) or removes (None) one label of a pod, leaving every other field alone.

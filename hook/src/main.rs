@@ -12,6 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use immudb_hook::backup::{rebuild, restore, run as backup};
 use immudb_hook::cli::{Cli, Command, LogFormat};
 use immudb_hook::config::Topology;
+use immudb_hook::kube::Kube;
 use immudb_hook::report::{Report, EXIT_CONFIG};
 use immudb_hook::{agent, locate, reconcile, session, verify};
 
@@ -40,11 +41,13 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// With failover (--lease-name), the primary is the Lease's holder: `topology` is rearranged
-/// around it and the summary names it.
+/// around it and the summary names it. With `every_pod`, the replicas are every pod the replica
+/// StatefulSet has (`kubectl scale` and an HPA change how many), not only the declared ones.
 async fn follow_lease(
     cli: &Cli,
     topology: &mut Topology,
     timeout: Duration,
+    every_pod: bool,
 ) -> anyhow::Result<Option<(String, String)>> {
     let call_timeout = Duration::from_secs(2).min(timeout);
     let Some(lookup) = cli
@@ -54,6 +57,14 @@ async fn follow_lease(
         return Ok(None);
     };
     let deadline = tokio::time::Instant::now() + timeout;
+    if every_pod {
+        match locate::every_pod(topology, &Kube::new(lookup.kube.clone())).await {
+            Ok(every) => *topology = every,
+            Err(error) => {
+                tracing::warn!(%error, "cannot count the replica pods; checking the declared ones")
+            }
+        }
+    }
     *topology = locate::from_lease(topology, &lookup, deadline)
         .await
         .map_err(anyhow::Error::msg)?;
@@ -68,7 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         }
         Command::Converge(args) => {
             let mut config = args.config(&cli.topology)?;
-            let lease = follow_lease(&cli, &mut config.topology, config.timeout).await?;
+            let lease = follow_lease(&cli, &mut config.topology, config.timeout, false).await?;
             tracing::info!(
                 primary = %config.topology.primary,
                 replicas = config.topology.replicas.len(),
@@ -79,13 +90,13 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         }
         Command::Verify(args) => {
             let mut config = args.config(&cli.topology)?;
-            let lease = follow_lease(&cli, &mut config.topology, config.timeout).await?;
+            let lease = follow_lease(&cli, &mut config.topology, config.timeout, true).await?;
             tracing::info!(database = %config.database, "verifying replication");
             verify::verify(&config).await.from_lease(lease)
         }
         Command::Backup(args) => {
             let mut config = args.config(&cli.topology)?;
-            let lease = follow_lease(&cli, &mut config.topology, config.timeout).await?;
+            let lease = follow_lease(&cli, &mut config.topology, config.timeout, false).await?;
             tracing::info!(databases = ?config.databases, "backing up");
             backup::backup(&config).await.from_lease(lease)
         }
@@ -93,7 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             let mut config = args.config(&cli.topology)?;
             let timeout = config.timeout;
             let lease = match &mut config.target {
-                Some(target) => follow_lease(&cli, &mut target.topology, timeout).await?,
+                Some(target) => follow_lease(&cli, &mut target.topology, timeout, false).await?,
                 None => None,
             };
             tracing::info!(databases = ?config.databases, "restoring");

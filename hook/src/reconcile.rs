@@ -201,7 +201,9 @@ async fn run_primary(
     waiting: Waiting,
     deadline: Instant,
 ) -> StepResult<(NodeRun, String, BTreeMap<String, u64>)> {
-    let ready = joined(waiting).await.map_err(|e| (Failure::NotReady, e))?;
+    let ready = joined(waiting)
+        .await
+        .map_err(|e| (Failure::NotReady, e.to_string()))?;
     let session = Session::open(
         &ready.client,
         &config.admin,
@@ -239,7 +241,7 @@ async fn run_replica(
 ) -> (Option<String>, StepResult<NodeRun>) {
     let ready = match joined(waiting).await {
         Ok(ready) => ready,
-        Err(reason) => return (None, Err((Failure::NotReady, reason))),
+        Err(reason) => return (None, Err((Failure::NotReady, reason.to_string()))),
     };
     let version = Some(ready.version.clone());
     if ready.version != primary_version {
@@ -347,7 +349,7 @@ async fn apply_stored_settings(runs: &mut [NodeRun], apply: ApplySettings) {
 pub async fn converge(config: &Config) -> Report {
     let deadline = Instant::now() + config.timeout;
     let topology = &config.topology;
-    let (primary_wait, replica_waits) = spawn_waits(topology, deadline);
+    let (primary_wait, replica_waits) = spawn_waits(topology, deadline, deadline);
     let mut report = Report::default();
 
     let primary = run_primary(config, primary_wait, deadline)

@@ -67,6 +67,11 @@ pub enum Outcome {
     CaughtUp {
         after_ms: u64,
     },
+    /// `verify`: the replica never answered (its pod Pending, its node lost, being replaced);
+    /// skipped, not a failure, and `reason` is the last check that failed.
+    NotRunning {
+        reason: String,
+    },
     /// `backup`, `restore`, `rebuild-primary`: what was done to one database.
     Completed(String),
     Failed {
@@ -90,6 +95,7 @@ impl fmt::Display for Outcome {
             Outcome::CaughtUp { after_ms } => {
                 write!(f, "holds the primary's transactions after {after_ms} ms")
             }
+            Outcome::NotRunning { reason } => write!(f, "skipped, not running: {reason}"),
             Outcome::Completed(what) => f.write_str(what),
             Outcome::Failed { reason, .. } => write!(f, "failed: {reason}"),
         }
@@ -187,6 +193,24 @@ impl Report {
         self.lines.iter().filter(|l| matching(&l.outcome)).count()
     }
 
+    /// `verify`'s note on the replicas it skipped as not running, naming each; empty when none.
+    fn skipped(&self) -> String {
+        let hosts: Vec<&str> = self
+            .lines
+            .iter()
+            .filter(|l| matches!(l.outcome, Outcome::NotRunning { .. }))
+            .map(|l| l.host.as_str())
+            .collect();
+        if hosts.is_empty() {
+            return String::new();
+        }
+        format!(
+            "; {} not running, skipped: {}",
+            hosts.len(),
+            hosts.join(", ")
+        )
+    }
+
     /// The closing line: converged, already converged, or what failed.
     pub fn verdict(&self) -> String {
         if self.checked_only {
@@ -210,12 +234,16 @@ impl Report {
         }
         let replicated = self.count_where(|o| matches!(o, Outcome::Replicated { .. }));
         if replicated > 0 {
-            return format!("result: verified, {replicated} replica(s) returned the probe key");
+            return format!(
+                "result: verified, {replicated} replica(s) returned the probe key{}",
+                self.skipped()
+            );
         }
         let caught_up = self.count_where(|o| matches!(o, Outcome::CaughtUp { .. }));
         if caught_up > 0 {
             return format!(
-                "result: verified, {caught_up} replica(s) hold the primary's transactions"
+                "result: verified, {caught_up} replica(s) hold the primary's transactions{}",
+                self.skipped()
             );
         }
         let completed = self.count_where(|o| matches!(o, Outcome::Completed(_)));
@@ -309,6 +337,31 @@ mod tests {
             text.starts_with("primary: db-read-1.hl (holder of Lease db-immudb-primary)\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_replica_not_running_is_named_and_leaves_the_exit_code_at_0() {
+        let report = Report {
+            lines: vec![
+                line(Outcome::Written { tx: 3 }),
+                line(Outcome::Replicated { after_ms: 12 }),
+                Line {
+                    host: "db-read-1".into(),
+                    ..line(Outcome::NotRunning {
+                        reason: "name db-read-1 does not resolve: no record found".into(),
+                    })
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(report.exit_code(), 0);
+        assert_eq!(
+            report.verdict(),
+            "result: verified, 1 replica(s) returned the probe key; 1 not running, skipped: db-read-1"
+        );
+        assert!(report
+            .to_string()
+            .contains("skipped, not running: name db-read-1 does not resolve: no record found"));
     }
 
     #[test]

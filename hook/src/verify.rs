@@ -4,6 +4,11 @@
 //! never writes into a user's database: an immutable database keeps every write forever.
 //! Async replicas may pick up a write only after their idle backoff (up to about two minutes),
 //! so the deadline should be minutes.
+//!
+//! A replica that is not running (its pod Pending, so its name does not resolve; its node lost,
+//! so its port never answers; being replaced) is waited for at most `--skip-after-seconds`, then
+//! skipped and named: an operator after a node loss tells "serving, one pod missing" from
+//! "broken". A replica whose immudb answers is running and must show the probe.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,11 +18,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::client::{Client, RpcError};
-use crate::config::{check_database_name, ConfigError, Topology, TopologyArgs};
-use crate::report::{Failure, Line, Outcome, Report};
+use crate::config::{check_database_name, reject, ConfigError, Topology, TopologyArgs};
+use crate::report::{Failure, Line, Outcome, Report, StepResult};
 use crate::session::{Bound, Session};
 use crate::types::{Credentials, Role};
-use crate::wait::{joined, node_span, spawn_waits};
+use crate::wait::{joined, node_span, spawn_waits, WaitFailed};
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -27,6 +32,15 @@ pub struct VerifyArgs {
     /// Write nothing: check that every replica holds the transactions the primary had at start.
     #[arg(long, env = "IMMUDB_HOOK_VERIFY_READ_ONLY")]
     pub read_only: bool,
+    /// A replica that has not answered this long after the start (its name does not resolve, its
+    /// port refuses or never answers, immudb does not reply) is skipped as not running and named
+    /// in the summary; one that answers must show the probe.
+    #[arg(
+        long,
+        env = "IMMUDB_HOOK_VERIFY_SKIP_AFTER_SECONDS",
+        default_value_t = 30
+    )]
+    pub skip_after_seconds: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -36,6 +50,8 @@ pub struct VerifyConfig {
     pub timeout: Duration,
     pub database: String,
     pub read_only: bool,
+    /// How long a replica that does not answer is waited for before it is skipped.
+    pub skip_after: Duration,
 }
 
 impl VerifyArgs {
@@ -44,12 +60,20 @@ impl VerifyArgs {
             // defaultdb is where clients write: verify writes into it never, only reads.
             check_database_name("--database", &self.database)?;
         }
+        if self.skip_after_seconds == 0 {
+            return reject(
+                "--skip-after-seconds",
+                0,
+                "must be at least 1: a replica gets a chance to answer",
+            );
+        }
         Ok(VerifyConfig {
             topology: topology_args.topology()?,
             admin: topology_args.admin()?,
             timeout: topology_args.timeout()?,
             database: self.database.clone(),
             read_only: self.read_only,
+            skip_after: Duration::from_secs(self.skip_after_seconds),
         })
     }
 }
@@ -103,15 +127,17 @@ async fn shows(session: &Client, database: &str, expected: &Expectation) -> Resu
 }
 
 pub async fn verify(config: &VerifyConfig) -> Report {
-    let deadline = Instant::now() + config.timeout;
-    let (primary_wait, replica_waits) = spawn_waits(&config.topology, deadline);
+    let started = Instant::now();
+    let deadline = started + config.timeout;
+    let skip_at = (started + config.skip_after).min(deadline);
+    let (primary_wait, replica_waits) = spawn_waits(&config.topology, deadline, skip_at);
     let database = config.database.as_str();
     let mut report = Report::default();
 
     let on_primary = async {
         let ready = joined(primary_wait)
             .await
-            .map_err(|e| (Failure::NotReady, e))?;
+            .map_err(|e| (Failure::NotReady, e.to_string()))?;
         let session = Session::open(
             &ready.client,
             &config.admin,
@@ -154,7 +180,7 @@ pub async fn verify(config: &VerifyConfig) -> Report {
         database,
         primary_outcome,
     ));
-    let started = Instant::now();
+    let written = Instant::now();
 
     let replicas = replica_waits.into_iter().map(|(host, waiting)| {
         let span = node_span(Role::Replica, &host);
@@ -166,7 +192,17 @@ pub async fn verify(config: &VerifyConfig) -> Report {
                 return (host, skipped);
             };
             let checked = async {
-                let ready = joined(waiting).await.map_err(|e| (Failure::NotReady, e))?;
+                let ready = match joined(waiting).await {
+                    Ok(ready) => ready,
+                    Err(WaitFailed::NotRunning { last }) => {
+                        let waited = skip_at.duration_since(started).as_secs();
+                        let last = last.unwrap_or_else(|| "no attempt finished".into());
+                        let reason = format!("no answer in {waited} s: {last}");
+                        tracing::warn!(%reason, "the replica is not running; skipped");
+                        return Ok(Outcome::NotRunning { reason });
+                    }
+                    Err(broken) => return Err((Failure::NotReady, broken.to_string())),
+                };
                 let bound = Bound::Until(deadline);
                 let session = Session::open(&ready.client, &config.admin, database, bound).await?;
                 let result = session
@@ -180,7 +216,7 @@ pub async fn verify(config: &VerifyConfig) -> Report {
                     Failure::NotReady => (Failure::NotReplicated, reason),
                     other => (other, reason),
                 })?;
-                let after_ms = started.elapsed().as_millis() as u64;
+                let after_ms = written.elapsed().as_millis() as u64;
                 tracing::info!(after_ms, "the replica shows the primary's data");
                 Ok(match expected {
                     Expectation::Probe { .. } => Outcome::Replicated { after_ms },
@@ -191,7 +227,19 @@ pub async fn verify(config: &VerifyConfig) -> Report {
         }
         .instrument(span)
     });
-    for (host, result) in join_all(replicas).await {
+    let mut checked = join_all(replicas).await;
+    let not_running =
+        |result: &StepResult<Outcome>| matches!(result, Ok(Outcome::NotRunning { .. }));
+    if !checked.is_empty() && checked.iter().all(|(_, result)| not_running(result)) {
+        // Reads have no replica to go to: that is broken, not "one pod missing".
+        for (_, result) in &mut checked {
+            if let Ok(Outcome::NotRunning { reason }) = result {
+                let why = format!("not running, and no other replica is: {reason}");
+                *result = Err((Failure::NotReady, why));
+            }
+        }
+    }
+    for (host, result) in checked {
         report
             .lines
             .push(Line::for_database(Role::Replica, &host, database, result));

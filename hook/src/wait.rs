@@ -4,11 +4,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::config::ResolveHosts;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::op::Query;
+use hickory_resolver::proto::rr::{Name, RecordType};
 use hickory_resolver::{Hosts, Resolver};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -42,9 +45,10 @@ impl Transient for NotReady {
     }
 }
 
-/// Resolves names the way the system resolver does: the hosts file first, then the nameservers of
-/// resolv.conf with its search domains and ndots. A fresh resolver per lookup keeps no negative
-/// cache, so a headless-Service name that appears a moment later is seen at once.
+/// Resolves names the way the system resolver does: the hosts file first (a name it knows is
+/// answered from it alone, as NSS "files" does), then the nameservers of resolv.conf with its
+/// search domains and ndots. A fresh resolver per lookup keeps no negative cache, so a
+/// headless-Service name that appears a moment later is seen at once.
 #[derive(Clone, Debug)]
 pub struct SystemResolver {
     hosts_file: Arc<Path>,
@@ -72,6 +76,15 @@ impl SystemResolver {
             hosts
                 .read_hosts_conf(file)
                 .map_err(|e| failed(format!("reading {}: {e}", self.hosts_file.display())))?;
+        }
+        if let Ok(name) = Name::from_str(host) {
+            for record_type in [RecordType::A, RecordType::AAAA] {
+                let known = hosts.lookup_static_host(&Query::query(name.clone(), record_type));
+                let ip = known.and_then(|l| l.answers().iter().find_map(|r| r.data.ip_addr()));
+                if let Some(ip) = ip {
+                    return Ok(ip);
+                }
+            }
         }
         let conf = std::fs::read(&self.resolv_conf).unwrap_or_default();
         let (config, mut options) = hickory_resolver::system_conf::parse_resolv_conf(conf)
@@ -224,17 +237,34 @@ async fn probe(
     })
 }
 
+/// Why waiting for a node ended without it.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitFailed {
+    /// It did not pass every check before the deadline: not running (yet), or unreachable.
+    #[error("not ready before the deadline: {}", last.as_deref().unwrap_or("no attempt finished"))]
+    NotRunning { last: Option<String> },
+    /// It could not even be checked.
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl From<WaitFailed> for String {
+    fn from(failed: WaitFailed) -> String {
+        failed.to_string()
+    }
+}
+
 /// Waits until `host` is ready or the deadline passes; the error names the last check that failed.
 pub async fn wait_for(
     resolver: &SystemResolver,
     topology: &Topology,
     host: &str,
     deadline: Instant,
-) -> Result<ReadyNode, String> {
+) -> Result<ReadyNode, WaitFailed> {
     tracing::info!("waiting for the node");
     let started = Instant::now();
     // One HTTP client for every attempt: building one per probe would redo its setup each retry.
-    let readyz = Readyz::new(topology, host)?;
+    let readyz = Readyz::new(topology, host).map_err(WaitFailed::Broken)?;
     match retry::until(deadline, || probe(resolver, &readyz, topology, host)).await {
         Ok(ready) => {
             tracing::info!(
@@ -245,40 +275,42 @@ pub async fn wait_for(
             );
             Ok(ready)
         }
-        Err(Retried::Failed(e)) => Err(e.to_string()),
-        Err(Retried::Deadline { last }) => Err(format!(
-            "not ready before the deadline: {}",
-            last.unwrap_or_else(|| "no attempt finished".into())
-        )),
+        Err(Retried::Failed(e)) => Err(WaitFailed::Broken(e.to_string())),
+        Err(Retried::Deadline { last }) => Err(WaitFailed::NotRunning { last }),
     }
 }
 
 /// A node being waited for, in its own task.
-pub type Waiting = JoinHandle<Result<ReadyNode, String>>;
+pub type Waiting = JoinHandle<Result<ReadyNode, WaitFailed>>;
 
-/// Starts waiting for every node concurrently, each in its own span.
-pub fn spawn_waits(topology: &Topology, deadline: Instant) -> (Waiting, Vec<(String, Waiting)>) {
+/// Starts waiting for every node concurrently, each in its own span: the primary until
+/// `deadline`, the replicas until `replica_deadline`.
+pub fn spawn_waits(
+    topology: &Topology,
+    deadline: Instant,
+    replica_deadline: Instant,
+) -> (Waiting, Vec<(String, Waiting)>) {
     let resolver = SystemResolver::new(topology);
-    let spawn = |role: Role, host: &str| {
+    let spawn = |role: Role, host: &str, deadline: Instant| {
         let (resolver, topology, host) = (resolver.clone(), topology.clone(), host.to_string());
         let span = node_span(role, &host);
         tokio::spawn(
             async move { wait_for(&resolver, &topology, &host, deadline).await }.instrument(span),
         )
     };
-    let primary = spawn(Role::Primary, &topology.primary);
+    let primary = spawn(Role::Primary, &topology.primary, deadline);
     let replicas = topology
         .replicas
         .iter()
-        .map(|host| (host.clone(), spawn(Role::Replica, host)))
+        .map(|host| (host.clone(), spawn(Role::Replica, host, replica_deadline)))
         .collect();
     (primary, replicas)
 }
 
-pub async fn joined(waiting: Waiting) -> Result<ReadyNode, String> {
+pub async fn joined(waiting: Waiting) -> Result<ReadyNode, WaitFailed> {
     waiting
         .await
-        .unwrap_or_else(|e| Err(format!("waiting task failed: {e}")))
+        .unwrap_or_else(|e| Err(WaitFailed::Broken(format!("waiting task failed: {e}"))))
 }
 
 pub fn node_span(role: Role, host: &str) -> tracing::Span {

@@ -161,3 +161,113 @@ fn the_statefulset_form_expands_to_pod_dns_names() {
         ]
     );
 }
+
+#[test]
+fn verify_skips_a_replica_only_after_at_least_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pw");
+    std::fs::write(&password, "pw").unwrap();
+    let config = |skip: &str| {
+        let cli = Cli::try_parse_from([
+            "immudb-hook".to_string(),
+            "--primary-host=p".into(),
+            format!("--admin-password-file={}", password.display()),
+            "verify".into(),
+            "--database=chart_canary".into(),
+            format!("--skip-after-seconds={skip}"),
+        ])
+        .unwrap();
+        let Command::Verify(verify) = &cli.command else {
+            unreachable!()
+        };
+        verify.config(&cli.topology).map(|c| c.skip_after)
+    };
+    assert_eq!(config("30").unwrap(), std::time::Duration::from_secs(30));
+    let refused = config("0").unwrap_err().to_string();
+    assert!(
+        refused.contains("--skip-after-seconds") && refused.contains("at least 1"),
+        "{refused}"
+    );
+}
+
+/// The agent's configuration with failover and `extra` flags, or its error.
+fn agent_failover(extra: &[&str]) -> Result<immudb_hook::agent::AgentConfig, String> {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, text) in [
+        ("pw", "pw"),
+        ("repl", "repl"),
+        ("token", "token"),
+        (
+            "spec.json",
+            r#"{"databases": ["appdb"], "replication": {"sync": {"enabled": true, "acks": 1}, "allowTxDiscarding": true}}"#,
+        ),
+    ] {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    let path = |file: &str| dir.path().join(file).display().to_string();
+    let mut args = vec![
+        "immudb-hook".to_string(),
+        "--primary-host=db-primary-0.db-primary-hl.ns.svc.cluster.local".into(),
+        format!("--admin-password-file={}", path("pw")),
+        "--namespace=ns".into(),
+        "--lease-name=db-primary".into(),
+        "--kube-api-url=http://127.0.0.1:1".into(),
+        format!("--kube-token-file={}", path("token")),
+        "agent".into(),
+        "--role=replica".into(),
+        format!("--spec-file={}", path("spec.json")),
+        format!("--replication-password-file={}", path("repl")),
+        "--pod-name=db-read-0".into(),
+        "--pod-host=db-read-0.db-read-hl.ns.svc.cluster.local".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let cli = Cli::try_parse_from(args).unwrap();
+    let Command::Agent(agent) = &cli.command else {
+        unreachable!()
+    };
+    agent
+        .config(&cli.topology, &cli.lease)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn max_replicas_names_who_may_be_elected_and_is_never_below_the_replica_count() {
+    let statefulset = [
+        "--replica-statefulset=db-read",
+        "--replica-service=db-read-hl",
+        "--replica-count=2",
+    ];
+    let eligible = |extra: &[&str]| {
+        let mut flags = statefulset.to_vec();
+        flags.extend(extra);
+        let config = agent_failover(&flags).unwrap();
+        config
+            .failover
+            .unwrap()
+            .eligible
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        eligible(&[]),
+        vec![
+            "db-primary-0.db-primary-hl.ns.svc.cluster.local",
+            "db-read-0.db-read-hl.ns.svc.cluster.local",
+            "db-read-1.db-read-hl.ns.svc.cluster.local",
+        ]
+    );
+    assert_eq!(eligible(&["--max-replicas=4"]).len(), 5);
+    let mut below = statefulset.to_vec();
+    below.push("--max-replicas=1");
+    let refused = agent_failover(&below).unwrap_err();
+    assert!(
+        refused.contains("--max-replicas") && refused.contains("at least --replica-count (2)"),
+        "{refused}"
+    );
+    let listed = agent_failover(&[
+        "--replicas=db-read-0.db-read-hl.ns.svc.cluster.local",
+        "--max-replicas=3",
+    ])
+    .unwrap_err();
+    assert!(listed.contains("needs the StatefulSet form"), "{listed}");
+}

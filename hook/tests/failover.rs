@@ -1,7 +1,8 @@
-//! Failover end to end: agents against immudb doubles and the Kubernetes API double. The write
-//! Service is a name the immudb double resolves, at every connection, to the pod labelled
-//! primary, as Kubernetes routes a Service. A background check samples every live node all the
-//! time: never two writable primaries.
+//! Failover end to end: agents against immudb doubles and the Kubernetes API double, configured
+//! as the chart configures them (the StatefulSet form, pods named by their DNS names, which the
+//! hosts file resolves). The write Service is a name the immudb double resolves, at every
+//! connection, to the pod labelled primary, as Kubernetes routes a Service. A background check
+//! samples every live node all the time: never two writable primaries.
 
 mod common;
 
@@ -18,13 +19,28 @@ use kube_double::{KubeDouble, Rule};
 const NS: &str = "db";
 const LEASE: &str = "db-immudb-primary";
 const WRITE_SERVICE: &str = "db-immudb-primary";
+const READ_STATEFULSET: &str = "db-immudb-read";
 const WAIT: Duration = Duration::from_secs(20);
+/// The chart's replicaCount in these tests; `failover.maxReplicas` is [`Release::max_replicas`].
+const REPLICA_COUNT: u8 = 2;
+/// The most pods a test starts (the primary StatefulSet's and four replicas).
+const MOST_NODES: u8 = 5;
 
 fn pod_name(node: u8) -> String {
     match node {
         0 => "db-immudb-primary-0".into(),
         n => format!("db-immudb-read-{}", n - 1),
     }
+}
+
+/// The pod's DNS name in its headless Service: its identity in the Lease.
+fn pod_host(node: u8) -> String {
+    let service = if node == 0 {
+        "db-immudb-primary-hl"
+    } else {
+        "db-immudb-read-hl"
+    };
+    format!("{}.{service}.{NS}.svc.cluster.local", pod_name(node))
 }
 
 fn sync_spec() -> serde_json::Value {
@@ -38,7 +54,8 @@ fn async_spec() -> serde_json::Value {
     serde_json::json!({"databases": ["appdb"], "replication": {"allowTxDiscarding": true}})
 }
 
-/// Three pods (the primary StatefulSet's and two replicas), the API double, the write Service.
+/// Three pods (the primary StatefulSet's and two replicas; more once scaled), the API double,
+/// the write Service.
 struct Release {
     cluster: Cluster,
     kube: KubeDouble,
@@ -48,6 +65,8 @@ struct Release {
     spec: serde_json::Value,
     /// Extra agent flags.
     flags: Vec<String>,
+    /// failover.maxReplicas: the replica pods the Role lets label themselves.
+    max_replicas: u8,
     /// Set by the sampler when two live nodes were writable at once.
     two_primaries: Arc<AtomicBool>,
     samples: Arc<AtomicUsize>,
@@ -58,28 +77,42 @@ impl Release {
         Release::start_with(cooldown, sync_spec(), &[]).await
     }
 
+    /// maxReplicas one above replicaCount: a pod the Role names that does not exist must not
+    /// hold up an election.
     async fn start_with(cooldown: &str, spec: serde_json::Value, flags: &[&str]) -> Release {
+        Release::start_bounded(cooldown, spec, flags, REPLICA_COUNT + 1).await
+    }
+
+    async fn start_bounded(
+        cooldown: &str,
+        spec: serde_json::Value,
+        flags: &[&str],
+        max_replicas: u8,
+    ) -> Release {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
             .with_test_writer()
             .try_init();
         let cluster = Cluster::new();
-        let pods: Vec<String> = (0..3).map(pod_name).collect();
+        // The cluster's DNS: every pod name the tests may use resolves to its node's address.
+        let hosts: String = (0..MOST_NODES)
+            .map(|n| format!("{} {}\n", cluster.host(n), pod_host(n)))
+            .collect();
+        let hosts_file = cluster.dir.path().join("hosts");
+        let mut known = std::fs::read_to_string(&hosts_file).unwrap();
+        known.push_str(&hosts);
+        std::fs::write(&hosts_file, known).unwrap();
+        let pods: Vec<String> = (0..=max_replicas).map(pod_name).collect();
         let names: Vec<&str> = pods.iter().map(String::as_str).collect();
-        let kube = KubeDouble::start(Rule::chart(LEASE, &names)).await.unwrap();
+        let kube = KubeDouble::start(Rule::chart(LEASE, READ_STATEFULSET, &names))
+            .await
+            .unwrap();
+        let replicas = u32::from(REPLICA_COUNT);
+        kube.scale_statefulset(NS, READ_STATEFULSET, replicas, replicas);
         let mut nodes = Vec::new();
-        for n in 0..3u8 {
+        for n in 0..=REPLICA_COUNT {
             nodes.push(cluster.start_node(n).await);
-            let component = if n == 0 { "primary" } else { "read" };
-            kube.add_pod(
-                NS,
-                &pod_name(n),
-                &[("app.kubernetes.io/component", component)],
-                &cluster.host(n),
-            );
-            let token = format!("token-{n}");
-            kube.add_token(&token);
-            std::fs::write(cluster.dir.path().join(&token), &token).unwrap();
+            Release::add_pod(&cluster, &kube, n);
         }
         let selected = kube.selector(NS, "immudb/role", "primary");
         cluster
@@ -93,10 +126,11 @@ impl Release {
             cooldown: cooldown.into(),
             spec,
             flags: flags.iter().map(|f| f.to_string()).collect(),
+            max_replicas,
             two_primaries: Arc::new(AtomicBool::new(false)),
             samples: Arc::new(AtomicUsize::new(0)),
         };
-        for n in 0..3 {
+        for n in 0..=REPLICA_COUNT {
             let agent = release.agent(n);
             release.agents.push(Some(agent));
         }
@@ -105,27 +139,56 @@ impl Release {
         release
     }
 
+    /// The StatefulSet created pod `node`: its template's labels, its address, its token.
+    fn add_pod(cluster: &Cluster, kube: &KubeDouble, node: u8) {
+        let component = if node == 0 { "primary" } else { "read" };
+        kube.add_pod(
+            NS,
+            &pod_name(node),
+            &[("app.kubernetes.io/component", component)],
+            &cluster.host(node),
+        );
+        let token = format!("token-{node}");
+        kube.add_token(&token);
+        std::fs::write(cluster.dir.path().join(&token), &token).unwrap();
+    }
+
+    /// `kubectl scale` of the replica StatefulSet to one more pod: it starts with an empty
+    /// volume and its agent. Returns the new node.
+    async fn scale_up(&mut self) -> u8 {
+        let node = self.nodes.len() as u8;
+        let replicas = u32::from(node);
+        self.kube
+            .scale_statefulset(NS, READ_STATEFULSET, replicas, replicas);
+        self.nodes.push(self.cluster.start_node(node).await);
+        Release::add_pod(&self.cluster, &self.kube, node);
+        let agent = self.agent(node);
+        self.agents.push(Some(agent));
+        self.probe(node);
+        node
+    }
+
     /// The kubelet: each pod's readiness from its agent's /readyz, as its readiness probe asks.
     fn run_kubelet(&self) {
-        let probes: Vec<(String, String)> = (0..3)
-            .map(|n| {
-                let url = format!("http://{}:{AGENT_PORT}/readyz", self.cluster.host(n));
-                (pod_name(n), url)
-            })
-            .collect();
-        let kube = self.kube.handle();
+        for node in 0..self.nodes.len() as u8 {
+            self.probe(node);
+        }
+    }
+
+    /// The kubelet's readiness probe of one pod, for as long as the test runs.
+    fn probe(&self, node: u8) {
+        let url = format!("http://{}:{AGENT_PORT}/readyz", self.cluster.host(node));
+        let (pod, kube) = (pod_name(node), self.kube.handle());
         tokio::spawn(async move {
             let http = immudb_hook::tls::http_client_builder(None, Duration::from_millis(500))
                 .build()
                 .unwrap();
             loop {
-                for (pod, url) in &probes {
-                    let ready = match http.get(url).send().await {
-                        Ok(response) => response.status().is_success(),
-                        Err(_) => false,
-                    };
-                    kube.set_ready(NS, pod, ready);
-                }
+                let ready = match http.get(&url).send().await {
+                    Ok(response) => response.status().is_success(),
+                    Err(_) => false,
+                };
+                kube.set_ready(NS, &pod, ready);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
@@ -135,6 +198,10 @@ impl Release {
         let global = [
             "--replication-primary-host=db-immudb-primary".to_string(),
             format!("--namespace={NS}"),
+            format!("--primary-host={}", pod_host(0)),
+            format!("--replica-statefulset={READ_STATEFULSET}"),
+            "--replica-service=db-immudb-read-hl".into(),
+            format!("--replica-count={REPLICA_COUNT}"),
         ];
         let extra = [
             format!("--lease-name={LEASE}"),
@@ -144,7 +211,8 @@ impl Release {
                 self.cluster.path(&format!("token-{node}"))
             ),
             format!("--pod-name={}", pod_name(node)),
-            format!("--pod-host={}", self.cluster.host(node)),
+            format!("--pod-host={}", pod_host(node)),
+            format!("--max-replicas={}", self.max_replicas),
             "--lease-duration=1s".into(),
             format!("--failover-cooldown={}", self.cooldown),
         ];
@@ -154,9 +222,8 @@ impl Release {
             .chain(&self.flags)
             .map(String::as_str)
             .collect();
-        let replicas = self.cluster.replica_hosts(2);
         self.cluster
-            .agent_with(node, &replicas, self.spec.clone(), &global, &extra)
+            .agent_with(node, &[], self.spec.clone(), &global, &extra)
     }
 
     /// Every few milliseconds: how many nodes accept writes, i.e. have appdb writable and are
@@ -214,12 +281,20 @@ impl Release {
         }
     }
 
+    /// What `node`'s agent answers on /readyz (status and body), for a failure message.
+    async fn readyz(&self, node: u8) -> (u16, String) {
+        match &self.agents[node as usize] {
+            Some(agent) => agent.get("/readyz").await,
+            None => (0, "no agent".into()),
+        }
+    }
+
     /// Every running agent Ready and `node` holding the Lease.
     async fn settled_on(&self, node: u8) -> bool {
-        if self.holder() != Some(self.cluster.host(node)) {
+        if self.holder() != Some(pod_host(node)) {
             return false;
         }
-        for n in 0..3 {
+        for n in 0..self.agents.len() as u8 {
             if self.agents[n as usize].is_some() && !self.ready(n).await {
                 return false;
             }
@@ -236,13 +311,7 @@ impl Release {
 
     /// The same pod comes back with its volume.
     fn bring_back(&mut self, node: u8) {
-        let component = if node == 0 { "primary" } else { "read" };
-        self.kube.add_pod(
-            NS,
-            &pod_name(node),
-            &[("app.kubernetes.io/component", component)],
-            &self.cluster.host(node),
-        );
+        Release::add_pod(&self.cluster, &self.kube, node);
         self.nodes[node as usize].isolate(false);
         self.agents[node as usize] = Some(self.agent(node));
     }
@@ -317,8 +386,8 @@ async fn new_primary_elected(release: &Release) -> u8 {
     let mut elected = None;
     let found = eventually(WAIT, || {
         let holder = release.holder();
-        let is = |n: u8| holder.as_deref() == Some(release.cluster.host(n).as_str());
-        elected = [1u8, 2].into_iter().find(|&n| is(n));
+        let is = |n: u8| holder.as_deref() == Some(pod_host(n).as_str());
+        elected = (1..release.nodes.len() as u8).find(|&n| is(n));
         async move { elected.is_some() }
     })
     .await;
@@ -413,11 +482,7 @@ async fn losing_the_primary_elects_a_replica_that_holds_every_acknowledged_write
     assert!(
         eventually(WAIT, || release.settled_on(elected)).await,
         "{:?}",
-        release.agents[other as usize]
-            .as_ref()
-            .unwrap()
-            .get("/readyz")
-            .await
+        release.readyz(other).await
     );
     assert!(
         eventually(WAIT, || async {
@@ -450,7 +515,7 @@ async fn losing_the_primary_elects_a_replica_that_holds_every_acknowledged_write
     assert!(
         eventually(WAIT, || release.settled_on(elected)).await,
         "{:?}",
-        release.agents[0].as_ref().unwrap().get("/readyz").await
+        release.readyz(0).await
     );
     assert!(
         eventually(WAIT, || async {
@@ -495,7 +560,7 @@ async fn a_primary_cut_off_from_the_api_fences_itself_before_another_takes_over(
     assert!(
         eventually(WAIT, || release.settled_on(elected)).await,
         "{:?}",
-        release.agents[0].as_ref().unwrap().get("/readyz").await
+        release.readyz(0).await
     );
     assert!(holds(&release.nodes[0], "after"));
     drop(release.agents.drain(..));
@@ -517,7 +582,7 @@ async fn a_primary_restart_within_the_lease_and_a_replica_restart_are_no_failove
     assert!(eventually(WAIT, || release.settled_on(0)).await);
     write(&release, "k").await;
     assert_eq!(release.transitions(), 0);
-    assert_eq!(release.holder(), Some(release.cluster.host(0)));
+    assert_eq!(release.holder(), Some(pod_host(0)));
     for agent in release.agents.iter().flatten() {
         assert_eq!(
             agent.metric("immudb_agent_failovers_total").await,
@@ -548,7 +613,7 @@ async fn a_failover_is_not_followed_by_another_within_the_cooldown() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         release.holder(),
-        Some(release.cluster.host(elected)),
+        Some(pod_host(elected)),
         "no second failover"
     );
     assert_eq!(
@@ -565,16 +630,9 @@ async fn a_failover_is_not_followed_by_another_within_the_cooldown() {
     // both must answer; bring the old primary back.
     release.bring_back(0);
     assert!(
-        eventually(WAIT, || async {
-            release.holder() == Some(release.cluster.host(other))
-        })
-        .await,
+        eventually(WAIT, || async { release.holder() == Some(pod_host(other)) }).await,
         "{:?}",
-        release.agents[other as usize]
-            .as_ref()
-            .unwrap()
-            .get("/readyz")
-            .await
+        release.readyz(other).await
     );
     assert_eq!(release.transitions(), 2);
     release.no_two_primaries();
@@ -681,7 +739,7 @@ async fn a_primary_back_on_an_empty_volume_hands_the_lease_to_a_replica_and_copi
     assert!(
         eventually(WAIT, || release.settled_on(elected)).await,
         "{:?}",
-        release.agents[0].as_ref().unwrap().get("/readyz").await
+        release.readyz(0).await
     );
     assert!(eventually(WAIT, || async { tx_count(&release.nodes[0]) == 4 }).await);
     assert!(holds(&release.nodes[0], "k3"));
@@ -690,10 +748,22 @@ async fn a_primary_back_on_an_empty_volume_hands_the_lease_to_a_replica_and_copi
 
 /// The hook binary (the Job, `helm test`) with the release's env and `--lease-name`.
 async fn hook_binary(release: &Release, subcommand: &[&str]) -> (Option<i32>, String, String) {
+    hook_binary_with(release, &[], subcommand).await
+}
+
+/// [`hook_binary`] with more env.
+async fn hook_binary_with(
+    release: &Release,
+    env: &[(&str, &str)],
+    subcommand: &[&str],
+) -> (Option<i32>, String, String) {
     let cluster = &release.cluster;
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_immudb-hook"))
-        .env("IMMUDB_HOOK_PRIMARY_HOST", cluster.host(0))
-        .env("IMMUDB_HOOK_REPLICAS", cluster.replica_hosts(2).join(","))
+        .envs(env.iter().copied())
+        .env("IMMUDB_HOOK_PRIMARY_HOST", pod_host(0))
+        .env("IMMUDB_HOOK_REPLICA_STATEFULSET", READ_STATEFULSET)
+        .env("IMMUDB_HOOK_REPLICA_SERVICE", "db-immudb-read-hl")
+        .env("IMMUDB_HOOK_REPLICA_COUNT", REPLICA_COUNT.to_string())
         .env("IMMUDB_HOOK_REPLICATION_PRIMARY_HOST", WRITE_SERVICE)
         .env("IMMUDB_HOOK_NAMESPACE", NS)
         .env("IMMUDB_HOOK_LEASE_NAME", LEASE)
@@ -728,8 +798,33 @@ async fn after_a_failover_the_job_and_helm_test_find_the_primary_through_the_lea
     release.lose(0);
     let elected = new_primary_elected(&release).await;
     assert!(eventually(WAIT, || release.settled_on(elected)).await);
-    let primary = release.cluster.host(elected);
+    let primary = pod_host(elected);
     let named = format!("primary: {primary} (holder of Lease {LEASE})\n");
+    // helm test while the old primary's pod is Pending on its lost node: it is one of the
+    // replicas the Lease implies and never answers; the test passes and names it.
+    let (code, stdout, stderr) = hook_binary_with(
+        &release,
+        &[("IMMUDB_HOOK_VERIFY_SKIP_AFTER_SECONDS", "2")],
+        &["verify", "--database=appdb"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with(&named), "{stdout}");
+    let lost = pod_host(0);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(&lost))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains("skipped, not running: no answer in 2 s"),
+        "{line}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "1 replica(s) returned the probe key; 1 not running, skipped: {lost}"
+        )),
+        "{stdout}"
+    );
     // helm upgrade's Job: the lost pod is a replica now that cannot be reached; the new
     // primary and the other replica are converged already.
     release.bring_back(0);
@@ -745,5 +840,101 @@ async fn after_a_failover_the_job_and_helm_test_find_the_primary_through_the_lea
         stdout.contains("2 replica(s) returned the probe key"),
         "{stdout}"
     );
+    release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn a_pod_added_by_kubectl_scale_up_to_max_replicas_labels_itself_and_serves_reads() {
+    let mut release = Release::start_bounded("1h", sync_spec(), &[], REPLICA_COUNT + 1).await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    let tx = write(&release, "before-scale").await;
+    // kubectl scale --replicas=3: read-2 is beyond replicaCount, within maxReplicas.
+    let added = release.scale_up().await;
+    assert!(
+        eventually(WAIT, || release.settled_on(0)).await,
+        "{:?}",
+        release.readyz(added).await
+    );
+    assert_eq!(
+        release
+            .kube
+            .pod_labels(NS, &pod_name(added))
+            .get("immudb/role"),
+        Some(&"replica".to_string())
+    );
+    let ip = release.cluster.host(added);
+    assert!(
+        eventually(WAIT, || async {
+            release
+                .kube
+                .selected_ips(NS, "immudb/role", "replica")
+                .contains(&ip)
+        })
+        .await,
+        "the read Service routes to it"
+    );
+    assert!(tx_count(&release.nodes[added as usize]) >= tx);
+    // One more, beyond maxReplicas: it replicates, but may not label itself, so no Service
+    // routes to it.
+    let beyond = release.scale_up().await;
+    let agent = release.agents[beyond as usize].as_ref().unwrap();
+    assert!(
+        eventually(WAIT, || agent.ready()).await,
+        "{:?}",
+        agent.get("/readyz").await
+    );
+    assert!(holds(&release.nodes[beyond as usize], "before-scale"));
+    assert_eq!(
+        release
+            .kube
+            .pod_labels(NS, &pod_name(beyond))
+            .get("immudb/role"),
+        None
+    );
+    assert!(!release
+        .kube
+        .selected_ips(NS, "immudb/role", "replica")
+        .contains(&release.cluster.host(beyond)));
+    release.no_two_primaries();
+}
+
+#[tokio::test]
+async fn a_pod_added_by_kubectl_scale_counts_in_the_election_it_may_hold_acknowledged_writes() {
+    let mut release = Release::start("1h").await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    let added = release.scale_up().await;
+    assert!(eventually(WAIT, || release.settled_on(0)).await);
+    // The declared replicas are cut off; the added pod alone acknowledges the next write.
+    release.nodes[1].isolate(true);
+    release.nodes[2].isolate(true);
+    write(&release, "acknowledged-by-the-added-pod").await;
+    assert!(holds(
+        &release.nodes[added as usize],
+        "acknowledged-by-the-added-pod"
+    ));
+    // The primary's node and the added pod's are lost; the declared replicas come back.
+    release.lose(0);
+    release.lose(added);
+    release.nodes[1].isolate(false);
+    release.nodes[2].isolate(false);
+    // With 1 ack among 3 pods that may hold acknowledged writes, all 3 must answer: electing
+    // read-0 or read-1 would lose the write. The Lease expires after 1 s; they keep waiting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(release.holder(), Some(pod_host(0)), "nobody took the Lease");
+    for n in [1, 2] {
+        assert!(!holds(&release.nodes[n], "acknowledged-by-the-added-pod"));
+    }
+    // The added pod returns: it holds the write and is elected.
+    release.bring_back(added);
+    assert!(
+        eventually(WAIT, || release.settled_on(added)).await,
+        "{:?}",
+        release.kube.lease(NS, LEASE)
+    );
+    assert!(holds(
+        &release.nodes[added as usize],
+        "acknowledged-by-the-added-pod"
+    ));
+    write(&release, "after").await;
     release.no_two_primaries();
 }

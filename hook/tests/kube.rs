@@ -12,6 +12,7 @@ const LEASE: &str = "db-immudb-primary";
 async fn setup() -> (KubeDouble, Kube, tempfile::TempDir) {
     let double = KubeDouble::start(Rule::chart(
         LEASE,
+        "db-immudb-read",
         &["db-immudb-primary-0", "db-immudb-read-0"],
     ))
     .await
@@ -136,6 +137,29 @@ async fn a_label_is_set_and_removed_by_merge_patch_leaving_the_others() {
         kube.label_pod("db-immudb-primary-0", "immudb/role", Some("primary"))
             .await,
         Err(KubeError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_replica_statefulset_counts_the_pods_it_wants_and_those_still_there() {
+    let (double, kube, _dir) = setup().await;
+    assert!(matches!(
+        kube.statefulset_pods("db-immudb-read").await,
+        Err(KubeError::NotFound(_))
+    ));
+    // Scaled up by an HPA: the new pod counts before the controller has created it.
+    double.scale_statefulset(NS, "db-immudb-read", 3, 2);
+    assert_eq!(kube.statefulset_pods("db-immudb-read").await, Ok(3));
+    // Scaled down: the pod being removed counts until it is gone.
+    double.scale_statefulset(NS, "db-immudb-read", 1, 3);
+    assert_eq!(kube.statefulset_pods("db-immudb-read").await, Ok(3));
+    double.scale_statefulset(NS, "db-immudb-read", 1, 1);
+    assert_eq!(kube.statefulset_pods("db-immudb-read").await, Ok(1));
+    // Only the release's replica StatefulSet, and only read.
+    double.scale_statefulset(NS, "db-immudb-primary", 1, 1);
+    assert!(matches!(
+        kube.statefulset_pods("db-immudb-primary").await,
+        Err(KubeError::Forbidden { status: 403, .. })
     ));
 }
 

@@ -24,7 +24,7 @@ HOOK_CONTAINERS = {"agent", "hook", "test", "backup", "restore"}
 
 def expected_rules(replicas):
     pods = [f"{FULLNAME}-primary-0"] + [f"{FULLNAME}-read-{i}" for i in range(replicas)]
-    names = {"$LEASE": [f"{FULLNAME}-primary"], "$PODS": pods}
+    names = {"$LEASE": [f"{FULLNAME}-primary"], "$PODS": pods, "$READ_STATEFULSET": [f"{FULLNAME}-read"]}
     rules = []
     for rule in ROLE_RULES:
         rule = dict(rule)
@@ -46,6 +46,36 @@ def test_the_role_is_the_one_the_api_double_enforces():
         binding = named(objects, "RoleBinding", f"{FULLNAME}-failover")
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{FULLNAME}-failover"}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+
+
+def test_pods_up_to_max_replicas_may_label_themselves():
+    objects = render({**FAILOVER, "replicaCount": 2, "failover": {**FAILOVER["failover"], "maxReplicas": 6}})
+    role = named(objects, "Role", f"{FULLNAME}-failover")
+    assert role["rules"] == expected_rules(6)
+    # The read StatefulSet still asks for replicaCount pods; kubectl scale or an HPA add the rest.
+    assert named(objects, "StatefulSet", f"{FULLNAME}-read")["spec"]["replicas"] == 2
+    for role_name in ("primary", "read"):
+        spec = named(objects, "StatefulSet", f"{FULLNAME}-{role_name}")["spec"]["template"]["spec"]
+        agent = next(c for c in spec["initContainers"] if c["name"] == "agent")
+        env = {e["name"]: e.get("value") for e in agent["env"]}
+        assert env["IMMUDB_AGENT_MAX_REPLICAS"] == "6"
+        assert env["IMMUDB_HOOK_REPLICA_COUNT"] == "2"
+    # null (the default) is replicaCount.
+    env = {e["name"]: e.get("value") for e in named(render(FAILOVER), "StatefulSet", f"{FULLNAME}-read")
+           ["spec"]["template"]["spec"]["initContainers"][0]["env"]}
+    assert env["IMMUDB_AGENT_MAX_REPLICAS"] == str(FAILOVER["replicaCount"])
+
+
+def test_the_primary_s_sessions_are_sized_for_max_replicas():
+    def sessions(max_replicas):
+        failover = {**FAILOVER["failover"], "maxReplicas": max_replicas}
+        objects = render({**FAILOVER, "replicaCount": 2, "failover": failover})
+        immudb = named(objects, "StatefulSet", f"{FULLNAME}-primary")["spec"]["template"]["spec"]["containers"][0]
+        return int(next(e["value"] for e in immudb["env"] if e["name"] == "IMMUDB_MAX_SESSIONS"))
+
+    # Each replica more: its agent, one replicator per replicated database (appdb and the
+    # canary), and one more pod an agent asks in an election.
+    assert sessions(5) - sessions(2) == 3 * (1 + 2 + 1)
 
 
 def test_without_failover_no_role_and_no_token_anywhere():

@@ -1,6 +1,7 @@
 //! `agent`'s command line: its flags, validated with the shared ones into an [`AgentConfig`]
 //! before the agent starts serving.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -78,6 +79,11 @@ pub struct FailoverArgs {
     /// new primary may lack the last transactions.
     #[arg(long, env = "IMMUDB_AGENT_ALLOW_DATA_LOSS")]
     pub allow_data_loss: bool,
+    /// Replica pods NAME-0 … NAME-{n-1} may label themselves (the chart's Role names them) and
+    /// be elected primary; pods beyond, added by `kubectl scale` or an HPA, still count in
+    /// elections but get no label. Defaults to --replica-count; StatefulSet form only.
+    #[arg(long, env = "IMMUDB_AGENT_MAX_REPLICAS")]
+    pub max_replicas: Option<u32>,
 }
 
 impl FailoverArgs {
@@ -86,6 +92,7 @@ impl FailoverArgs {
         &self,
         lease: Option<LeaseLookup>,
         poll_interval: Duration,
+        topology: &Topology,
     ) -> Result<Option<FailoverConfig>, ConfigError> {
         let Some(lookup) = lease else {
             return Ok(None);
@@ -112,6 +119,7 @@ impl FailoverArgs {
                 "must be at least 3 poll intervals: a primary gets a second chance to renew before it fences itself",
             );
         }
+        let eligible = self.eligible(topology)?;
         Ok(Some(FailoverConfig {
             kube: lookup.kube,
             lease: lookup.lease,
@@ -124,7 +132,35 @@ impl FailoverArgs {
                 cooldown: self.failover_cooldown,
             },
             allow_data_loss: self.allow_data_loss,
+            eligible,
         }))
+    }
+
+    /// The pods that may label themselves and so be elected: the primary StatefulSet's pod and
+    /// the replica pods up to --max-replicas (every listed replica in the list form).
+    fn eligible(&self, topology: &Topology) -> Result<BTreeSet<String>, ConfigError> {
+        let declared = topology.replicas.len() as u32;
+        let replicas = match (&topology.replica_pods, self.max_replicas) {
+            (None, Some(max)) => {
+                return reject(
+                    "--max-replicas",
+                    max,
+                    "needs the StatefulSet form (--replica-statefulset): a list of replicas names every pod already",
+                )
+            }
+            (None, None) => topology.replicas.clone(),
+            (Some(_), Some(max)) if max < declared => {
+                return reject(
+                    "--max-replicas",
+                    max,
+                    format!("must be at least --replica-count ({declared}): those pods must be able to label themselves"),
+                )
+            }
+            (Some(pods), max) => pods.hosts(max.unwrap_or(declared)),
+        };
+        Ok(std::iter::once(topology.primary.clone())
+            .chain(replicas)
+            .collect())
     }
 }
 
@@ -165,9 +201,9 @@ impl AgentArgs {
                 "must be longer than --poll-interval: lag is measured once per poll",
             );
         }
+        let topology = topology_args.topology()?;
         let config = AgentConfig {
             role: self.role,
-            topology: topology_args.topology()?,
             admin: topology_args.admin()?,
             spec_file: self.spec_file.clone(),
             replication_password_file: self.replication_password_file.clone(),
@@ -186,7 +222,9 @@ impl AgentArgs {
                     lease_call_timeout(self.poll_interval),
                 )?,
                 self.poll_interval,
+                &topology,
             )?,
+            topology,
         };
         // A bad spec or password file fails now, before the agent starts serving.
         config.desired()?;

@@ -4,7 +4,7 @@
 //! takes it with an optimistic update (a conflict means another pod won). It labels its own pod
 //! with its role, which the write and read Services select.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
@@ -13,6 +13,7 @@ use crate::client::{Client, RpcError};
 use crate::config::Topology;
 use crate::kube::{micro_time, Kube, KubeConfig, KubeError, Lease, LeaseSpec, ObjectMeta};
 use crate::link::{Dial, Link};
+use crate::locate;
 use crate::plan::failover::{
     self, elect, lease_step, observe, Election, ElectionRules, LeaseMemory, LeaseStep, Peer,
     Position, Timing, TxPosition,
@@ -36,6 +37,8 @@ pub struct FailoverConfig {
     pub me: String,
     pub timing: Timing,
     pub allow_data_loss: bool,
+    /// The pods that may label themselves and so be elected (`ElectionRules::eligible`).
+    pub eligible: BTreeSet<String>,
 }
 
 /// What the Lease makes this pod this poll.
@@ -80,7 +83,8 @@ pub struct Failover {
     peers: BTreeMap<String, Link>,
     /// The agent's login count, which the peers' sessions add to.
     logins: Logins,
-    /// The role label as last set on the pod.
+    /// The role label as last set on the pod (or, beyond failover.maxReplicas, last reported
+    /// as not settable).
     labelled: Option<Role>,
     /// Each database's transactions on the primary as last seen, for what a failover lost.
     pub last_seen_on_primary: BTreeMap<String, u64>,
@@ -263,15 +267,25 @@ impl Failover {
         }
     }
 
-    /// What every other pod holds, asked concurrently; None for those that do not answer.
-    async fn peer_positions(&mut self, ask: &Ask<'_>) -> Vec<Peer> {
-        let (topology, admin, databases) = (ask.topology, ask.admin, ask.databases);
-        let me = self.config.me.clone();
-        let members = std::iter::once(&topology.primary).chain(&topology.replicas);
-        for host in members.filter(|h| **h != me) {
+    /// Every pod of the release but this one, as many as the replica StatefulSet has now
+    /// (`kubectl scale` and an HPA add pods that replicate, so may hold acknowledged writes, and
+    /// remove pods that then never answer). Arranged around this pod as the primary.
+    pub async fn others(&self, topology: &Topology) -> Result<Topology, KubeError> {
+        let every = locate::every_pod(topology, &self.kube).await?;
+        Ok(locate::with_primary(&every, &self.config.me))
+    }
+
+    /// What every other pod of `others` holds, asked concurrently; None for those that do not
+    /// answer.
+    async fn peer_positions(&mut self, others: &Topology, ask: &Ask<'_>) -> Vec<Peer> {
+        let (admin, databases) = (ask.admin, ask.databases);
+        let members: BTreeSet<&String> = others.replicas.iter().collect();
+        // A pod scaled away is asked no more.
+        self.peers.retain(|host, _| members.contains(host));
+        for host in members {
             self.peers.entry(host.clone()).or_insert_with(|| {
-                let resolver = Dial::Resolve(SystemResolver::new(topology));
-                Link::new(host, resolver, topology, &self.logins)
+                let resolver = Dial::Resolve(SystemResolver::new(others));
+                Link::new(host, resolver, others, &self.logins)
             });
         }
         let defaultdb = ["defaultdb".to_string()];
@@ -324,11 +338,19 @@ impl Failover {
                 )
             }
         };
-        let peers = self.peer_positions(ask).await;
+        let others = match self.others(ask.topology).await {
+            Ok(others) => others,
+            Err(error) => {
+                let why = format!("cannot count the release's pods: {error}");
+                return (replica(previous, why), None);
+            }
+        };
+        let peers = self.peer_positions(&others, ask).await;
         let rules = ElectionRules {
             acks: ask.acks,
             allow_data_loss: self.config.allow_data_loss,
             preferred: ask.topology.primary.clone(),
+            eligible: self.config.eligible.clone(),
         };
         match elect(&self.config.me, &mine, previous.as_deref(), &peers, &rules) {
             Election::Take => {}
@@ -387,8 +409,17 @@ impl Failover {
     }
 
     /// Labels the pod with `role` unless it already carries it; a failure is retried next poll.
+    /// A pod beyond failover.maxReplicas may not (the Role does not name it): it says so once.
     pub async fn label(&mut self, role: Role) {
         if self.labelled == Some(role) {
+            return;
+        }
+        if !self.config.eligible.contains(&self.config.me) {
+            tracing::warn!(
+                pod = %self.config.pod_name,
+                "this pod is beyond failover.maxReplicas: it replicates and counts in elections, but may not set its role label, so no Service routes to it and it is never elected; raise failover.maxReplicas"
+            );
+            self.labelled = Some(role);
             return;
         }
         let value = role.to_string();

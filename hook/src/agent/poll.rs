@@ -15,6 +15,7 @@ use crate::client::{Client, RpcError};
 use crate::config::{Desired, Topology};
 use crate::holdings::held_by_replicas;
 use crate::link::{Dial, Link};
+use crate::locate;
 use crate::plan::health::{self, Assessment, Memory, PrimaryView, Repair, ReplicaView, State};
 use crate::plan::{Action, DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
 use crate::scrape;
@@ -224,10 +225,7 @@ impl Agent {
                 (assessment, primary.is_some())
             }
             AgentRole::Primary => {
-                let topology = self.config.topology.clone();
-                let assessment = self
-                    .assess_primary(&spec.primary_desired(), &topology, now)
-                    .await?;
+                let assessment = self.assess_primary(&spec.primary_desired(), now).await?;
                 (assessment, true)
             }
         };
@@ -251,8 +249,7 @@ impl Agent {
                     sync_acks: None,
                     replication_user: admin.user,
                 };
-                let topology = self.config.topology.clone();
-                Ok((self.assess_primary(&desired, &topology, now).await?, true))
+                Ok((self.assess_primary(&desired, now).await?, true))
             }
             AgentRole::Replica => {
                 let primary = self.primary_view(&admin, &["defaultdb".to_string()]).await;
@@ -362,11 +359,26 @@ impl Agent {
         ))
     }
 
-    /// `topology` names the replicas asked what they hold before a database is created.
+    /// The pods a primary asks what they hold before it creates a database: the declared
+    /// replicas, and with failover every other pod the replica StatefulSet has (a pod added by
+    /// `kubectl scale`, or the former primary, may hold the history).
+    async fn others(&self) -> Topology {
+        let declared = &self.config.topology;
+        let Some(failover) = &self.failover else {
+            return declared.clone();
+        };
+        match failover.others(declared).await {
+            Ok(others) => others,
+            Err(error) => {
+                tracing::warn!(%error, "cannot count the release's pods; asking the declared ones");
+                locate::with_primary(declared, &failover.config.me)
+            }
+        }
+    }
+
     pub(super) async fn assess_primary(
         &mut self,
         desired: &PrimaryDesired,
-        topology: &Topology,
         now: Duration,
     ) -> Result<Assessment, String> {
         let observed = self
@@ -377,8 +389,9 @@ impl Agent {
             _ if creates.is_empty() => BTreeMap::new(),
             Some((asked, held)) if asked.elapsed() < HOLDINGS_FOR => held.clone(),
             _ => {
+                let others = self.others().await;
                 let held =
-                    held_by_replicas(topology, &self.config.admin, &creates, &self.logins).await;
+                    held_by_replicas(&others, &self.config.admin, &creates, &self.logins).await;
                 self.holdings = Some((Instant::now(), held.clone()));
                 held
             }

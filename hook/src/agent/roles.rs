@@ -11,7 +11,6 @@ use super::failover::{Ask, Takeover, Verdict};
 use super::poll::{defaultdb, poll_failed, Agent};
 use crate::config::spec::DatabaseReplication;
 use crate::link::{Dial, Link};
-use crate::locate;
 use crate::plan::failover::{self, History, Rejoin};
 use crate::plan::health::{Assessment, Repair, State};
 use crate::plan::ReplicaDesired;
@@ -99,8 +98,7 @@ impl Agent {
         }
         let failover = self.failover.as_mut().expect("failover");
         failover.label(Role::Primary).await;
-        let topology = locate::with_primary(&self.config.topology, &failover.config.me.clone());
-        let assessment = self.assess_primary(&desired, &topology, now).await?;
+        let assessment = self.assess_primary(&desired, now).await?;
         self.repair(&assessment, &spec.replication.password).await;
         if assessment
             .databases

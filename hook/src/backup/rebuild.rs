@@ -24,7 +24,7 @@ use crate::wait::{self, joined, node_span, spawn_waits, ReadyNode};
 pub async fn rebuild_primary(config: &RebuildConfig) -> Report {
     let topology = &config.topology;
     let deadline = Instant::now() + config.timeout;
-    let (primary_wait, replica_waits) = spawn_waits(topology, deadline);
+    let (primary_wait, replica_waits) = spawn_waits(topology, deadline, deadline);
     let primary = match joined(primary_wait).await {
         Ok(ready) => ready,
         Err(reason) => {
@@ -32,7 +32,7 @@ pub async fn rebuild_primary(config: &RebuildConfig) -> Report {
                 Role::Primary,
                 &topology.primary,
                 &config.databases,
-                (Failure::NotReady, reason),
+                (Failure::NotReady, reason.to_string()),
             )
         }
     };

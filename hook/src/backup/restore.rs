@@ -46,7 +46,12 @@ pub async fn restore(config: &RestoreConfig) -> Report {
     {
         Ok(ready) => ready,
         Err(reason) => {
-            return all_failed(Role::Primary, primary, &names, (Failure::NotReady, reason))
+            return all_failed(
+                Role::Primary,
+                primary,
+                &names,
+                (Failure::NotReady, reason.to_string()),
+            )
         }
     };
     let server = Server {

@@ -12,4 +12,4 @@ pub mod topology;
 pub(crate) use rules::reject;
 pub use rules::{check_database_name, read_password, ConfigError};
 pub use spec::{ApplySettings, DatabaseReplication, Desired, Mode, Spec};
-pub use topology::{check_host, Topology, TopologyArgs};
+pub use topology::{check_host, ReplicaPods, Topology, TopologyArgs};

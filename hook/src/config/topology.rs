@@ -126,6 +126,32 @@ pub struct Topology {
     pub tls: Option<TrustedCa>,
     /// The agents' port, when every node runs one (plain HTTP).
     pub agent_port: Option<u16>,
+    /// Set in the StatefulSet form: how replica pods are named, so that a pod count read later
+    /// (pods added by `kubectl scale` or an HPA) gives their addresses.
+    pub replica_pods: Option<ReplicaPods>,
+}
+
+/// The replica StatefulSet's pods: `NAME-i.SERVICE.NAMESPACE.svc.DOMAIN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaPods {
+    pub statefulset: String,
+    pub service: String,
+    pub namespace: String,
+    pub cluster_domain: String,
+}
+
+impl ReplicaPods {
+    /// The DNS names of pods `0..count`.
+    pub fn hosts(&self, count: u32) -> Vec<String> {
+        (0..count)
+            .map(|i| {
+                format!(
+                    "{}-{i}.{}.{}.svc.{}",
+                    self.statefulset, self.service, self.namespace, self.cluster_domain
+                )
+            })
+            .collect()
+    }
 }
 
 /// A DNS name as Kubernetes gives them: dot-separated RFC 1123 labels, or an IP address.
@@ -151,24 +177,14 @@ pub fn check_host(flag: &'static str, host: &str) -> Result<(), ConfigError> {
 }
 
 impl TopologyArgs {
-    fn replica_hosts(&self) -> Result<Vec<String>, ConfigError> {
-        // An empty value (IMMUDB_HOOK_REPLICAS="" with no replicas) means no replicas.
-        let listed: Vec<String> = self
-            .replicas
-            .iter()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .collect();
-        let statefulset_form = self.replica_statefulset.is_some() || self.replica_count.is_some();
-        if !listed.is_empty() && statefulset_form {
-            return reject(
-                "--replicas",
-                self.replicas.join(","),
-                "give replicas either as a list or in the StatefulSet form (--replica-statefulset, --replica-count), not both",
-            );
-        }
-        if !statefulset_form {
-            return Ok(listed);
+    fn statefulset_form(&self) -> bool {
+        self.replica_statefulset.is_some() || self.replica_count.is_some()
+    }
+
+    /// The StatefulSet form's naming, when the replicas are given that way.
+    fn replica_pods(&self) -> Result<Option<ReplicaPods>, ConfigError> {
+        if !self.statefulset_form() {
+            return Ok(None);
         }
         let Some(statefulset) = &self.replica_statefulset else {
             return reject(
@@ -187,15 +203,33 @@ impl TopologyArgs {
         let Some(namespace) = &self.namespace else {
             return reject("--namespace", "", "is required with --replica-statefulset");
         };
-        let count = self.replica_count.unwrap_or(0);
-        Ok((0..count)
-            .map(|i| {
-                format!(
-                    "{statefulset}-{i}.{service}.{namespace}.svc.{}",
-                    self.cluster_domain
-                )
-            })
-            .collect())
+        Ok(Some(ReplicaPods {
+            statefulset: statefulset.clone(),
+            service: service.clone(),
+            namespace: namespace.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+        }))
+    }
+
+    fn replica_hosts(&self) -> Result<Vec<String>, ConfigError> {
+        // An empty value (IMMUDB_HOOK_REPLICAS="" with no replicas) means no replicas.
+        let listed: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect();
+        if !listed.is_empty() && self.statefulset_form() {
+            return reject(
+                "--replicas",
+                self.replicas.join(","),
+                "give replicas either as a list or in the StatefulSet form (--replica-statefulset, --replica-count), not both",
+            );
+        }
+        Ok(match self.replica_pods()? {
+            Some(pods) => pods.hosts(self.replica_count.unwrap_or(0)),
+            None => listed,
+        })
     }
 
     /// The primary's address, for a subcommand that dials it.
@@ -246,6 +280,7 @@ impl TopologyArgs {
             resolv_conf: self.resolv_conf.clone(),
             tls: self.trusted_ca()?,
             agent_port: self.agent_port,
+            replica_pods: self.replica_pods()?,
         })
     }
 

@@ -8,7 +8,7 @@
 //! nodes cannot make two pods primary; wall-clock time appears only in the cooldown, which is a
 //! guard against flapping, not a safety property.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use super::{
@@ -209,6 +209,11 @@ pub struct ElectionRules {
     pub allow_data_loss: bool,
     /// The primary StatefulSet's pod, preferred at a tie (a fresh install elects it).
     pub preferred: String,
+    /// The pods that may take the Lease: those that may label themselves (the chart's Role
+    /// names them, up to `failover.maxReplicas`). Any other pod that answers still counts
+    /// towards the quorum and its transactions still decide, but it is never elected: the
+    /// write Service would select nobody.
+    pub eligible: BTreeSet<String>,
 }
 
 /// Pods that must answer an election: with `acks` synchronous acknowledgements among the
@@ -300,22 +305,37 @@ pub fn elect(
             host.to_string(),
         )
     };
-    let mut leaders: Vec<(&str, &Position)> = candidates
+    let dominating: Vec<(&str, &Position)> = candidates
         .iter()
         .filter(|(_, a)| candidates.iter().all(|(_, b)| dominates(a, b)))
         .copied()
         .collect();
+    let eligible = |(host, _): &(&str, &Position)| rules.eligible.contains(*host);
+    let mut leaders: Vec<(&str, &Position)> =
+        dominating.iter().filter(|c| eligible(c)).copied().collect();
     if leaders.is_empty() {
         if !rules.allow_data_loss {
+            if !dominating.is_empty() {
+                let hosts: Vec<&str> = dominating.iter().map(|(host, _)| *host).collect();
+                return Election::Wait(format!(
+                    "only {} hold(s) the latest transaction of every database and cannot label itself (beyond failover.maxReplicas); electing another pod would lose acknowledged writes",
+                    hosts.join(", ")
+                ));
+            }
             return Election::Wait(format!(
                 "no pod holds the latest transaction of every database ({}); electing one would lose acknowledged writes",
                 describe(&candidates)
             ));
         }
-        let most = candidates.iter().map(|(_, p)| total(p)).max().unwrap_or(0);
+        let most = candidates
+            .iter()
+            .filter(|c| eligible(c))
+            .map(|(_, p)| total(p))
+            .max()
+            .unwrap_or(0);
         leaders = candidates
             .iter()
-            .filter(|(_, p)| total(p) == most)
+            .filter(|c| eligible(c) && total(c.1) == most)
             .copied()
             .collect();
     }

@@ -52,6 +52,7 @@ fn rules(acks: u32) -> ElectionRules {
         acks: Some(acks),
         allow_data_loss: false,
         preferred: "p0".into(),
+        eligible: ["p0", "r0", "r1"].into_iter().map(String::from).collect(),
     }
 }
 
@@ -417,6 +418,65 @@ fn when_nobody_holds_everything_only_allow_data_loss_elects() {
         elect("r0", &mine, Some("p0"), &other, &lossy),
         Election::Defer { to: "r1".into() },
         "15 transactions beat 14"
+    );
+}
+
+#[test]
+fn a_pod_beyond_the_bound_counts_and_decides_but_is_never_elected() {
+    // r2 was added by `kubectl scale` beyond failover.maxReplicas: it replicates and may have
+    // acknowledged writes, so with 3 pods that may hold them and 1 ack, all 3 must answer.
+    let mine = position(&[("appdb", 10)], false);
+    let election = elect(
+        "r0",
+        &mine,
+        Some("p0"),
+        &[peer("r1", Some(&[("appdb", 10)])), peer("r2", None)],
+        &rules(1),
+    );
+    assert!(
+        matches!(&election, Election::Wait(why) if why.contains("2 of 3 pods") && why.contains("no answer from r2")),
+        "{election:?}"
+    );
+    // It answers and holds no more: an eligible pod is elected, never r2 itself.
+    let equal = [
+        peer("r1", Some(&[("appdb", 10)])),
+        peer("r2", Some(&[("appdb", 10)])),
+    ];
+    assert_eq!(
+        elect("r0", &mine, Some("p0"), &equal, &rules(1)),
+        Election::Take
+    );
+    assert_eq!(
+        elect(
+            "r2",
+            &mine,
+            Some("p0"),
+            &[
+                peer("r0", Some(&[("appdb", 10)])),
+                peer("r1", Some(&[("appdb", 10)]))
+            ],
+            &rules(1)
+        ),
+        Election::Defer { to: "r0".into() }
+    );
+    // It alone holds the last acknowledged write: nobody is elected rather than lose it.
+    let ahead = [
+        peer("r1", Some(&[("appdb", 10)])),
+        peer("r2", Some(&[("appdb", 11)])),
+    ];
+    let election = elect("r0", &mine, Some("p0"), &ahead, &rules(1));
+    assert!(
+        matches!(&election, Election::Wait(why) if why.contains("only r2 hold(s) the latest transaction")),
+        "{election:?}"
+    );
+    // With allowDataLoss the most advanced eligible pod is elected.
+    let lossy = ElectionRules {
+        allow_data_loss: true,
+        ..rules(1)
+    };
+    assert_eq!(
+        elect("r0", &mine, Some("p0"), &ahead, &lossy),
+        Election::Take
     );
 }
 

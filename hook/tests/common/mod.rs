@@ -106,7 +106,8 @@ impl Cluster {
         self.cli_with(replicas, timeout_s, &[], subcommand, extra)
     }
 
-    /// [`Cluster::cli`] with `global` flags before the subcommand.
+    /// [`Cluster::cli`] with `global` flags before the subcommand (`--primary-host` among them
+    /// replaces node 0's address).
     pub fn cli_with(
         &self,
         replicas: &[String],
@@ -115,16 +116,22 @@ impl Cluster {
         subcommand: &str,
         extra: &[&str],
     ) -> Cli {
-        let mut args: Vec<String> = vec![
-            "immudb-hook".into(),
-            format!("--primary-host={}", self.host(0)),
+        let mut args: Vec<String> = vec!["immudb-hook".into()];
+        // A test that names the primary by its pod's DNS name gives --primary-host itself.
+        if !global
+            .iter()
+            .any(|flag| flag.starts_with("--primary-host="))
+        {
+            args.push(format!("--primary-host={}", self.host(0)));
+        }
+        args.extend([
             format!("--grpc-port={GRPC_PORT}"),
             format!("--metrics-port={METRICS_PORT}"),
             format!("--admin-password-file={}", self.path("admin")),
             format!("--timeout-seconds={timeout_s}"),
             format!("--hosts-file={}", self.path("hosts")),
             format!("--resolv-conf={}", self.path("resolv.conf")),
-        ];
+        ]);
         if !replicas.is_empty() {
             args.push(format!("--replicas={}", replicas.join(",")));
         }

@@ -2,8 +2,9 @@
 //! failover depends on it: bearer tokens (401 for an unknown one), RBAC from the chart's Role
 //! (403), Leases (coordination.k8s.io/v1) with a resourceVersion bumped on every write and
 //! optimistic concurrency (409 on a stale version or an existing name, 404 for a missing one),
-//! and pods whose labels change by JSON merge patch. A test adds the release's pods, reads the
-//! labels the agents set, and can cut one client off (its calls hang, as behind a partition).
+//! pods whose labels change by JSON merge patch, and StatefulSets to read (their replica counts).
+//! A test adds the release's pods, scales its StatefulSet, reads the labels the agents set, and
+//! can cut one client off (its calls hang, as behind a partition).
 
 pub mod objects;
 pub mod rbac;
@@ -26,6 +27,7 @@ pub use rbac::Rule;
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/";
 const PODS: &str = "/api/v1/namespaces/";
+const STATEFULSETS: &str = "/apis/apps/v1/namespaces/";
 /// How long a cut-off client's call hangs before the double drops it.
 const PARTITION_HANG: Duration = Duration::from_secs(30);
 
@@ -36,6 +38,7 @@ struct Api {
     version: u64,
     leases: BTreeMap<Key, Value>,
     pods: BTreeMap<Key, Value>,
+    statefulsets: BTreeMap<Key, Value>,
     tokens: BTreeSet<String>,
     rules: Vec<Rule>,
     cut_off: BTreeSet<String>,
@@ -84,6 +87,8 @@ fn route(path: &str) -> Option<(&'static str, String, &'static str, Option<Strin
         ("coordination.k8s.io", rest, "leases")
     } else if let Some(rest) = path.strip_prefix(PODS) {
         ("", rest, "pods")
+    } else if let Some(rest) = path.strip_prefix(STATEFULSETS) {
+        ("apps", rest, "statefulsets")
     } else {
         return None;
     };
@@ -172,6 +177,17 @@ impl Api {
                     "the body is not JSON".into(),
                 ),
             },
+            ("statefulsets", "get") => {
+                let name = name.unwrap_or_default();
+                match self.statefulsets.get(&(ns, name.clone())) {
+                    Some(statefulset) => (StatusCode::OK, statefulset.clone()),
+                    None => status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("statefulsets.apps \"{name}\" not found"),
+                    ),
+                }
+            }
             ("pods", "get") => match self.pods.get(&(ns, name.unwrap_or_default())) {
                 Some(pod) => (StatusCode::OK, pod.clone()),
                 None => status(StatusCode::NOT_FOUND, "NotFound", "pods not found".into()),
@@ -442,6 +458,21 @@ impl KubeHandle {
             "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "False"}]},
         });
         api.pods.insert((ns.into(), name.into()), pod);
+    }
+
+    /// A StatefulSet asked for `replicas` pods (as `kubectl scale` or an HPA sets it) that has
+    /// `created` of them, as its controller reports them in `status.replicas`.
+    pub fn scale_statefulset(&self, ns: &str, name: &str, replicas: u32, created: u32) {
+        let mut api = self.api();
+        let version = api.bump();
+        let statefulset = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": version},
+            "spec": {"replicas": replicas, "serviceName": format!("{name}-hl")},
+            "status": {"replicas": created},
+        });
+        api.statefulsets
+            .insert((ns.into(), name.into()), statefulset);
     }
 
     /// The kubelet's verdict from the pod's readiness probe: a Service routes to Ready pods only.
