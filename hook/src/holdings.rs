@@ -11,6 +11,7 @@ use futures::future::join_all;
 use crate::client::RpcError;
 use crate::config::Topology;
 use crate::link::{Dial, Link};
+use crate::session::Logins;
 use crate::types::Credentials;
 use crate::wait::SystemResolver;
 
@@ -20,14 +21,16 @@ async fn transactions_on(
     topology: &Topology,
     admin: &Credentials,
     host: &str,
+    logins: &Logins,
 ) -> Result<BTreeMap<String, u64>, RpcError> {
-    let mut link = Link::new(host, Dial::Resolve(SystemResolver::new(topology)), topology);
-    let mut logins = 0;
-    let session = link
-        .session(admin, &["defaultdb".to_string()], &mut logins)
-        .await?;
-    let databases = session.list_databases().await;
-    let _ = session.close_session().await;
+    let resolver = Dial::Resolve(SystemResolver::new(topology));
+    let mut link = Link::new(host, resolver, topology, logins);
+    let databases = link
+        .call(admin, &["defaultdb".to_string()], |c| async move {
+            c.list_databases().await
+        })
+        .await;
+    link.close().await;
     // Only replica databases carry the primary's history; a writable one is another matter.
     Ok(databases?
         .into_iter()
@@ -37,14 +40,16 @@ async fn transactions_on(
 }
 
 /// For each of `databases` that some replica holds transactions of: that replica and its count.
+/// The logins it makes (one per replica) count into `logins`.
 pub async fn held_by_replicas(
     topology: &Topology,
     admin: &Credentials,
     databases: &[String],
+    logins: &Logins,
 ) -> BTreeMap<String, (String, u64)> {
     let asks = topology.replicas.iter().map(|host| async move {
-        let answer =
-            tokio::time::timeout(ASK_TIMEOUT, transactions_on(topology, admin, host)).await;
+        let asked = transactions_on(topology, admin, host, logins);
+        let answer = tokio::time::timeout(ASK_TIMEOUT, asked).await;
         match answer {
             Ok(Ok(counts)) => Some((host.clone(), counts)),
             Ok(Err(error)) => {

@@ -1,11 +1,15 @@
-//! One server, with at most one session: a login costs immudb about 100 ms of CPU, so the agent
-//! keeps its sessions across polls and reopens one only after it failed (`session not found`
-//! after an immudb restart, or a primary pod that moved).
+//! One server the agent talks to across polls: how to dial it and its one `Session`, opened at
+//! the first call and kept (a login costs immudb about 100 ms of CPU). When the server does not
+//! answer, the session is dropped, which closes it in the background, and the next call dials
+//! again: a restarted pod may have a new address. A refused call keeps the session.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::client::{Client, RpcError, Target};
 use crate::config::Topology;
+use crate::retry::Retried;
+use crate::session::{Bound, Logins, Session};
 use crate::types::Credentials;
 use crate::wait::SystemResolver;
 
@@ -23,16 +27,19 @@ pub struct Link {
     dial: Dial,
     port: u16,
     topology: Topology,
-    session: Option<Client>,
+    logins: Logins,
+    session: Option<Session>,
 }
 
 impl Link {
-    pub fn new(host: &str, dial: Dial, topology: &Topology) -> Link {
+    /// A link whose sessions count their logins into `logins`.
+    pub fn new(host: &str, dial: Dial, topology: &Topology, logins: &Logins) -> Link {
         Link {
             host: host.to_string(),
             dial,
             port: topology.grpc_port,
             topology: topology.clone(),
+            logins: logins.clone(),
             session: None,
         }
     }
@@ -55,41 +62,58 @@ impl Link {
         })
     }
 
-    /// The open session, or a new one on the first database of `databases` that lets `who`
-    /// in. `opened` counts logins.
+    /// The session of `who` on the first of `databases` that lets it in; it logs in at its
+    /// first call and is kept until the server stops answering.
     pub async fn session(
         &mut self,
         who: &Credentials,
         databases: &[String],
-        opened: &mut u64,
-    ) -> Result<&Client, RpcError> {
+    ) -> Result<&Session, RpcError> {
         if self.session.is_none() {
-            let connection = self.connect().await?;
-            let mut last = None;
-            for database in databases {
-                *opened += 1;
-                match connection.open_session(who, database).await {
-                    Ok(session) => {
-                        tracing::info!(host = %self.host, %database, user = %who.user, "opened a session");
-                        self.session = Some(session);
-                        break;
-                    }
-                    Err(error) => last = Some(error),
-                }
-            }
-            if self.session.is_none() {
-                return Err(last.unwrap_or_else(|| RpcError {
-                    call: "OpenSession",
-                    code: tonic::Code::InvalidArgument,
-                    message: "no database to open a session on".into(),
-                }));
-            }
+            let server = self.connect().await?;
+            let session = Session::new(&server, who, databases, Bound::Once).counting(&self.logins);
+            self.session = Some(session);
         }
         Ok(self.session.as_ref().expect("set above"))
     }
 
-    /// Forgets the session after a failure; the next poll reconnects (and resolves again).
+    /// `attempt` once on the session (see [`Link::session`]); a session the server lost is
+    /// reopened for it. When the server does not answer, the session is dropped.
+    pub async fn call<T, F, Fut>(
+        &mut self,
+        who: &Credentials,
+        databases: &[String],
+        attempt: F,
+    ) -> Result<T, RpcError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, RpcError>>,
+    {
+        let session = self.session(who, databases).await?;
+        let result = session.retry(attempt).await.map_err(|error| match error {
+            Retried::Failed(error) => error,
+            // A session bound to one attempt has no deadline; kept total for the types.
+            Retried::Deadline { last } => RpcError {
+                call: "session",
+                code: tonic::Code::DeadlineExceeded,
+                message: last.unwrap_or_default(),
+            },
+        });
+        if result.as_ref().is_err_and(RpcError::unanswered) {
+            self.reset();
+        }
+        result
+    }
+
+    /// Drops the session (closing it in the background); the next call dials again.
     pub fn reset(&mut self) {
         self.session = None;
+    }
+
+    /// Closes the session and waits for the server's answer (at most `session::CLOSE_DEADLINE`).
+    pub async fn close(&mut self) {
+        if let Some(session) = self.session.take() {
+            session.close().await;
+        }
     }
 }

@@ -14,7 +14,7 @@ use immudb_hook::cli::{Cli, Command, LogFormat};
 use immudb_hook::config::Topology;
 use immudb_hook::kube::Kube;
 use immudb_hook::report::{Report, EXIT_CONFIG};
-use immudb_hook::{agent, locate, reconcile, verify};
+use immudb_hook::{agent, locate, reconcile, session, verify};
 
 /// Colours only on a terminal (a Job's log is a file), and never when `NO_COLOR` is set and not
 /// empty (no-color.org).
@@ -139,10 +139,12 @@ async fn main() -> ExitCode {
         outcome = run(cli) => outcome,
         _ = terminate.recv() => {
             tracing::warn!("terminated (SIGTERM); stopping without finishing");
+            session::closes_finished().await;
             return ExitCode::from(143);
         }
         _ = interrupt.recv() => {
             tracing::warn!("interrupted (SIGINT); stopping without finishing");
+            session::closes_finished().await;
             return ExitCode::from(130);
         }
     };

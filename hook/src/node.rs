@@ -3,7 +3,7 @@
 //! exists, a database created by the agent with other settings): the node is then observed and
 //! planned again instead of failing.
 
-use crate::client::RpcError;
+use crate::client::{Client, RpcError};
 use crate::plan::{Action, Conflict, Observed};
 use crate::report::{Failure, Outcome, StepResult};
 use crate::retry::Retried;
@@ -32,7 +32,7 @@ pub async fn converge_node(
     plan: impl Fn(&Observed) -> Result<Vec<Action>, Conflict>,
     password: &Secret,
 ) -> StepResult<Converged> {
-    let observe = || session.client.observe(with_users);
+    let observe = |c: Client| async move { c.observe(with_users).await };
     let mut before: Option<Observed> = None;
     let mut applied = Vec::new();
     for round in 1.. {
@@ -55,11 +55,12 @@ pub async fn converge_node(
         tracing::info!(round, actions = actions.len(), "planned");
         for action in actions {
             tracing::info!(?action, "applying");
+            let action = &action;
             match session
-                .retry(|| session.client.apply(&action, password))
+                .retry(|c| async move { c.apply(action, password).await })
                 .await
             {
-                Ok(()) => applied.push(action),
+                Ok(()) => applied.push(action.clone()),
                 Err(Retried::Failed(error)) if lost_a_race(&error) => {
                     tracing::info!(%error, "another writer changed the node; observing it again");
                     break;

@@ -8,7 +8,7 @@ use futures::future::join_all;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::client::RpcError;
+use crate::client::{Client, RpcError};
 use crate::config::{ApplySettings, DatabaseReplication, Desired};
 use crate::converge::Config;
 use crate::holdings::held_by_replicas;
@@ -16,7 +16,7 @@ use crate::node::{self, converge_node};
 use crate::plan::{self, Action, Observed};
 use crate::report::{Failure, Line, Outcome, Report, StepResult};
 use crate::scrape;
-use crate::session::Session;
+use crate::session::{Bound, Logins, Session};
 use crate::types::{Role, Secret};
 use crate::wait::{joined, node_span, spawn_waits, ReadyNode, Waiting};
 
@@ -55,8 +55,9 @@ async fn wait_for_catch_up(session: &Session, targets: &BTreeMap<String, u64>) -
             (have < *target).then(|| format!("database '{db}' has {have} of {target} transactions"))
         })
     };
-    let caught_up = || async {
-        let observed = session.client.observe(false).await?;
+    let behind = &behind;
+    let caught_up = |c: Client| async move {
+        let observed = c.observe(false).await?;
         match behind(&observed) {
             None => Ok(()),
             Some(lag) => Err(RpcError::pending("catch-up", lag)),
@@ -84,8 +85,9 @@ async fn wait_for_replicators(
         "http://{}/metrics",
         std::net::SocketAddr::new(ready.address.ip(), metrics_port)
     );
-    let replicating = || async {
-        let gauges = scrape::scrape_gauge(&http, &url, scrape::REPLICATORS)
+    let (http, url) = (&http, &url);
+    let replicating = |_| async move {
+        let gauges = scrape::scrape_gauge(http, url, scrape::REPLICATORS)
             .await
             .map_err(|e| RpcError::pending("replicators", e))?;
         match databases
@@ -111,7 +113,7 @@ async fn wait_for_replicators(
 /// systemdb mode: the primary must be writable and every replica's defaultdb must replicate it.
 async fn check_systemdb(session: &Session, role: Role, primary_host: &str) -> StepResult<Outcomes> {
     let observed = session
-        .call("observe", || session.client.observe(false))
+        .call("observe", |c| async move { c.observe(false).await })
         .await?;
     let checked = match role {
         Role::Primary => plan::check_systemdb_primary(&observed),
@@ -141,13 +143,19 @@ async fn converge_on(
         Role::Primary => {
             let desired = spec.primary_desired();
             let observed = session
-                .call("observe", || session.client.observe(true))
+                .call("observe", |c| async move { c.observe(true).await })
                 .await?;
             let creates = plan::creates_databases(&desired, &observed);
             let held = if creates.is_empty() {
                 BTreeMap::new()
             } else {
-                held_by_replicas(&config.topology, &config.admin, &creates).await
+                held_by_replicas(
+                    &config.topology,
+                    &config.admin,
+                    &creates,
+                    &Logins::default(),
+                )
+                .await
             };
             let plan = |observed: &Observed| plan::plan_primary_guarded(&desired, observed, &held);
             converge_node(
@@ -164,7 +172,7 @@ async fn converge_on(
             let plan = |observed: &Observed| plan::plan_replica(&desired, observed);
             let converged = converge_node(session, false, None, plan, &Secret::default()).await?;
             let after = session
-                .call("verify", || session.client.observe(false))
+                .call("verify", |c| async move { c.observe(false).await })
                 .await?;
             if let Some((database, problem)) =
                 plan::replica_problems(&desired, &after).into_iter().next()
@@ -196,7 +204,13 @@ async fn run_primary(
     let ready = joined(waiting)
         .await
         .map_err(|e| (Failure::NotReady, e.to_string()))?;
-    let session = Session::open(&ready.client, &config.admin, "defaultdb", deadline).await?;
+    let session = Session::open(
+        &ready.client,
+        &config.admin,
+        "defaultdb",
+        Bound::Until(deadline),
+    )
+    .await?;
     match converge_on(config, &session, Role::Primary).await {
         Ok((applied, outcomes, tx_counts)) => {
             let run = NodeRun {
@@ -237,7 +251,14 @@ async fn run_replica(
         );
         return (version, Err((Failure::VersionMismatch, reason)));
     }
-    let session = match Session::open(&ready.client, &config.admin, "defaultdb", deadline).await {
+    let session = match Session::open(
+        &ready.client,
+        &config.admin,
+        "defaultdb",
+        Bound::Until(deadline),
+    )
+    .await
+    {
         Ok(session) => session,
         Err(failed) => return (version, Err(failed)),
     };
@@ -302,8 +323,12 @@ async fn apply_stored_settings(runs: &mut [NodeRun], apply: ApplySettings) {
                     let span = node_span(run.role, &run.host);
                     let reloaded = async {
                         tracing::info!(%database, "reloading to apply the new settings");
+                        let database = &database;
                         run.session
-                            .call("reload", || run.session.client.reload_database(&database))
+                            .call(
+                                "reload",
+                                |c| async move { c.reload_database(database).await },
+                            )
                             .await
                     }
                     .instrument(span)

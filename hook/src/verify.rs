@@ -17,10 +17,10 @@ use futures::future::join_all;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::client::RpcError;
+use crate::client::{Client, RpcError};
 use crate::config::{check_database_name, reject, ConfigError, Topology, TopologyArgs};
 use crate::report::{Failure, Line, Outcome, Report, StepResult};
-use crate::session::Session;
+use crate::session::{Bound, Session};
 use crate::types::{Credentials, Role};
 use crate::wait::{joined, node_span, spawn_waits, WaitFailed};
 
@@ -86,8 +86,8 @@ enum Expectation {
     Transactions(u64),
 }
 
-async fn transactions(session: &Session, database: &str) -> Result<u64, RpcError> {
-    let databases = session.client.list_databases().await?;
+async fn transactions(session: &Client, database: &str) -> Result<u64, RpcError> {
+    let databases = session.list_databases().await?;
     databases
         .iter()
         .find(|d| d.name == database)
@@ -96,9 +96,9 @@ async fn transactions(session: &Session, database: &str) -> Result<u64, RpcError
 }
 
 /// One check of a replica: Ok when it shows what is expected, a pending error while it does not.
-async fn shows(session: &Session, database: &str, expected: &Expectation) -> Result<(), RpcError> {
+async fn shows(session: &Client, database: &str, expected: &Expectation) -> Result<(), RpcError> {
     match expected {
-        Expectation::Probe { key, value } => match session.client.get(key).await {
+        Expectation::Probe { key, value } => match session.get(key).await {
             Ok(found) if &found == value => Ok(()),
             Ok(_) => Err(RpcError::pending(
                 "read",
@@ -138,10 +138,16 @@ pub async fn verify(config: &VerifyConfig) -> Report {
         let ready = joined(primary_wait)
             .await
             .map_err(|e| (Failure::NotReady, e.to_string()))?;
-        let session = Session::open(&ready.client, &config.admin, database, deadline).await?;
+        let session = Session::open(
+            &ready.client,
+            &config.admin,
+            database,
+            Bound::Until(deadline),
+        )
+        .await?;
         let result = if config.read_only {
             session
-                .call("read", || transactions(&session, database))
+                .call("read", |c| async move { transactions(&c, database).await })
                 .await
                 .map(|count| (Outcome::Unchanged, Expectation::Transactions(count)))
         } else {
@@ -150,8 +156,9 @@ pub async fn verify(config: &VerifyConfig) -> Report {
                 .map_or(0, |d| d.as_nanos());
             let key = format!("immudb-hook/verify/{nanos}").into_bytes();
             let value = format!("probe-{nanos}").into_bytes();
+            let (k, v) = (&key, &value);
             let written = session
-                .call("write", || session.client.set(&key, &value))
+                .call("write", |c| async move { c.set(k, v).await })
                 .await;
             written.map(|tx| {
                 tracing::info!(tx, "wrote the probe key");
@@ -196,10 +203,13 @@ pub async fn verify(config: &VerifyConfig) -> Report {
                     }
                     Err(broken) => return Err((Failure::NotReady, broken.to_string())),
                 };
-                let session =
-                    Session::open(&ready.client, &config.admin, database, deadline).await?;
+                let bound = Bound::Until(deadline);
+                let session = Session::open(&ready.client, &config.admin, database, bound).await?;
                 let result = session
-                    .call("read", || shows(&session, database, expected))
+                    .call(
+                        "read",
+                        |c| async move { shows(&c, database, expected).await },
+                    )
                     .await;
                 session.close().await;
                 result.map_err(|(failure, reason)| match failure {

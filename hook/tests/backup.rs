@@ -49,6 +49,7 @@ async fn incremental_backups_restore_to_the_source_state() {
         completed(&first)[0].starts_with("backed up tx 1..5 "),
         "{first}"
     );
+    assert_eq!(open_sessions(&nodes), [0, 0], "backup closes its sessions");
     assert_eq!(
         first.lines[0].host,
         cluster.host(1),
@@ -117,6 +118,11 @@ async fn incremental_backups_restore_to_the_source_state() {
     assert_eq!(
         state_of(&_new_primary, "appdb"),
         state_of(&nodes[0], "appdb")
+    );
+    assert_eq!(
+        open_sessions([&_new_primary]),
+        [0],
+        "restore closes its sessions"
     );
     _new_primary.with_state(|s| {
         let db = &s.databases["appdb"];
@@ -426,6 +432,11 @@ async fn rebuild_primary_copies_the_most_advanced_replica() {
     );
     assert_eq!(state_of(&fresh, "appdb"), expected);
     fresh.with_state(|s| assert!(!s.databases["appdb"].replication.replica));
+    assert_eq!(
+        open_sessions([&fresh, &nodes[0], &nodes[1]]),
+        [0, 0, 0],
+        "rebuild-primary closes its sessions"
+    );
 
     // A second run refuses: the primary now holds the database.
     let again = rebuild_appdb(&cluster, 2).await;

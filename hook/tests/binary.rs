@@ -127,6 +127,11 @@ async fn sigterm_ends_the_wait_cleanly() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(terminate(&mut child).await, Some(143));
+}
+
+/// Sends SIGTERM to `child` and returns its exit code (it must exit within 5 s).
+async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -136,5 +141,36 @@ async fn sigterm_ends_the_wait_cleanly() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.code(), Some(143));
+    status.code()
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_agent_with_its_sessions_closed() {
+    let cluster = Cluster::new();
+    let nodes = start_all(&cluster, 1).await;
+    let report = converge_databases(&cluster, &cluster.replica_hosts(1), &["appdb"]).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let mut child = hook(&cluster, &cluster.replica_hosts(1), databases(&["appdb"]))
+        .arg("agent")
+        .arg("--role=replica")
+        .arg(format!("--listen={}:{AGENT_PORT}", cluster.host(1)))
+        .arg(format!("--local-address={}", cluster.host(1)))
+        .arg("--poll-interval=100ms")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            open_sessions(&nodes) == [1, 1]
+        })
+        .await,
+        "the agent holds one session on each server: {:?}",
+        open_sessions(&nodes)
+    );
+    assert_eq!(terminate(&mut child).await, Some(143));
+    assert_eq!(
+        open_sessions(&nodes),
+        [0, 0],
+        "closed before the process exited"
+    );
 }

@@ -56,8 +56,12 @@ async fn fresh_cluster_converges_then_a_second_run_changes_nothing() {
         assert_eq!(r.primary_port, u32::from(GRPC_PORT));
         assert_eq!(r.primary_username, "replicator");
         assert_eq!(r.primary_password, REPLICATION_PASSWORD);
-        assert_eq!(s.session_count(), 0, "the hook closes its sessions");
     });
+    assert_eq!(
+        open_sessions(&nodes),
+        [0, 0, 0],
+        "the Job closes its sessions"
+    );
 
     let second = converge(&config).await;
     assert_eq!(second.exit_code(), 0, "{second}");
@@ -66,6 +70,7 @@ async fn fresh_cluster_converges_then_a_second_run_changes_nothing() {
         "{second}"
     );
     assert!(second.verdict().contains("already converged"));
+    assert_eq!(open_sessions(&nodes), [0, 0, 0]);
 }
 
 fn tx_counts(nodes: &[immudb_double::Node], database: &str) -> Vec<u64> {
@@ -87,6 +92,11 @@ async fn verify_writes_only_into_the_canary_database() {
 
     let verified = verify(&cluster.verify_config(&replicas, &["--database=chart_canary"])).await;
     assert_eq!(verified.exit_code(), 0, "{verified}");
+    assert_eq!(
+        open_sessions(&nodes),
+        [0, 0, 0],
+        "verify closes its sessions"
+    );
     let replicated = verified
         .lines
         .iter()

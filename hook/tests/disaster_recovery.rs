@@ -185,6 +185,8 @@ async fn sessions_lost_in_the_middle_of_a_transfer_are_reopened() {
     assert_eq!(report.exit_code(), 0, "{report}");
     assert!(node.faults.sessions_reaped.load(Ordering::SeqCst) > 0);
     assert_eq!(state_of(&node, "appdb"), state_of(&nodes[0], "appdb"));
+    assert_eq!(open_sessions(&nodes), [0, 0]);
+    assert_eq!(open_sessions([&node]), [0]);
 
     // rebuild-primary: the primary is lost and comes back empty, both ends lose sessions.
     let mut nodes = nodes;
@@ -194,6 +196,7 @@ async fn sessions_lost_in_the_middle_of_a_transfer_are_reopened() {
     assert_eq!(report.exit_code(), 0, "{report}");
     assert!(fresh.faults.sessions_reaped.load(Ordering::SeqCst) > 0);
     assert_eq!(state_of(&fresh, "appdb"), state_of(&node, "appdb"));
+    assert_eq!(open_sessions([&fresh, &nodes[0]]), [0, 0]);
 }
 
 #[tokio::test]

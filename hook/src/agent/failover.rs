@@ -18,6 +18,7 @@ use crate::plan::failover::{
     self, elect, lease_step, observe, Election, ElectionRules, LeaseMemory, LeaseStep, Peer,
     Position, Timing, TxPosition,
 };
+use crate::session::{Logins, Session};
 use crate::types::{Credentials, Role};
 use crate::wait::SystemResolver;
 
@@ -57,7 +58,7 @@ pub enum Verdict {
 /// of the release (to ask in an election), the admin's credentials for them, and the
 /// synchronous acknowledgements the spec asks for.
 pub struct Ask<'a> {
-    pub local: &'a Client,
+    pub local: &'a Session,
     pub databases: &'a [String],
     pub topology: &'a Topology,
     pub admin: &'a Credentials,
@@ -77,8 +78,11 @@ pub struct Failover {
     kube: Kube,
     memory: LeaseMemory,
     lease: Option<Lease>,
-    /// Sessions on the other pods, kept while an election lasts (a login costs ~100 ms of CPU).
+    /// Sessions on the other pods, kept while an election lasts (a login costs ~100 ms of CPU)
+    /// and closed when it ends.
     peers: BTreeMap<String, Link>,
+    /// The agent's login count, which the peers' sessions add to.
+    logins: Logins,
     /// The role label as last set on the pod (or, beyond failover.maxReplicas, last reported
     /// as not settable).
     labelled: Option<Role>,
@@ -119,8 +123,9 @@ pub async fn position_of(session: &Client, databases: &[String]) -> Result<Posit
 }
 
 impl Failover {
-    pub fn new(config: FailoverConfig) -> Failover {
+    pub fn new(config: FailoverConfig, logins: &Logins) -> Failover {
         Failover {
+            logins: logins.clone(),
             kube: Kube::new(config.kube.clone()),
             config,
             memory: LeaseMemory::default(),
@@ -279,25 +284,23 @@ impl Failover {
         self.peers.retain(|host, _| members.contains(host));
         for host in members {
             self.peers.entry(host.clone()).or_insert_with(|| {
-                Link::new(host, Dial::Resolve(SystemResolver::new(others)), others)
+                let resolver = Dial::Resolve(SystemResolver::new(others));
+                Link::new(host, resolver, others, &self.logins)
             });
         }
+        let defaultdb = ["defaultdb".to_string()];
+        let defaultdb = &defaultdb;
         let asks = self.peers.iter_mut().map(|(host, link)| async move {
-            let ask = async {
-                let mut logins = 0;
-                let session = link
-                    .session(admin, &["defaultdb".to_string()], &mut logins)
-                    .await?
-                    .clone();
+            let ask = link.call(admin, defaultdb, |session| async move {
                 position_of(&session, databases).await
-            };
+            });
             let position = match tokio::time::timeout(ASK_TIMEOUT, ask).await {
                 Ok(Ok(position)) => Some(position),
                 Ok(Err(error)) => {
                     tracing::info!(peer = %host, %error, "the pod did not say what it holds");
-                    link.reset();
                     None
                 }
+                // The call was cut short: its session may be in any state, start again.
                 Err(_) => {
                     link.reset();
                     None
@@ -318,7 +321,12 @@ impl Failover {
         previous: Option<String>,
         ask: &Ask<'_>,
     ) -> (Verdict, Option<Takeover>) {
-        let mine = match position_of(ask.local, ask.databases).await {
+        let databases = ask.databases;
+        let mine = ask
+            .local
+            .retry(|session| async move { position_of(&session, databases).await })
+            .await;
+        let mine = match mine {
             Ok(mine) => mine,
             Err(error) => {
                 return (

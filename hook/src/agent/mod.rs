@@ -11,6 +11,7 @@ mod counters;
 pub mod failover;
 mod http;
 pub mod metrics;
+mod pace;
 mod poll;
 mod roles;
 
@@ -20,9 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 pub use config::{AgentArgs, AgentConfig, AgentRole};
-
-/// Poll interval until the local immudb first answers.
-const FIRST_POLLS: Duration = Duration::from_millis(250);
+use pace::{Pace, Polled};
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -46,21 +45,19 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<std::convert::Infallible
     // The port closes with the agent (a test restarts agents in one process).
     let _server = AbortOnDrop(tokio::spawn(http::serve(listener, shared.clone())));
     tracing::info!(role = ?config.role, listen = %config.listen, "agent started");
+    let mut pace = Pace::new(config.poll_interval);
     let mut agent = poll::Agent::new(config);
-    let mut assessed_once = false;
     loop {
         let started = Instant::now();
         let status = agent.poll().await;
-        assessed_once |= status.assessment.is_some();
+        let polled = match &status.assessment {
+            Some(_) => Polled::Assessed,
+            None if agent.local_answered() => Polled::Refused,
+            None => Polled::Unanswered,
+        };
         *shared.status.lock().expect("status lock") = status;
         *shared.last_poll.lock().expect("poll lock") = Instant::now();
-        // Until the local immudb first answers, poll again soon: a returning former primary opens
-        // its databases writable, and the first poll is the one that fences them.
-        let interval = if assessed_once {
-            agent.config.poll_interval
-        } else {
-            agent.config.poll_interval.min(FIRST_POLLS)
-        };
-        tokio::time::sleep(interval.saturating_sub(started.elapsed())).await;
+        let wait = pace.after(polled);
+        tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
     }
 }

@@ -19,6 +19,7 @@ use crate::locate;
 use crate::plan::health::{self, Assessment, Memory, PrimaryView, Repair, ReplicaView, State};
 use crate::plan::{Action, DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
 use crate::scrape;
+use crate::session::Logins;
 use crate::types::{Credentials, Role, Secret};
 use crate::wait::SystemResolver;
 
@@ -33,9 +34,13 @@ type Holdings = (Instant, BTreeMap<String, (String, u64)>);
 pub struct Agent {
     pub config: AgentConfig,
     pub(super) started: Instant,
-    local: Link,
+    pub(super) local: Link,
     /// The primary, for a replica's agent.
     pub(super) primary: Link,
+    /// Every login the agent makes, whichever server.
+    pub(super) logins: Logins,
+    /// Whether the local immudb answered a call of this poll (a refusal is an answer).
+    local_answered: bool,
     http: reqwest::Client,
     memory: Memory,
     pub(super) counters: Counters,
@@ -53,6 +58,11 @@ pub struct Agent {
     pub(super) role: Role,
 }
 
+/// The database the admin's sessions open on.
+pub(super) fn defaultdb() -> [String; 1] {
+    ["defaultdb".to_string()]
+}
+
 pub(super) fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
     format!("{step}: {error}")
 }
@@ -60,15 +70,18 @@ pub(super) fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
 impl Agent {
     pub fn new(config: AgentConfig) -> Agent {
         let topology = &config.topology;
+        let logins = Logins::default();
         let local = Link::new(
             &topology.primary,
             Dial::Fixed(config.local_address),
             topology,
+            &logins,
         );
         let primary = Link::new(
             &topology.primary,
             Dial::Resolve(SystemResolver::new(topology)),
             topology,
+            &logins,
         );
         // The local metrics port is plaintext on replicas, the only agents that read it.
         let http = crate::tls::http_client_builder(None, SCRAPE_TIMEOUT)
@@ -78,12 +91,14 @@ impl Agent {
             AgentRole::Primary => Role::Primary,
             AgentRole::Replica => Role::Replica,
         };
-        let failover = config.failover.clone().map(Failover::new);
+        let failover = config.failover.clone().map(|f| Failover::new(f, &logins));
         Agent {
             config,
             started: Instant::now(),
             local,
             primary,
+            logins,
+            local_answered: false,
             http,
             memory: Memory::default(),
             counters: Counters::default(),
@@ -119,6 +134,7 @@ impl Agent {
     pub async fn poll(&mut self) -> Status {
         let started = Instant::now();
         self.counters.polls += 1;
+        self.local_answered = false;
         let role = self.config.role;
         let span = tracing::info_span!("poll", ?role);
         let outcome = self.poll_role().instrument(span).await;
@@ -152,8 +168,14 @@ impl Agent {
             self.last_reasons = reasons;
         }
         self.log_unconfirmed_settings(&status);
+        self.counters.logins = self.logins.count();
         status.counters = self.counters.clone();
         status
+    }
+
+    /// Whether the local immudb answered a call of the last poll, if only with a refusal.
+    pub fn local_answered(&self) -> bool {
+        self.local_answered
     }
 
     /// A settings update immudb accepted but does not report back is worth one warning, not one
@@ -247,31 +269,17 @@ impl Agent {
         }
     }
 
-    /// A session on the local server, reopened after a failure.
-    pub(super) async fn local_session(&mut self) -> Result<Client, String> {
-        let admin = self.config.admin.clone();
-        self.local
-            .session(
-                &admin,
-                &["defaultdb".to_string()],
-                &mut self.counters.logins,
-            )
-            .await
-            .cloned()
-            .map_err(|e| poll_failed("local immudb", e))
-    }
-
-    /// Runs `call` on the local session; a failure drops the session so the next poll reopens it.
+    /// Runs `call` on the local session (see `Link::call`), noting whether immudb answered.
     pub(super) async fn on_local<T, F, Fut>(&mut self, call: F) -> Result<T, String>
     where
-        F: FnOnce(Client) -> Fut,
+        F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, RpcError>>,
     {
-        let session = self.local_session().await?;
-        let result = call(session).await;
-        if result.is_err() {
-            self.local.reset();
-        }
+        let result = self
+            .local
+            .call(&self.config.admin, &defaultdb(), call)
+            .await;
+        self.local_answered |= result.as_ref().map_or_else(|e| !e.unanswered(), |_| true);
         result.map_err(|e| poll_failed("local immudb", e))
     }
 
@@ -291,33 +299,29 @@ impl Agent {
         who: &Credentials,
         databases: &[String],
     ) -> Option<PrimaryView> {
-        let view = async {
-            let session = self
-                .primary
-                .session(who, databases, &mut self.counters.logins)
-                .await?
-                .clone();
-            let version = session.server_version().await?;
-            let mut transactions = BTreeMap::new();
-            for database in databases {
-                match session.use_database(database).await {
-                    Ok(()) => {}
-                    Err(e) if e.code == tonic::Code::NotFound => continue,
-                    Err(e) => return Err(e),
+        let view = self
+            .primary
+            .call(who, databases, |session| async move {
+                let version = session.server_version().await?;
+                let mut transactions = BTreeMap::new();
+                for database in databases {
+                    match session.use_database(database).await {
+                        Ok(()) => {}
+                        Err(e) if e.code == tonic::Code::NotFound => continue,
+                        Err(e) => return Err(e),
+                    }
+                    transactions.insert(database.clone(), session.current_state().await?.tx_id);
                 }
-                transactions.insert(database.clone(), session.current_state().await?.tx_id);
-            }
-            Ok::<_, RpcError>(PrimaryView {
-                version,
-                transactions,
+                Ok(PrimaryView {
+                    version,
+                    transactions,
+                })
             })
-        }
-        .await;
+            .await;
         match view {
             Ok(view) => Some(view),
             Err(error) => {
                 tracing::info!(primary = %self.primary.host, %error, "the primary did not answer");
-                self.primary.reset();
                 None
             }
         }
@@ -386,7 +390,8 @@ impl Agent {
             Some((asked, held)) if asked.elapsed() < HOLDINGS_FOR => held.clone(),
             _ => {
                 let others = self.others().await;
-                let held = held_by_replicas(&others, &self.config.admin, &creates).await;
+                let held =
+                    held_by_replicas(&others, &self.config.admin, &creates, &self.logins).await;
                 self.holdings = Some((Instant::now(), held.clone()));
                 held
             }

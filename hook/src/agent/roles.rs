@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use super::counters::LostIn;
 use super::failover::{Ask, Takeover, Verdict};
-use super::poll::{poll_failed, Agent};
-use crate::client::RpcError;
+use super::poll::{defaultdb, poll_failed, Agent};
 use crate::config::spec::DatabaseReplication;
 use crate::link::{Dial, Link};
 use crate::plan::failover::{self, History, Rejoin};
@@ -25,15 +24,19 @@ impl Agent {
         now: Duration,
     ) -> Result<(Assessment, bool), String> {
         let names: Vec<String> = spec.databases.iter().map(|d| d.name.clone()).collect();
-        let local = self.local_session().await?;
         let topology = self.config.topology.clone();
         let admin = self.config.admin.clone();
+        let local = self
+            .local
+            .session(&admin, &defaultdb())
+            .await
+            .map_err(|e| poll_failed("local immudb", e))?;
         let failover = self
             .failover
             .as_mut()
             .expect("a failover poll has failover");
         let ask = Ask {
-            local: &local,
+            local,
             databases: &names,
             topology: &topology,
             admin: &admin,
@@ -166,11 +169,12 @@ impl Agent {
         Ok((assessment, view.is_some()))
     }
 
-    /// The primary link dials `host` from now on.
+    /// The primary link dials `host` from now on; the old one's session is closed.
     fn point_at(&mut self, host: &str) {
         if self.primary.host != host {
             let topology = &self.config.topology;
-            self.primary = Link::new(host, Dial::Resolve(SystemResolver::new(topology)), topology);
+            let resolver = Dial::Resolve(SystemResolver::new(topology));
+            self.primary = Link::new(host, resolver, topology, &self.logins);
         }
     }
 
@@ -229,31 +233,28 @@ impl Agent {
         &mut self,
         database: &str,
         replication: &Credentials,
-    ) -> Result<History, RpcError> {
-        let name = database.to_string();
-        let local = self.local_session().await.map_err(|message| RpcError {
-            call: "OpenSession",
-            code: tonic::Code::Unavailable,
-            message,
-        })?;
-        local.use_database(&name).await?;
-        let (position, alh) = local.position().await?;
-        let primary = self
+    ) -> Result<History, String> {
+        let (position, alh) = self
+            .on_local(|local| async move {
+                local.use_database(database).await?;
+                local.position().await
+            })
+            .await?;
+        let name = [database.to_string()];
+        let theirs = self
             .primary
-            .session(
-                replication,
-                std::slice::from_ref(&name),
-                &mut self.counters.logins,
-            )
-            .await?
-            .clone();
-        primary.use_database(&name).await?;
-        let (theirs, _) = primary.position().await?;
-        let at_ours = if position.committed > 0 && position.committed <= theirs.committed {
-            Some(primary.tx_header(position.committed).await?.alh())
-        } else {
-            None
-        };
+            .call(replication, &name, |primary| async move {
+                primary.use_database(database).await?;
+                let (theirs, _) = primary.position().await?;
+                let at_ours = if position.committed > 0 && position.committed <= theirs.committed {
+                    Some(primary.tx_header(position.committed).await?.alh())
+                } else {
+                    None
+                };
+                Ok((theirs, at_ours))
+            })
+            .await;
+        let (theirs, at_ours) = theirs.map_err(|e| poll_failed("the primary", e))?;
         Ok(History {
             local: (position.committed, alh),
             primary_committed: theirs.committed,

@@ -10,7 +10,6 @@ pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod destination;
-pub mod kept_session;
 pub mod pipeline;
 pub mod rebuild;
 pub mod restore;
@@ -19,13 +18,7 @@ pub mod storage;
 pub mod tx_client;
 pub mod walk;
 
-use std::time::Duration;
-
-use tokio::time::Instant;
-
-use crate::client::RpcError;
 use crate::report::{Failure, Line, Outcome, Report};
-use crate::retry;
 use crate::types::Role;
 use storage::{Storage, StorageError};
 
@@ -37,18 +30,6 @@ pub fn integrity(reason: impl Into<String>) -> Failed {
 
 pub fn storage_failed(error: StorageError) -> Failed {
     (Failure::Storage, error.to_string())
-}
-
-/// One call, its transient failures retried for up to `timeout` from now: a long transfer has no
-/// overall deadline, each call has its own.
-pub async fn call<T, F, Fut>(timeout: Duration, step: &str, attempt: F) -> StepResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, RpcError>>,
-{
-    retry::until(Instant::now() + timeout, attempt)
-        .await
-        .map_err(|e| crate::session::step_failed(step, e))
 }
 
 /// Every manifest of `database` in `storage`, grouped into chains (oldest first). A manifest that

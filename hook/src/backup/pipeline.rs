@@ -21,10 +21,9 @@ use immudb_txlog::{hex, Hash, TxHeader};
 use tokio::task::JoinHandle;
 
 use super::integrity;
-use super::kept_session::KeptSession;
 use crate::report::{Failure, StepResult};
 use crate::retry::Retried;
-use crate::session::step_failed;
+use crate::session::{step_failed, Session};
 
 /// immudb's answer to a transaction it already holds.
 const ALREADY_COMMITTED: &str = "tx already committed";
@@ -65,13 +64,13 @@ impl<T> Drop for InFlight<T> {
 }
 
 pub struct ReplicatePipeline {
-    session: Arc<KeptSession>,
+    session: Arc<Session>,
     depth: usize,
     in_flight: InFlight<(Hash, TxHeader)>,
 }
 
 impl ReplicatePipeline {
-    pub fn new(session: Arc<KeptSession>, depth: usize) -> ReplicatePipeline {
+    pub fn new(session: Arc<Session>, depth: usize) -> ReplicatePipeline {
         ReplicatePipeline {
             session,
             depth: depth.max(1),
@@ -122,12 +121,7 @@ impl ReplicatePipeline {
 /// One replicateTx, retried while transient. A retry whose first attempt did reach the server
 /// hears "tx already committed": the transaction is then accepted if the server holds it with
 /// the expected Alh.
-async fn replicate(
-    session: &KeptSession,
-    tx: u64,
-    alh: Hash,
-    message: &[u8],
-) -> StepResult<TxHeader> {
+async fn replicate(session: &Session, tx: u64, alh: Hash, message: &[u8]) -> StepResult<TxHeader> {
     let named = |(failure, reason): (Failure, String)| (failure, format!("tx {tx}: {reason}"));
     match session
         .retry(|c| async move { c.replicate_tx(message).await })

@@ -13,12 +13,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::config::RebuildConfig;
-use super::kept_session::KeptSession;
 use super::pipeline::{ReadAhead, ReplicatePipeline};
 use super::tx_client::State;
-use super::{all_failed, call, integrity, line, StepResult};
+use super::{all_failed, integrity, line, StepResult};
 use crate::report::{Failure, Report};
-use crate::session::Session;
+use crate::session::{Bound, Session};
 use crate::types::{Role, Setting};
 use crate::wait::{self, joined, node_span, spawn_waits, ReadyNode};
 
@@ -100,13 +99,11 @@ async fn most_advanced<'a>(
     for replica in replicas {
         let host = &replica.0;
         let observed = async {
-            let deadline = Instant::now() + config.timeout;
-            let session =
-                Session::open(&replica.1.client, &config.admin, database, deadline).await?;
-            let state = call(config.timeout, "CurrentState", || {
-                session.client.current_state()
-            })
-            .await;
+            let bound = Bound::EachCall(config.timeout);
+            let session = Session::open(&replica.1.client, &config.admin, database, bound).await?;
+            let state = session
+                .call("CurrentState", |c| async move { c.current_state().await })
+                .await;
             session.close().await;
             state
         }
@@ -138,9 +135,9 @@ async fn rebuild_database(
     replicas: &[(String, ReadyNode)],
     database: &str,
 ) -> StepResult<String> {
-    let timeout = config.timeout;
+    let bound = Bound::EachCall(config.timeout);
     // Kept across the copy, which may run for hours; reopened if the server loses it.
-    let admin = KeptSession::open(&primary.client, &config.admin, "defaultdb", timeout).await?;
+    let admin = Session::open(&primary.client, &config.admin, "defaultdb", bound).await?;
     let list = || {
         admin.call(
             "DatabaseListV2",
@@ -186,7 +183,7 @@ async fn rebuild_database(
         let depth = max_concurrency.map_or(config.pipeline_depth, |m| config.pipeline_depth.min(m as usize)).max(1);
         copy(config, primary, replica, database, state, source, depth).await?;
         set_replica(false).await?;
-        let session = KeptSession::open(&primary.client, &config.admin, database, timeout).await?;
+        let session = Session::open(&primary.client, &config.admin, database, bound).await?;
         let rebuilt = session
             .call("CurrentState", |c| async move { c.current_state().await })
             .await;
@@ -224,11 +221,9 @@ async fn copy(
     source: &str,
     depth: usize,
 ) -> StepResult<()> {
-    let timeout = config.timeout;
-    let reader =
-        Arc::new(KeptSession::open(&replica.client, &config.admin, database, timeout).await?);
-    let writer =
-        Arc::new(KeptSession::open(&primary.client, &config.admin, database, timeout).await?);
+    let bound = Bound::EachCall(config.timeout);
+    let reader = Arc::new(Session::open(&replica.client, &config.admin, database, bound).await?);
+    let writer = Arc::new(Session::open(&primary.client, &config.admin, database, bound).await?);
     let result = async {
         let mut reads = ReadAhead::new(1, state.tx_id, config.read_ahead, |id| {
             let reader = reader.clone();

@@ -12,7 +12,6 @@ use tracing::Instrument;
 
 use super::audit::{self, Audit};
 use super::config::{RestoreConfig, RestoreTarget};
-use super::kept_session::KeptSession;
 use super::pipeline::ReplicatePipeline;
 use super::storage::Storage;
 use super::tx_client::State;
@@ -20,6 +19,7 @@ use super::walk::walk;
 use super::{all_failed, integrity, line, storage_failed, StepResult};
 use crate::plan::ObservedDatabase;
 use crate::report::{Failure, Report};
+use crate::session::{Bound, Session};
 use crate::types::{Role, Setting};
 use crate::wait::node_span;
 use crate::wait::{self, ReadyNode, SystemResolver};
@@ -88,12 +88,12 @@ struct Server<'a> {
 
 impl Server<'_> {
     /// A session on `database`, reopened if the server loses it during a long replay.
-    async fn session(&self, database: &str) -> StepResult<KeptSession> {
-        KeptSession::open(
+    async fn session(&self, database: &str) -> StepResult<Session> {
+        Session::open(
             &self.node.client,
             &self.target.admin,
             database,
-            self.config.timeout,
+            Bound::EachCall(self.config.timeout),
         )
         .await
     }
@@ -261,11 +261,11 @@ impl Server<'_> {
     ) -> StepResult<usize> {
         let depth = self.depth(into).await?;
         let session = Arc::new(
-            KeptSession::open(
+            Session::open(
                 &self.node.client,
                 &self.target.admin,
                 into,
-                self.config.timeout,
+                Bound::EachCall(self.config.timeout),
             )
             .await?,
         );

@@ -17,12 +17,12 @@ use tracing::Instrument;
 
 use super::catalog::{self, Manifest, MANIFEST_FORMAT};
 use super::config::{BackupConfig, Source};
-use super::kept_session::KeptSession;
 use super::pipeline::ReadAhead;
 use super::storage::{ObjectWriter, Storage};
 use super::tx_client::State;
 use super::{all_failed, integrity, line, load_chains, storage_failed, StepResult};
 use crate::report::{Failure, Report};
+use crate::session::{Bound, Session};
 use crate::types::Role;
 use crate::wait::node_span;
 use crate::wait::{self, ReadyNode, SystemResolver};
@@ -177,8 +177,8 @@ async fn backup_database(
     database: &str,
 ) -> StepResult<String> {
     let start = plan_start(config, storage, database).await?;
-    let session =
-        Arc::new(KeptSession::open(&source.client, &config.admin, database, config.timeout).await?);
+    let bound = Bound::EachCall(config.timeout);
+    let session = Arc::new(Session::open(&source.client, &config.admin, database, bound).await?);
     let result = transfer(config, storage, &session, source, host, database, start).await;
     session.close().await;
     let (mut summary, chains) = result?;
@@ -197,7 +197,7 @@ async fn backup_database(
 async fn transfer(
     config: &BackupConfig,
     storage: &Storage,
-    session: &Arc<KeptSession>,
+    session: &Arc<Session>,
     source: &ReadyNode,
     host: &str,
     database: &str,
@@ -320,7 +320,7 @@ async fn transfer(
 /// before it is written; returns (bytes, SHA-256 hex). Memory holds at most `read_ahead`
 /// transactions (each twice: as read and decoded) besides the storage's upload parts.
 async fn stream_records(
-    session: &Arc<KeptSession>,
+    session: &Arc<Session>,
     chain: &mut Chain,
     (first, state): (u64, State),
     writer: &mut ObjectWriter,

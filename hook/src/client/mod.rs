@@ -6,6 +6,7 @@
 mod convert;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
@@ -39,6 +40,15 @@ impl RpcError {
             code: Code::Unavailable,
             message,
         }
+    }
+
+    /// Nothing came back from immudb: the connection was refused or lost, or the call timed out.
+    /// Anything else is immudb's own answer (a refusal, a full session table).
+    pub fn unanswered(&self) -> bool {
+        matches!(
+            self.code,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+        )
     }
 
     pub(crate) fn from_status(call: &'static str, status: Status) -> RpcError {
@@ -77,6 +87,8 @@ pub struct Target {
 #[derive(Clone)]
 pub struct Client {
     inner: ImmuServiceClient<Channel>,
+    /// The server's name, for logs.
+    host: Arc<str>,
     session: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
@@ -104,8 +116,13 @@ impl Client {
         }
         Ok(Client {
             inner: ImmuServiceClient::new(endpoint.connect_lazy()),
+            host: target.host.as_str().into(),
             session: None,
         })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     pub(crate) fn rpc(&self) -> ImmuServiceClient<Channel> {
@@ -130,7 +147,8 @@ impl Client {
         Ok(response.into_inner().version)
     }
 
-    /// Returns a client bound to a new session on `database`.
+    /// Returns a client bound to a new session on `database`. In the binary only
+    /// `session::Session` calls it, so that every session is reused and closed.
     pub async fn open_session(
         &self,
         who: &Credentials,
@@ -154,6 +172,7 @@ impl Client {
         })?;
         Ok(Client {
             inner: self.inner.clone(),
+            host: self.host.clone(),
             session: Some(session),
         })
     }

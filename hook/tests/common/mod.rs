@@ -279,10 +279,14 @@ impl Cluster {
             format!("--replication-password-file={}", self.path("replication")),
             format!("--listen={address}"),
             format!("--local-address={}", self.ip(node)),
-            "--poll-interval=100ms".into(),
-            "--max-lag=2s".into(),
-            "--drift-grace=1s".into(),
         ];
+        // The test timings, unless `extra` sets them.
+        for timing in ["--poll-interval=100ms", "--max-lag=2s", "--drift-grace=1s"] {
+            let name = timing.split('=').next().expect("a flag");
+            if !extra.iter().any(|e| e.starts_with(&format!("{name}="))) {
+                flags.push(timing.into());
+            }
+        }
         flags.extend(extra.iter().map(|s| s.to_string()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let cli = self.cli_with(replicas, 20, global, "agent", &flags);
@@ -328,6 +332,14 @@ impl Cluster {
             }
         }))
     }
+}
+
+/// The sessions each node holds now: a command of the hook leaves none open when it finishes.
+pub fn open_sessions<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<usize> {
+    nodes
+        .into_iter()
+        .map(|n| n.with_state(|s| s.session_count()))
+        .collect()
 }
 
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.

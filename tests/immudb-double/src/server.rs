@@ -38,6 +38,20 @@ pub struct Faults {
     /// UpdateDatabaseV2 accepts storage settings but keeps the old ones, as immudb does with a
     /// field it does not know (a client sending a wrong field number).
     pub storage_updates_ignored: AtomicBool,
+    /// Calls refused by name (`"DatabaseListV2"`, as the proto spells it) with the status given:
+    /// a server that answers, and refuses (`Faults::refuse`).
+    pub refused: Mutex<BTreeMap<&'static str, Status>>,
+}
+
+impl Faults {
+    /// Every later `rpc` call answers `status`; `None` accepts it again.
+    pub fn refuse(&self, rpc: &'static str, status: Option<Status>) {
+        let mut refused = self.refused.lock().expect("faults lock");
+        match status {
+            Some(status) => refused.insert(rpc, status),
+            None => refused.remove(rpc),
+        };
+    }
 }
 
 #[derive(Clone)]
@@ -49,7 +63,9 @@ pub struct Service {
 }
 
 impl Service {
-    pub(crate) async fn gate(&self) -> Result<(), Status> {
+    /// What every call meets first: a stopped node, latency, the injected faults. `rpc` is the
+    /// call's name as the proto spells it.
+    pub(crate) async fn gate(&self, rpc: &str) -> Result<(), Status> {
         if self.faults.stopped.load(Ordering::SeqCst) {
             return Err(Status::unavailable("the server is stopped"));
         }
@@ -73,6 +89,9 @@ impl Service {
                 .sessions_reaped
                 .fetch_add(reaped, Ordering::SeqCst);
         }
+        if let Some(status) = self.faults.refused.lock().expect("faults lock").get(rpc) {
+            return Err(status.clone());
+        }
         Ok(())
     }
 
@@ -91,7 +110,7 @@ impl ImmuService for Service {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        self.gate().await?;
+        self.gate("Login").await?;
         let r = request.into_inner();
         let mut state = self.state();
         let user = state.check_credentials(&r.user, &r.password)?;
@@ -107,7 +126,7 @@ impl ImmuService for Service {
         &self,
         request: Request<OpenSessionRequest>,
     ) -> Result<Response<OpenSessionResponse>, Status> {
-        self.gate().await?;
+        self.gate("OpenSession").await?;
         let r = request.into_inner();
         let mut state = self.state();
         let user = state.check_credentials(&r.username, &r.password)?;
@@ -127,6 +146,7 @@ impl ImmuService for Service {
         }
         let id = new_id();
         state.sessions.insert(id.clone(), (user, db));
+        state.sessions_opened += 1;
         Ok(Response::new(OpenSessionResponse {
             session_id: id,
             server_uuid: "double".to_string(),
@@ -134,7 +154,7 @@ impl ImmuService for Service {
     }
 
     async fn close_session(&self, request: Request<()>) -> Result<Response<()>, Status> {
-        self.gate().await?;
+        self.gate("CloseSession").await?;
         let mut state = self.state();
         let id = request
             .metadata()
@@ -146,6 +166,7 @@ impl ImmuService for Service {
             .sessions
             .remove(&id)
             .ok_or_else(|| Status::permission_denied("session not found"))?;
+        state.sessions_closed += 1;
         Ok(Response::new(()))
     }
 
@@ -153,7 +174,7 @@ impl ImmuService for Service {
         &self,
         _request: Request<ServerInfoRequest>,
     ) -> Result<Response<ServerInfoResponse>, Status> {
-        self.gate().await?;
+        self.gate("ServerInfo").await?;
         let state = self.state();
         let visible = state.databases.len() as i32;
         Ok(Response::new(ServerInfoResponse {
@@ -169,7 +190,7 @@ impl ImmuService for Service {
         &self,
         request: Request<CreateDatabaseRequest>,
     ) -> Result<Response<CreateDatabaseResponse>, Status> {
-        self.gate().await?;
+        self.gate("CreateDatabaseV2").await?;
         let mut state = self.state();
         let (user, _) = state.caller(request.metadata())?;
         state.require_sys_admin(&user)?;
@@ -215,7 +236,7 @@ impl ImmuService for Service {
         &self,
         request: Request<UpdateDatabaseRequest>,
     ) -> Result<Response<UpdateDatabaseResponse>, Status> {
-        self.gate().await?;
+        self.gate("UpdateDatabaseV2").await?;
         let mut state = self.state();
         let (user, _) = state.caller(request.metadata())?;
         let r = request.into_inner();
@@ -256,7 +277,7 @@ impl ImmuService for Service {
         &self,
         request: Request<DatabaseListRequestV2>,
     ) -> Result<Response<DatabaseListResponseV2>, Status> {
-        self.gate().await?;
+        self.gate("DatabaseListV2").await?;
         let state = self.state();
         let (user, _) = state.caller(request.metadata())?;
         let databases = state
@@ -280,7 +301,7 @@ impl ImmuService for Service {
         &self,
         request: Request<CreateUserRequest>,
     ) -> Result<Response<()>, Status> {
-        self.gate().await?;
+        self.gate("CreateUser").await?;
         let mut state = self.state();
         let (caller, _) = state.caller(request.metadata())?;
         state.require_writable_server()?;
@@ -308,7 +329,7 @@ impl ImmuService for Service {
         &self,
         request: Request<ChangePermissionRequest>,
     ) -> Result<Response<()>, Status> {
-        self.gate().await?;
+        self.gate("ChangePermission").await?;
         let mut state = self.state();
         let (caller, _) = state.caller(request.metadata())?;
         state.require_writable_server()?;
@@ -328,7 +349,7 @@ impl ImmuService for Service {
     }
 
     async fn list_users(&self, request: Request<()>) -> Result<Response<UserList>, Status> {
-        self.gate().await?;
+        self.gate("ListUsers").await?;
         let state = self.state();
         let (caller, _) = state.caller(request.metadata())?;
         let visible_to_caller = |name: &String| {
@@ -361,7 +382,7 @@ impl ImmuService for Service {
     }
 
     async fn get(&self, request: Request<KeyRequest>) -> Result<Response<Entry>, Status> {
-        self.gate().await?;
+        self.gate("Get").await?;
         let state = self.state();
         let (_, db) = state.session_database(request.metadata())?;
         let key = request.into_inner().key;
@@ -376,7 +397,7 @@ impl ImmuService for Service {
         &self,
         request: Request<Database_>,
     ) -> Result<Response<UseDatabaseReply>, Status> {
-        self.gate().await?;
+        self.gate("UseDatabase").await?;
         let mut state = self.state();
         let (user, _) = state.caller(request.metadata())?;
         let session = request
@@ -407,7 +428,7 @@ impl ImmuService for Service {
     }
 
     async fn keep_alive(&self, request: Request<()>) -> Result<Response<()>, Status> {
-        self.gate().await?;
+        self.gate("KeepAlive").await?;
         self.state().caller(request.metadata())?;
         Ok(Response::new(()))
     }
@@ -416,7 +437,7 @@ impl ImmuService for Service {
         &self,
         request: Request<DatabaseSettingsRequest>,
     ) -> Result<Response<DatabaseSettingsResponse>, Status> {
-        self.gate().await?;
+        self.gate("GetDatabaseSettingsV2").await?;
         let state = self.state();
         let (_, db_name) = state.caller(request.metadata())?;
         let db = state
@@ -433,7 +454,7 @@ impl ImmuService for Service {
         &self,
         request: Request<UnloadDatabaseRequest>,
     ) -> Result<Response<UnloadDatabaseResponse>, Status> {
-        self.gate().await?;
+        self.gate("UnloadDatabase").await?;
         let mut state = self.state();
         let database = request.get_ref().database.clone();
         let db = state.database_to_load(request.metadata(), &database)?;
@@ -450,7 +471,7 @@ impl ImmuService for Service {
         &self,
         request: Request<LoadDatabaseRequest>,
     ) -> Result<Response<LoadDatabaseResponse>, Status> {
-        self.gate().await?;
+        self.gate("LoadDatabase").await?;
         let mut state = self.state();
         let database = request.get_ref().database.clone();
         let db = state.database_to_load(request.metadata(), &database)?;

@@ -103,6 +103,9 @@ pub struct State {
     pub databases: BTreeMap<String, Database>,
     pub users: BTreeMap<String, User>,
     pub(crate) sessions: HashMap<String, (String, String)>,
+    /// Sessions opened since the server started, and those closed with CloseSession.
+    pub sessions_opened: u64,
+    pub sessions_closed: u64,
     pub(crate) tokens: HashMap<String, String>,
     /// Cut off from the network (`Node::isolate`): its replicators pause.
     pub isolated: bool,
@@ -139,6 +142,12 @@ impl State {
 
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Forgets every session, as immudb does when it restarts: their calls then answer 7
+    /// `session not found`.
+    pub fn lose_sessions(&mut self) {
+        self.sessions.clear();
     }
 
     pub(crate) fn check_credentials(

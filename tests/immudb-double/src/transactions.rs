@@ -73,7 +73,7 @@ pub async fn tx_by_id(
     service: &Service,
     request: Request<TxRequest>,
 ) -> Result<Response<Tx>, Status> {
-    service.gate().await?;
+    service.gate("TxById").await?;
     let state = service.state();
     let db = authorised(&state, request.metadata(), PERMISSION_READ)?;
     let id = request.into_inner().tx;
@@ -90,7 +90,7 @@ pub async fn current_state(
     service: &Service,
     request: Request<()>,
 ) -> Result<Response<ImmutableState>, Status> {
-    service.gate().await?;
+    service.gate("CurrentState").await?;
     let state = service.state();
     let db = authorised(&state, request.metadata(), PERMISSION_READ)?;
     let ledger = &state.databases[&db].ledger;
@@ -122,7 +122,7 @@ pub async fn export_tx(
     service: &Service,
     request: Request<ExportTxRequest>,
 ) -> Result<Response<ChunkStream>, Status> {
-    service.gate().await?;
+    service.gate("exportTx").await?;
     let message = {
         let state = service.state();
         let db = authorised(&state, request.metadata(), PERMISSION_ADMIN)?;
@@ -160,7 +160,7 @@ pub async fn replicate_tx(
     service: &Service,
     request: Request<Streaming<Chunk>>,
 ) -> Result<Response<TxHeader>, Status> {
-    service.gate().await?;
+    service.gate("replicateTx").await?;
     let metadata = request.metadata().clone();
     let _in_flight = {
         let mut state = service.state();
@@ -236,7 +236,7 @@ pub async fn set(
     service: &Service,
     request: Request<SetRequest>,
 ) -> Result<Response<TxHeader>, Status> {
-    service.gate().await?;
+    service.gate("Set").await?;
     let (db_name, header) = precommit_set(service, request)?;
     commits::committed(&Arc::downgrade(&service.state), &db_name, header.id).await?;
     Ok(Response::new(header_to_proto(&header)))
