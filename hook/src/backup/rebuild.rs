@@ -17,6 +17,8 @@ use super::kept_session::KeptSession;
 use super::pipeline::{ReadAhead, ReplicatePipeline};
 use super::tx_client::State;
 use super::{all_failed, call, integrity, line, StepResult};
+use crate::plan::replay::{self, Preparation};
+use crate::plan::ReplicationSettings;
 use crate::report::{Failure, Report};
 use crate::session::Session;
 use crate::types::{Role, Setting};
@@ -147,10 +149,16 @@ async fn rebuild_database(
             |c| async move { c.list_databases().await },
         )
     };
-    let set_replica = |replica: bool| {
-        admin.call("UpdateDatabaseV2", move |c| async move {
-            c.set_replica(database, replica).await
-        })
+    let set_replication = |settings: ReplicationSettings| {
+        let admin = &admin;
+        async move {
+            admin
+                .call("UpdateDatabaseV2", |c| {
+                    let settings = settings.clone();
+                    async move { c.set_replication(database, &settings).await }
+                })
+                .await
+        }
     };
     let result = async {
         let listed = list().await?;
@@ -167,16 +175,17 @@ async fn rebuild_database(
             }
         }
         let ((source, replica), state) = most_advanced(config, replicas, database).await?;
-        match &existing {
-            None => {
+        let before = existing.as_ref().map(|e| &e.replication);
+        match replay::preparation(before) {
+            Preparation::Create => {
                 admin
                     .call("CreateDatabaseV2", |c| async move {
-                        c.create_replica_target(database).await
+                        c.create_replay_target(database).await
                     })
                     .await?
             }
-            Some(e) if !e.replication.replica => set_replica(true).await?,
-            Some(_) => {}
+            Preparation::Switch => set_replication(replay::replaying()).await?,
+            Preparation::Ready => {}
         }
         let max_concurrency = list()
             .await?
@@ -185,7 +194,7 @@ async fn rebuild_database(
             .and_then(|d| d.storage.get(Setting::MaxConcurrency));
         let depth = max_concurrency.map_or(config.pipeline_depth, |m| config.pipeline_depth.min(m as usize)).max(1);
         copy(config, primary, replica, database, state, source, depth).await?;
-        set_replica(false).await?;
+        set_replication(replay::writable_after(before)).await?;
         let session = KeptSession::open(&primary.client, &config.admin, database, timeout).await?;
         let rebuilt = session
             .call("CurrentState", |c| async move { c.current_state().await })

@@ -18,7 +18,8 @@ use super::storage::Storage;
 use super::tx_client::State;
 use super::walk::walk;
 use super::{all_failed, integrity, line, storage_failed, StepResult};
-use crate::plan::ObservedDatabase;
+use crate::plan::replay::{self, Preparation};
+use crate::plan::{ObservedDatabase, ReplicationSettings};
 use crate::report::{Failure, Report};
 use crate::types::{Role, Setting};
 use crate::wait::node_span;
@@ -68,10 +69,10 @@ pub async fn restore(config: &RestoreConfig) -> Report {
     report
 }
 
-/// The target database as it is now: absent, or its state and whether it is a replica.
+/// The target database as it is now: absent, or its state and its replication settings.
 struct Existing {
     state: State,
-    replica: bool,
+    replication: ReplicationSettings,
 }
 
 /// The server a restore writes into, ready.
@@ -120,7 +121,7 @@ impl Server<'_> {
         };
         Ok(Some(Existing {
             state: self.current_state(into).await?,
-            replica: database.replication.replica,
+            replication: database.replication,
         }))
     }
 
@@ -174,21 +175,28 @@ impl Server<'_> {
 
         // Write pass.
         let admin = self.session("defaultdb").await?;
-        let set_replica = |replica: bool| {
-            admin.call("UpdateDatabaseV2", move |c| async move {
-                c.set_replica(into, replica).await
-            })
-        };
-        let prepared = match &existing {
-            None => {
+        let set_replication = |settings: ReplicationSettings| {
+            let admin = &admin;
+            async move {
                 admin
-                    .call("CreateDatabaseV2", |c| async move {
-                        c.create_replica_target(into).await
+                    .call("UpdateDatabaseV2", |c| {
+                        let settings = settings.clone();
+                        async move { c.set_replication(into, &settings).await }
                     })
                     .await
             }
-            Some(e) if !e.replica => set_replica(true).await,
-            Some(_) => Ok(()),
+        };
+        let before = existing.as_ref().map(|e| &e.replication);
+        let prepared = match replay::preparation(before) {
+            Preparation::Create => {
+                admin
+                    .call("CreateDatabaseV2", |c| async move {
+                        c.create_replay_target(into).await
+                    })
+                    .await
+            }
+            Preparation::Switch => set_replication(replay::replaying()).await,
+            Preparation::Ready => Ok(()),
         };
         let started = std::time::Instant::now();
         let replayed = match prepared {
@@ -198,7 +206,9 @@ impl Server<'_> {
         // Replica mode is switched off only after every record is in: a restore that stopped
         // halfway leaves a read-only database that `--append` continues.
         let promoted = match replayed {
-            Ok(depth) => set_replica(false).await.map(|()| depth),
+            Ok(depth) => set_replication(replay::writable_after(before))
+                .await
+                .map(|()| depth),
             Err((failure, reason)) => Err((
                 failure,
                 format!("{reason}; '{into}' stays read-only (replica mode): rerun with --append to continue"),
