@@ -13,6 +13,7 @@ pub mod destination;
 pub mod kept_session;
 pub mod pipeline;
 pub mod rebuild;
+pub mod replay_target;
 pub mod restore;
 pub mod run;
 pub mod storage;

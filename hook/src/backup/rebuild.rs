@@ -15,10 +15,9 @@ use tracing::Instrument;
 use super::config::RebuildConfig;
 use super::kept_session::KeptSession;
 use super::pipeline::{ReadAhead, ReplicatePipeline};
+use super::replay_target;
 use super::tx_client::State;
 use super::{all_failed, call, integrity, line, StepResult};
-use crate::plan::replay::{self, Preparation};
-use crate::plan::ReplicationSettings;
 use crate::report::{Failure, Report};
 use crate::session::Session;
 use crate::types::{Role, Setting};
@@ -149,17 +148,6 @@ async fn rebuild_database(
             |c| async move { c.list_databases().await },
         )
     };
-    let set_replication = |settings: ReplicationSettings| {
-        let admin = &admin;
-        async move {
-            admin
-                .call("UpdateDatabaseV2", |c| {
-                    let settings = settings.clone();
-                    async move { c.set_replication(database, &settings).await }
-                })
-                .await
-        }
-    };
     let result = async {
         let listed = list().await?;
         let existing = listed.into_iter().find(|d| d.name == database);
@@ -176,17 +164,7 @@ async fn rebuild_database(
         }
         let ((source, replica), state) = most_advanced(config, replicas, database).await?;
         let before = existing.as_ref().map(|e| &e.replication);
-        match replay::preparation(before) {
-            Preparation::Create => {
-                admin
-                    .call("CreateDatabaseV2", |c| async move {
-                        c.create_replay_target(database).await
-                    })
-                    .await?
-            }
-            Preparation::Switch => set_replication(replay::replaying()).await?,
-            Preparation::Ready => {}
-        }
+        replay_target::prepare(&admin, database, before).await?;
         let max_concurrency = list()
             .await?
             .into_iter()
@@ -194,7 +172,7 @@ async fn rebuild_database(
             .and_then(|d| d.storage.get(Setting::MaxConcurrency));
         let depth = max_concurrency.map_or(config.pipeline_depth, |m| config.pipeline_depth.min(m as usize)).max(1);
         copy(config, primary, replica, database, state, source, depth).await?;
-        set_replication(replay::writable_after(before)).await?;
+        replay_target::finish(&admin, database, before).await?;
         let session = KeptSession::open(&primary.client, &config.admin, database, timeout).await?;
         let rebuilt = session
             .call("CurrentState", |c| async move { c.current_state().await })

@@ -14,11 +14,11 @@ use super::audit::{self, Audit};
 use super::config::{RestoreConfig, RestoreTarget};
 use super::kept_session::KeptSession;
 use super::pipeline::ReplicatePipeline;
+use super::replay_target;
 use super::storage::Storage;
 use super::tx_client::State;
 use super::walk::walk;
 use super::{all_failed, integrity, line, storage_failed, StepResult};
-use crate::plan::replay::{self, Preparation};
 use crate::plan::{ObservedDatabase, ReplicationSettings};
 use crate::report::{Failure, Report};
 use crate::types::{Role, Setting};
@@ -175,29 +175,8 @@ impl Server<'_> {
 
         // Write pass.
         let admin = self.session("defaultdb").await?;
-        let set_replication = |settings: ReplicationSettings| {
-            let admin = &admin;
-            async move {
-                admin
-                    .call("UpdateDatabaseV2", |c| {
-                        let settings = settings.clone();
-                        async move { c.set_replication(into, &settings).await }
-                    })
-                    .await
-            }
-        };
         let before = existing.as_ref().map(|e| &e.replication);
-        let prepared = match replay::preparation(before) {
-            Preparation::Create => {
-                admin
-                    .call("CreateDatabaseV2", |c| async move {
-                        c.create_replay_target(into).await
-                    })
-                    .await
-            }
-            Preparation::Switch => set_replication(replay::replaying()).await,
-            Preparation::Ready => Ok(()),
-        };
+        let prepared = replay_target::prepare(&admin, into, before).await;
         let started = std::time::Instant::now();
         let replayed = match prepared {
             Ok(()) => self.replay(storage, &chain, into, have, end).await,
@@ -206,7 +185,7 @@ impl Server<'_> {
         // Replica mode is switched off only after every record is in: a restore that stopped
         // halfway leaves a read-only database that `--append` continues.
         let promoted = match replayed {
-            Ok(depth) => set_replication(replay::writable_after(before))
+            Ok(depth) => replay_target::finish(&admin, into, before)
                 .await
                 .map(|()| depth),
             Err((failure, reason)) => Err((

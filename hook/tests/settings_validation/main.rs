@@ -179,8 +179,8 @@ fn assert_fenced(step: &str, server: &Server, desired: &ReplicaDesired) {
     );
 }
 
-/// `restore` and `rebuild-primary` into `name` (both take this path, `plan::replay`): prepared
-/// as a replay target, transactions replayed (they change no settings), writable again.
+/// `restore` and `rebuild-primary` into `name`, as `backup::replay_target` sends it: prepared as
+/// a replay target, transactions replayed (they change no settings), writable again.
 fn replay_into(step: &str, server: &mut Server, name: &str) -> ReplicationSettings {
     let before = replay_prepare(step, server, name);
     replay_finish(step, server, name, before.as_ref())
