@@ -594,3 +594,34 @@ async fn a_restore_left_in_replica_mode_is_continued_with_append() {
     assert_eq!(state_of(&node, "appdb"), state_of(&nodes[0], "appdb"));
     node.with_state(|s| assert!(!s.databases["appdb"].replication.replica));
 }
+
+#[tokio::test]
+async fn restore_appends_onto_a_synchronous_primary_and_gives_its_acks_back() {
+    let cluster = Cluster::new();
+    let (nodes, dir) = backed_up(&cluster).await;
+    let target = Cluster::new();
+    let node = target.start_node(0).await;
+    let flag = dir_flag(&dir);
+    let partial = restore_into(&target, &[&flag, "--databases=appdb", "--up-to-tx=6"]).await;
+    assert_eq!(partial.exit_code(), 0, "{partial}");
+    // The hook made it the primary's synchronous database since (acks 1, as the spec says).
+    let sync_primary = immudb_double::options::Replication {
+        sync_replication: true,
+        sync_acks: 1,
+        ..Default::default()
+    };
+    node.with_state(|s| {
+        s.databases
+            .get_mut("appdb")
+            .unwrap()
+            .set_replication(sync_primary.clone())
+    });
+    let appended = restore_into(&target, &[&flag, "--databases=appdb", "--append"]).await;
+    assert_eq!(appended.exit_code(), 0, "{appended}");
+    assert!(
+        completed(&appended)[0].starts_with("restored tx 7..8 "),
+        "{appended}"
+    );
+    assert_eq!(state_of(&node, "appdb"), state_of(&nodes[0], "appdb"));
+    node.with_state(|s| assert_eq!(s.databases["appdb"].replication, sync_primary));
+}
