@@ -9,8 +9,8 @@ use crate::proto::{
 };
 use crate::types::{ReplicationSettings, Secret, Setting, StorageSettings};
 
-/// What an action that changes a database's settings sends.
-#[derive(Clone, Debug, PartialEq)]
+/// What an action that changes a database's settings sends. No Debug: a replica's settings carry
+/// the replication password.
 pub enum SettingsRequest {
     Create(proto::CreateDatabaseRequest),
     Update(proto::UpdateDatabaseRequest),
