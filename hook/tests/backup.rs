@@ -583,25 +583,78 @@ async fn with_no_replica_ready_the_backup_reads_the_primary() {
     );
 }
 
-#[tokio::test]
-async fn a_restore_left_in_replica_mode_is_continued_with_append() {
-    let cluster = Cluster::new();
-    let (nodes, dir) = backed_up(&cluster).await;
+/// appdb backed up from a source cluster and restored into a new one up to tx 6 of 8.
+struct RestoredUpTo6 {
+    source: Vec<immudb_double::Node>,
+    target: Cluster,
+    node: immudb_double::Node,
+    flag: String,
+    _source_cluster: Cluster,
+}
+
+async fn restored_up_to_6() -> RestoredUpTo6 {
+    let source_cluster = Cluster::new();
+    let (source, dir) = backed_up(&source_cluster).await;
     let target = Cluster::new();
     let node = target.start_node(0).await;
     let flag = dir_flag(&dir);
     let partial = restore_into(&target, &[&flag, "--databases=appdb", "--up-to-tx=6"]).await;
     assert_eq!(partial.exit_code(), 0, "{partial}");
+    RestoredUpTo6 {
+        source,
+        target,
+        node,
+        flag,
+        _source_cluster: source_cluster,
+    }
+}
+
+impl RestoredUpTo6 {
+    /// `restore --append` brings the rest and ends at the source's state.
+    async fn append_the_rest(&self) {
+        let flag = &self.flag;
+        let resumed = restore_into(&self.target, &[flag, "--databases=appdb", "--append"]).await;
+        assert_eq!(resumed.exit_code(), 0, "{resumed}");
+        assert!(
+            completed(&resumed)[0].starts_with("restored tx 7..8 "),
+            "{resumed}"
+        );
+        assert_eq!(
+            state_of(&self.node, "appdb"),
+            state_of(&self.source[0], "appdb")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_restore_left_in_replica_mode_is_continued_with_append() {
+    let restored = restored_up_to_6().await;
+    let node = &restored.node;
     // As a restore that stopped after tx 6 leaves it: read-only, in the external-replica form.
     node.with_state(|s| s.databases.get_mut("appdb").unwrap().replication.replica = true);
-    let refused = restore_into(&target, &[&flag, "--databases=appdb"]).await;
+    let refused = restore_into(&restored.target, &[&restored.flag, "--databases=appdb"]).await;
     assert_eq!(refused.exit_code(), 9, "{refused}");
-    let resumed = restore_into(&target, &[&flag, "--databases=appdb", "--append"]).await;
-    assert_eq!(resumed.exit_code(), 0, "{resumed}");
-    assert!(
-        completed(&resumed)[0].starts_with("restored tx 7..8 "),
-        "{resumed}"
-    );
-    assert_eq!(state_of(&node, "appdb"), state_of(&nodes[0], "appdb"));
+    restored.append_the_rest().await;
     node.with_state(|s| assert!(!s.databases["appdb"].replication.replica));
+}
+
+#[tokio::test]
+async fn restore_appends_onto_a_synchronous_primary_and_gives_its_acks_back() {
+    let restored = restored_up_to_6().await;
+    // The hook made it the primary's synchronous database since (acks 1, as the spec says).
+    let sync_primary = immudb_double::options::Replication {
+        sync_replication: true,
+        sync_acks: 1,
+        ..Default::default()
+    };
+    restored.node.with_state(|s| {
+        s.databases
+            .get_mut("appdb")
+            .unwrap()
+            .set_replication(sync_primary.clone())
+    });
+    restored.append_the_rest().await;
+    restored
+        .node
+        .with_state(|s| assert_eq!(s.databases["appdb"].replication, sync_primary));
 }

@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use immudb_double::rules::Replication;
+use immudb_double::options::Replication;
 use immudb_double::Database;
 use immudb_hook::reconcile::converge;
 use immudb_hook::report::{Failure, Outcome, Report};

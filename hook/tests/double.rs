@@ -155,9 +155,13 @@ async fn replica_databases_are_read_only() {
     let cluster = Cluster::new();
     let nodes = start_all(&cluster, 0).await;
     let c = admin_session(&nodes[0]).await;
+    // Every replica needs a prefetch buffer and a commit concurrency (the hook sends every
+    // field, so immudb's defaults for unset ones do not apply).
     let replica = ReplicationSettings {
         replica: true,
         primary_database: "r".into(),
+        prefetch_tx_buffer_size: 100,
+        replication_commit_concurrency: 10,
         ..Default::default()
     };
     c.apply(

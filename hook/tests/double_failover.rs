@@ -1,6 +1,7 @@
 //! What failover relies on, the double answering like immudb (`shared/immudb-facts.md`,
-//! pkg/replication/replicator.go): synchronous acknowledgements, promotion with only
-//! `replica=false`, `allowTxDiscarding` dropping precommitted transactions the new primary lacks,
+//! pkg/replication/replicator.go, pkg/server/db_options.go): synchronous acknowledgements,
+//! promotion (only `replica=false` keeps synchronous replication, which immudb then refuses
+//! without acks), `allowTxDiscarding` dropping precommitted transactions the new primary lacks,
 //! and a committed divergence that is never overwritten.
 
 mod common;
@@ -8,8 +9,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use immudb_hook::client::Client;
+use immudb_hook::client::{Client, SettingsRequest};
 use immudb_hook::plan::{Action, ReplicationSettings, StorageSettings};
+use immudb_hook::proto::{
+    DatabaseNullableSettings, NullableBool, ReplicationNullableSettings, UpdateDatabaseRequest,
+};
 use immudb_hook::reconcile::converge;
 use immudb_hook::types::{Credentials, Secret};
 
@@ -53,6 +57,24 @@ fn positions(node: &immudb_double::Node) -> (u64, u64) {
     })
 }
 
+/// UpdateDatabaseV2 with only `replica=false`, as an operator promotes a replica by hand.
+async fn promote_with_only_replica_false(
+    client: &Client,
+    database: &str,
+) -> Result<(), immudb_hook::client::RpcError> {
+    let request = UpdateDatabaseRequest {
+        database: database.into(),
+        settings: Some(DatabaseNullableSettings {
+            replication_settings: Some(ReplicationNullableSettings {
+                replica: Some(NullableBool { value: false }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    client.send_settings(SettingsRequest::Update(request)).await
+}
+
 fn update(name: &str, replication: ReplicationSettings) -> Action {
     Action::UpdateDatabase {
         name: name.into(),
@@ -92,7 +114,7 @@ async fn a_synchronous_write_commits_once_a_replica_holds_it_and_waits_without_o
 }
 
 #[tokio::test]
-async fn promotion_with_only_replica_false_makes_a_writable_primary() {
+async fn promotion_with_only_replica_false_keeps_sync_as_immudb_does() {
     let cluster = Cluster::new();
     let mut nodes = sync_pair(&cluster).await;
     let writer = session(&nodes[0], "appdb").await;
@@ -106,13 +128,31 @@ async fn promotion_with_only_replica_false_makes_a_writable_primary() {
         refused.message,
         "database is read-only because it's a replica"
     );
-    promoted.set_replica("appdb", false).await.unwrap();
+    // immudb keeps syncReplication when an update leaves it unset and drops a replica's acks:
+    // a synchronous primary without acknowledgements is refused.
+    let refused = promote_with_only_replica_false(&promoted, "appdb")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code, refused.message.as_str()),
+        (
+            tonic::Code::InvalidArgument,
+            "illegal arguments: rpc error: code = InvalidArgument desc = illegal arguments: invalid replication options for primary database 'appdb'. It is necessary to have at least one sync replica"
+        )
+    );
+    promoted
+        .apply(
+            &update("appdb", ReplicationSettings::writable(None)),
+            &Secret::default(),
+        )
+        .await
+        .unwrap();
     let observed = promoted.list_databases().await.unwrap();
     let appdb = observed.iter().find(|d| d.name == "appdb").unwrap();
     assert_eq!(
         appdb.replication,
         ReplicationSettings::default(),
-        "immudb clears the replica fields itself"
+        "every replica field cleared"
     );
     assert_eq!(promoted.set(b"k", b"2").await.unwrap(), 2);
     assert_eq!(promoted.get(b"k").await.unwrap(), b"2");
@@ -254,7 +294,9 @@ async fn a_committed_divergence_is_refused_and_kept() {
             .commit(&[(b"k".to_vec(), b"only on the old primary".to_vec())])
     });
     let new = session(&nodes[1], "appdb").await;
-    new.set_replica("appdb", false).await.unwrap();
+    promote_with_only_replica_false(&new, "appdb")
+        .await
+        .unwrap();
     new.set(b"k", b"on the new primary").await.unwrap();
     nodes[1].with_state(|s| {
         let user = nodes[0].with_state(|o| o.users["replicator"].clone());

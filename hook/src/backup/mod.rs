@@ -12,6 +12,7 @@ pub mod config;
 pub mod destination;
 pub mod pipeline;
 pub mod rebuild;
+pub mod replay_target;
 pub mod restore;
 pub mod run;
 pub mod storage;

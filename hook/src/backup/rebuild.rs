@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use super::config::RebuildConfig;
 use super::pipeline::{ReadAhead, ReplicatePipeline};
+use super::replay_target;
 use super::tx_client::State;
 use super::{all_failed, integrity, line, StepResult};
 use crate::report::{Failure, Report};
@@ -144,11 +145,6 @@ async fn rebuild_database(
             |c| async move { c.list_databases().await },
         )
     };
-    let set_replica = |replica: bool| {
-        admin.call("UpdateDatabaseV2", move |c| async move {
-            c.set_replica(database, replica).await
-        })
-    };
     let result = async {
         let listed = list().await?;
         let existing = listed.into_iter().find(|d| d.name == database);
@@ -164,17 +160,8 @@ async fn rebuild_database(
             }
         }
         let ((source, replica), state) = most_advanced(config, replicas, database).await?;
-        match &existing {
-            None => {
-                admin
-                    .call("CreateDatabaseV2", |c| async move {
-                        c.create_replica_target(database).await
-                    })
-                    .await?
-            }
-            Some(e) if !e.replication.replica => set_replica(true).await?,
-            Some(_) => {}
-        }
+        let before = existing.as_ref().map(|e| &e.replication);
+        replay_target::prepare(&admin, database, before).await?;
         let max_concurrency = list()
             .await?
             .into_iter()
@@ -182,7 +169,7 @@ async fn rebuild_database(
             .and_then(|d| d.storage.get(Setting::MaxConcurrency));
         let depth = max_concurrency.map_or(config.pipeline_depth, |m| config.pipeline_depth.min(m as usize)).max(1);
         copy(config, primary, replica, database, state, source, depth).await?;
-        set_replica(false).await?;
+        replay_target::finish(&admin, database, before).await?;
         let session = Session::open(&primary.client, &config.admin, database, bound).await?;
         let rebuilt = session
             .call("CurrentState", |c| async move { c.current_state().await })

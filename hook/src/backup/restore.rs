@@ -13,11 +13,12 @@ use tracing::Instrument;
 use super::audit::{self, Audit};
 use super::config::{RestoreConfig, RestoreTarget};
 use super::pipeline::ReplicatePipeline;
+use super::replay_target;
 use super::storage::Storage;
 use super::tx_client::State;
 use super::walk::walk;
 use super::{all_failed, integrity, line, storage_failed, StepResult};
-use crate::plan::ObservedDatabase;
+use crate::plan::{ObservedDatabase, ReplicationSettings};
 use crate::report::{Failure, Report};
 use crate::session::{Bound, Session};
 use crate::types::{Role, Setting};
@@ -73,10 +74,10 @@ pub async fn restore(config: &RestoreConfig) -> Report {
     report
 }
 
-/// The target database as it is now: absent, or its state and whether it is a replica.
+/// The target database as it is now: absent, or its state and its replication settings.
 struct Existing {
     state: State,
-    replica: bool,
+    replication: ReplicationSettings,
 }
 
 /// The server a restore writes into, ready.
@@ -125,7 +126,7 @@ impl Server<'_> {
         };
         Ok(Some(Existing {
             state: self.current_state(into).await?,
-            replica: database.replication.replica,
+            replication: database.replication,
         }))
     }
 
@@ -179,22 +180,8 @@ impl Server<'_> {
 
         // Write pass.
         let admin = self.session("defaultdb").await?;
-        let set_replica = |replica: bool| {
-            admin.call("UpdateDatabaseV2", move |c| async move {
-                c.set_replica(into, replica).await
-            })
-        };
-        let prepared = match &existing {
-            None => {
-                admin
-                    .call("CreateDatabaseV2", |c| async move {
-                        c.create_replica_target(into).await
-                    })
-                    .await
-            }
-            Some(e) if !e.replica => set_replica(true).await,
-            Some(_) => Ok(()),
-        };
+        let before = existing.as_ref().map(|e| &e.replication);
+        let prepared = replay_target::prepare(&admin, into, before).await;
         let started = std::time::Instant::now();
         let replayed = match prepared {
             Ok(()) => self.replay(storage, &chain, into, have, end).await,
@@ -203,7 +190,9 @@ impl Server<'_> {
         // Replica mode is switched off only after every record is in: a restore that stopped
         // halfway leaves a read-only database that `--append` continues.
         let promoted = match replayed {
-            Ok(depth) => set_replica(false).await.map(|()| depth),
+            Ok(depth) => replay_target::finish(&admin, into, before)
+                .await
+                .map(|()| depth),
             Err((failure, reason)) => Err((
                 failure,
                 format!("{reason}; '{into}' stays read-only (replica mode): rerun with --append to continue"),

@@ -1,11 +1,14 @@
 //! The transaction calls backups need, on the shared immudb [`Client`]: a header by id, the
 //! current state, a transaction exported and replicated as chunked stream messages, and the
-//! replica switch of a restore target.
+//! settings of a replay target (`plan::replay`).
 
 use immudb_txlog::{Hash, TxHeader, TxMetadata};
 
-use crate::client::{Client, RpcError};
-use crate::proto::{self, NullableBool};
+use crate::client::convert;
+use crate::client::{Client, RpcError, SettingsRequest};
+use crate::plan::replay;
+use crate::plan::{ReplicationSettings, StorageSettings};
+use crate::proto;
 
 /// immudb's stream chunk size.
 const CHUNK_SIZE: usize = 64 * 1024;
@@ -48,15 +51,16 @@ fn header_from_proto(h: proto::TxHeader) -> Result<TxHeader, RpcError> {
     })
 }
 
-/// Settings with only `replica` set: immudb keeps or defaults everything else. `replica=true`
-/// without a primary host is the "external replicator" form that accepts replicateTx.
-fn replica_only(replica: bool) -> proto::DatabaseNullableSettings {
-    proto::DatabaseNullableSettings {
-        replication_settings: Some(proto::ReplicationNullableSettings {
-            replica: Some(NullableBool { value: replica }),
-            ..Default::default()
-        }),
-        ..Default::default()
+/// CreateDatabaseV2 of a replay target ([`replay::replaying`] settings). Without ifNotExists:
+/// a database that appeared since the target was looked at is refused, never replayed into.
+pub fn replay_target_request(database: &str) -> proto::CreateDatabaseRequest {
+    proto::CreateDatabaseRequest {
+        name: database.to_string(),
+        settings: Some(convert::settings_to_proto(
+            Some(&replay::replaying()),
+            &StorageSettings::default(),
+        )),
+        if_not_exists: false,
     }
 }
 
@@ -136,30 +140,20 @@ impl Client {
         })
     }
 
-    /// Creates `database` in the external-replica form (replica, no primary host).
-    pub async fn create_replica_target(&self, database: &str) -> Result<(), RpcError> {
-        let request = self.request(proto::CreateDatabaseRequest {
-            name: database.to_string(),
-            settings: Some(replica_only(true)),
-            if_not_exists: false,
-        });
-        self.rpc()
-            .create_database_v2(request)
+    /// Creates `database` as a replay target.
+    pub async fn create_replay_target(&self, database: &str) -> Result<(), RpcError> {
+        self.send_settings(SettingsRequest::Create(replay_target_request(database)))
             .await
-            .map_err(|s| RpcError::from_status("CreateDatabaseV2", s))?;
-        Ok(())
     }
 
-    /// Switches `database` into (true) or out of (false) replica mode, changing nothing else.
-    pub async fn set_replica(&self, database: &str, replica: bool) -> Result<(), RpcError> {
-        let request = self.request(proto::UpdateDatabaseRequest {
-            database: database.to_string(),
-            settings: Some(replica_only(replica)),
-        });
-        self.rpc()
-            .update_database_v2(request)
-            .await
-            .map_err(|s| RpcError::from_status("UpdateDatabaseV2", s))?;
-        Ok(())
+    /// Sets `database`'s replication settings, changing nothing else.
+    pub async fn set_replication(
+        &self,
+        database: &str,
+        settings: &ReplicationSettings,
+    ) -> Result<(), RpcError> {
+        let request =
+            convert::update_request(database, Some(settings), &StorageSettings::default());
+        self.send_settings(SettingsRequest::Update(request)).await
     }
 }

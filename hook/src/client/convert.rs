@@ -1,11 +1,68 @@
 //! Settings ↔ immudb's nullable protobuf messages. Unset means "unchanged" to immudb, so what is
-//! sent is exactly what the plan decided to change.
+//! sent is exactly what the plan decided to change. Pure, so a test can put every request the
+//! hook sends through the double's copy of immudb's settings rules.
 
+use crate::plan::{Action, ObservedDatabase};
 use crate::proto::{
     self, NullableBool, NullableMilliseconds, NullableString, NullableUint32,
     ReplicationNullableSettings, TruncationNullableSettings,
 };
 use crate::types::{ReplicationSettings, Secret, Setting, StorageSettings};
+
+/// What an action that changes a database's settings sends. No Debug: a replica's settings carry
+/// the replication password.
+pub enum SettingsRequest {
+    Create(proto::CreateDatabaseRequest),
+    Update(proto::UpdateDatabaseRequest),
+}
+
+/// The request `action` sends, None for an action that changes no settings. A create carries
+/// ifNotExists: a database that appeared meanwhile is reconciled by the next plan.
+pub fn settings_request(action: &Action) -> Option<SettingsRequest> {
+    match action {
+        Action::CreateDatabase {
+            name,
+            replication,
+            storage,
+        } => Some(SettingsRequest::Create(proto::CreateDatabaseRequest {
+            name: name.clone(),
+            settings: Some(settings_to_proto(Some(replication), storage)),
+            if_not_exists: true,
+        })),
+        Action::UpdateDatabase {
+            name,
+            replication,
+            storage,
+        } => Some(SettingsRequest::Update(update_request(
+            name,
+            replication.as_ref(),
+            storage,
+        ))),
+        _ => None,
+    }
+}
+
+pub fn update_request(
+    name: &str,
+    replication: Option<&ReplicationSettings>,
+    storage: &StorageSettings,
+) -> proto::UpdateDatabaseRequest {
+    proto::UpdateDatabaseRequest {
+        database: name.to_string(),
+        settings: Some(settings_to_proto(replication, storage)),
+    }
+}
+
+/// One database as DatabaseListV2 reports it.
+pub fn observed_database(info: proto::DatabaseInfo) -> ObservedDatabase {
+    ObservedDatabase {
+        replication: replication_from_proto(info.settings.as_ref()),
+        storage: storage_from_proto(info.settings.as_ref()),
+        name: info.name,
+        loaded: info.loaded,
+        tx_count: info.num_transactions,
+    }
+}
 
 fn bool_(value: bool) -> Option<NullableBool> {
     Some(NullableBool { value })

@@ -3,7 +3,7 @@
 //! server's text, none of which contains a secret. Part of the engine: it may import `plan`'s
 //! types, `proto`, `retry`, `tls` and the leaf `types`.
 
-mod convert;
+pub mod convert;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use crate::proto::immu_service_client::ImmuServiceClient;
 use crate::retry::Transient;
 use crate::tls::TrustedCa;
 use crate::types::{Credentials, Secret};
+pub use convert::SettingsRequest;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -201,13 +202,7 @@ impl Client {
             .into_inner()
             .databases
             .into_iter()
-            .map(|d| ObservedDatabase {
-                name: d.name,
-                replication: convert::replication_from_proto(d.settings.as_ref()),
-                storage: convert::storage_from_proto(d.settings.as_ref()),
-                loaded: d.loaded,
-                tx_count: d.num_transactions,
-            })
+            .map(convert::observed_database)
             .collect())
     }
 
@@ -247,34 +242,10 @@ impl Client {
     /// Applies one planned action. `password` is the replication user's, for CreateUser.
     pub async fn apply(&self, action: &Action, password: &Secret) -> Result<(), RpcError> {
         match action {
-            Action::CreateDatabase {
-                name,
-                replication,
-                storage,
-            } => {
-                let request = self.request(proto::CreateDatabaseRequest {
-                    name: name.clone(),
-                    settings: Some(convert::settings_to_proto(Some(replication), storage)),
-                    if_not_exists: true,
-                });
-                self.rpc()
-                    .create_database_v2(request)
-                    .await
-                    .map_err(|s| RpcError::from_status("CreateDatabaseV2", s))?;
-            }
-            Action::UpdateDatabase {
-                name,
-                replication,
-                storage,
-            } => {
-                let request = self.request(proto::UpdateDatabaseRequest {
-                    database: name.clone(),
-                    settings: Some(convert::settings_to_proto(replication.as_ref(), storage)),
-                });
-                self.rpc()
-                    .update_database_v2(request)
-                    .await
-                    .map_err(|s| RpcError::from_status("UpdateDatabaseV2", s))?;
+            Action::CreateDatabase { .. } | Action::UpdateDatabase { .. } => {
+                if let Some(request) = convert::settings_request(action) {
+                    self.send_settings(request).await?;
+                }
             }
             Action::ReloadDatabase { name } => self.reload_database(name).await?,
             Action::LoadDatabase { name } => self.load_database(name).await?,
@@ -309,6 +280,25 @@ impl Client {
                     .change_permission(request)
                     .await
                     .map_err(|s| RpcError::from_status("ChangePermission", s))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// CreateDatabaseV2 or UpdateDatabaseV2 with `request`.
+    pub async fn send_settings(&self, request: SettingsRequest) -> Result<(), RpcError> {
+        match request {
+            SettingsRequest::Create(create) => {
+                self.rpc()
+                    .create_database_v2(self.request(create))
+                    .await
+                    .map_err(|s| RpcError::from_status("CreateDatabaseV2", s))?;
+            }
+            SettingsRequest::Update(update) => {
+                self.rpc()
+                    .update_database_v2(self.request(update))
+                    .await
+                    .map_err(|s| RpcError::from_status("UpdateDatabaseV2", s))?;
             }
         }
         Ok(())

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    Action, Observed, ObservedDatabase, PrimaryDesired, ReplicaDesired, ReplicationSettings,
-    StorageSettings,
+    Action, Observed, ObservedDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions,
+    ReplicationSettings, StorageSettings,
 };
 
 /// The Lease as read from the Kubernetes API (coordination.k8s.io/v1).
@@ -424,11 +424,19 @@ pub fn rejoin(history: &History) -> Rejoin {
 /// had) the Lease makes of a writable database at once, before it compares histories. No
 /// replicator runs, so nothing is fetched, committed or discarded; synchronous replication stays
 /// on so that precommitted transactions stay uncommitted (immudb commits them all when a
-/// database's synchronous replication is switched off).
-pub fn fenced(sync_replication: bool) -> ReplicationSettings {
+/// database's synchronous replication is switched off). The spec's replica options come along:
+/// immudb requires a prefetch buffer and a commit concurrency of every replica, also one that
+/// follows nobody (pkg/server/db_options.go, `Validate`), and the later `follow` changes only
+/// the primary's address and credentials.
+pub fn fenced(options: &ReplicaOptions) -> ReplicationSettings {
     ReplicationSettings {
         replica: true,
-        sync_replication,
+        sync_replication: options.sync_replication,
+        prefetch_tx_buffer_size: options.prefetch_tx_buffer_size,
+        replication_commit_concurrency: options.replication_commit_concurrency,
+        allow_tx_discarding: options.allow_tx_discarding,
+        skip_integrity_check: options.skip_integrity_check,
+        wait_for_indexing: options.wait_for_indexing,
         ..Default::default()
     }
 }
@@ -477,7 +485,7 @@ pub fn fences(desired: &ReplicaDesired, observed: &Observed) -> Vec<Action> {
                 .database(&db.name)
                 .is_some_and(|d| !d.replication.replica)
         })
-        .map(|db| update(&db.name, fenced(desired.options.sync_replication)))
+        .map(|db| update(&db.name, fenced(&desired.options)))
         .collect()
 }
 

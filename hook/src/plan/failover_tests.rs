@@ -620,6 +620,14 @@ fn a_pod_without_the_lease_fences_its_writable_databases_keeping_sync_on() {
     assert_eq!(name, "appdb");
     assert!(fence.replica && fence.sync_replication && fence.primary_host.is_empty());
     assert_eq!(fence.sync_acks, 0, "immudb refuses acks on a replica");
+    assert_eq!(
+        (
+            fence.prefetch_tx_buffer_size,
+            fence.replication_commit_concurrency
+        ),
+        (100, 30),
+        "immudb refuses a replica without them, also one that follows nobody"
+    );
     assert!(is_fenced(&observed_db("appdb", fence)));
     assert!(!is_fenced(&observed_db(
         "audit",

@@ -442,7 +442,7 @@ fn a_database_failover_holds_back_is_neither_repaired_nor_ready() {
     // Fenced: replica without a primary host, settings unlike the spec's; the agent would
     // update them after the grace, unless failover holds the database back.
     let mut fenced = replica_db(5);
-    fenced.replication = crate::plan::failover::fenced(false);
+    fenced.replication = crate::plan::failover::fenced(&desired().options);
     let observed = observed(vec![fenced]);
     let gauges = BTreeMap::from([("appdb".to_string(), 0)]);
     let p = primary("1.10.0", Some(4));

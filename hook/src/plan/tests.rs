@@ -284,7 +284,7 @@ fn a_fenced_database_is_left_to_its_agent() {
     // The Job must not point a former primary's fenced database at the primary: its agent
     // first checks that its history is a prefix of the primary's.
     let observed = Observed {
-        databases: vec![db("a", failover::fenced(false))],
+        databases: vec![db("a", failover::fenced(&options()))],
         users: vec![],
     };
     assert_eq!(

@@ -25,6 +25,16 @@ pub struct ReplicationSettings {
 }
 
 impl ReplicationSettings {
+    /// A writable database: synchronous with `sync_acks` acknowledgements, or asynchronous;
+    /// every replica field explicitly empty, as immudb requires of a primary.
+    pub fn writable(sync_acks: Option<u32>) -> ReplicationSettings {
+        ReplicationSettings {
+            sync_replication: sync_acks.is_some(),
+            sync_acks: sync_acks.unwrap_or(0),
+            ..Default::default()
+        }
+    }
+
     /// A replica that follows no primary: fenced by failover, or left so by a restore.
     pub fn follows_nobody(&self) -> bool {
         self.replica && self.primary_host.is_empty()
@@ -68,11 +78,7 @@ pub struct PrimaryDesired {
 
 impl PrimaryDesired {
     pub fn replication(&self) -> ReplicationSettings {
-        ReplicationSettings {
-            sync_replication: self.sync_acks.is_some(),
-            sync_acks: self.sync_acks.unwrap_or(0),
-            ..Default::default()
-        }
+        ReplicationSettings::writable(self.sync_acks)
     }
 }
 

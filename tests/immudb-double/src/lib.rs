@@ -1,7 +1,8 @@
 //! An in-process immudb test double. Each [`Node`] serves the hook's proto over gRPC on one address
 //! and `/readyz` over HTTP on another, like immudb's ports 3322 and 9497, and enforces the rules in
 //! `shared/immudb-facts.md`: credentials, per-server sessions and tokens, permissions, names,
-//! replication settings, ifNotExists, read-only replicas. Replica databases copy their primary's
+//! database settings applied and validated as immudb 1.11.1 does ([`options`]), ifNotExists,
+//! read-only replicas. Replica databases copy their primary's
 //! entries when the primary is reachable on the [`Network`], runs the same version and accepts the
 //! replication user with Admin permission, as immudb's replicator does. Writes cost what immudb's
 //! do: Set and replicateTx answer after the database's syncer batched them into one fsync, and
@@ -15,6 +16,7 @@ pub mod proto {
 }
 pub mod commits;
 pub mod ledger;
+pub mod options;
 pub mod replicator;
 pub mod rules;
 mod server;
@@ -161,7 +163,7 @@ impl Node {
         if let Some((host, port)) = &options.server_replica_of {
             state.server_replica = true;
             let defaultdb = state.databases.get_mut("defaultdb").expect("defaultdb");
-            defaultdb.replication = rules::Replication {
+            defaultdb.replication = options::Replication {
                 replica: true,
                 primary_database: "defaultdb".into(),
                 primary_host: host.clone(),
@@ -169,8 +171,8 @@ impl Node {
                 primary_username: ADMIN_USER.into(),
                 primary_password: options.admin_password.clone(),
                 // IMMUDB_REPLICATION_* defaults.
-                prefetch_tx_buffer_size: rules::DEFAULT_PREFETCH_TX_BUFFER_SIZE,
-                replication_commit_concurrency: rules::DEFAULT_REPLICATION_COMMIT_CONCURRENCY,
+                prefetch_tx_buffer_size: options::DEFAULT_PREFETCH_TX_BUFFER_SIZE,
+                replication_commit_concurrency: options::DEFAULT_REPLICATION_COMMIT_CONCURRENCY,
                 ..Default::default()
             };
             defaultdb.start_replicator();

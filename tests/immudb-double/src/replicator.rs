@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use immudb_txlog::Hash;
 
-use crate::rules::{self, Replication};
+use crate::options::Replication;
+use crate::rules;
 use crate::state::{Database, State};
 use crate::Network;
 

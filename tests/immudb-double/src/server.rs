@@ -9,11 +9,11 @@ use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::commits::SyncCost;
+use crate::options::DbOptions;
 use crate::proto::immu_service_server::ImmuService;
 use crate::proto::*;
-use crate::rules::{self, unknown, Replication, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
+use crate::rules::{self, unknown, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
 use crate::state::{Database, State, User, ADMIN_USER, CLOSED, SYSTEM_DB};
-use crate::storage::Storage;
 use crate::transactions;
 
 /// Fault injection and timing shared by every call of one node.
@@ -207,18 +207,12 @@ impl ImmuService for Service {
                 already_existed: true,
             }));
         }
-        let update = r
-            .settings
-            .as_ref()
-            .and_then(|s| s.replication_settings.as_ref());
-        let replication = Replication::default().merged(update);
-        replication.validate(&name)?;
-        let settings = Storage::default().merged(r.settings.as_ref(), false, &name)?;
+        let options = DbOptions::created(&name, r.settings.as_ref())?;
         let mut db = Database {
-            replication,
+            replication: options.replication,
             loaded: true,
-            effective: settings.clone(),
-            settings,
+            effective: options.storage.clone(),
+            settings: options.storage,
             ..Default::default()
         };
         db.reset_allowance();
@@ -251,19 +245,21 @@ impl ImmuService for Service {
             .databases
             .get_mut(&name)
             .ok_or_else(|| unknown("database does not exist"))?;
-        let update = r
+        let stored = DbOptions {
+            replication: db.replication.clone(),
+            storage: db.settings.clone(),
+        };
+        let next = stored.updated(&name, r.settings.as_ref())?;
+        // Stored now; the running database keeps `effective` until it is loaded again.
+        if !self.faults.storage_updates_ignored.load(Ordering::SeqCst) {
+            db.settings = next.storage;
+        }
+        db.set_replication(next.replication);
+        let carries_replication = r
             .settings
             .as_ref()
-            .and_then(|s| s.replication_settings.as_ref());
-        let replication = db.replication.merged(update);
-        replication.validate(&name)?;
-        // Stored now; the running database keeps `effective` until it is loaded again.
-        let stored = db.settings.merged(r.settings.as_ref(), true, &name)?;
-        if !self.faults.storage_updates_ignored.load(Ordering::SeqCst) {
-            db.settings = stored;
-        }
-        db.set_replication(replication);
-        if update.is_some() {
+            .is_some_and(|s| s.replication_settings.is_some());
+        if carries_replication {
             // immudb stops the replicator and starts it again with the new settings.
             db.start_replicator();
         }

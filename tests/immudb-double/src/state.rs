@@ -8,9 +8,10 @@ use tonic::Status;
 
 use crate::commits::Commits;
 use crate::ledger::Ledger;
-use crate::proto::{DatabaseNullableSettings, NullableBool};
+use crate::options::{DbOptions, Replication};
+use crate::proto::DatabaseNullableSettings;
 use crate::replicator::Replicator;
-use crate::rules::{self, unknown, Replication, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
+use crate::rules::{self, unknown, PERMISSION_ADMIN, PERMISSION_SYS_ADMIN};
 use crate::storage::Storage;
 
 pub const ADMIN_USER: &str = "immudb";
@@ -232,13 +233,11 @@ impl State {
     }
 
     pub(crate) fn settings_of(db: &Database) -> DatabaseNullableSettings {
-        let mut settings = DatabaseNullableSettings {
-            replication_settings: Some(db.replication.to_nullable()),
-            autoload: Some(NullableBool { value: true }),
-            ..Default::default()
-        };
-        db.settings.fill(&mut settings);
-        settings
+        DbOptions {
+            replication: db.replication.clone(),
+            storage: db.settings.clone(),
+        }
+        .to_nullable()
     }
 
     /// LoadDatabase and UnloadDatabase: the caller administers `database`, which exists and is

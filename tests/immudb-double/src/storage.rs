@@ -1,6 +1,7 @@
-//! A database's storage settings as immudb keeps them (`dbOptions`): defaults, the rules
-//! CreateDatabaseV2 and UpdateDatabaseV2 apply, and the texts they answer with. immudb stores an
-//! update at once but a loaded database keeps running with the settings it was loaded with.
+//! A database's storage settings as immudb keeps them (the store part of `dbOptions`): defaults,
+//! how a request changes them and the rules they must pass, with immudb's texts; `options` puts
+//! them together with the replication settings in immudb's order. immudb stores an update at
+//! once but a loaded database keeps running with the settings it was loaded with.
 
 use tonic::Status;
 
@@ -8,6 +9,7 @@ use crate::proto::{
     DatabaseNullableSettings, NullableBool, NullableMilliseconds, NullableUint32,
     TruncationNullableSettings,
 };
+use crate::rules::{overwrite_error, validate_error};
 
 const HOUR_MS: i64 = 3_600_000;
 const MAX_KEY_LEN: u32 = 1024;
@@ -45,31 +47,11 @@ impl Default for Storage {
     }
 }
 
-/// immudb's InvalidArgument for a settings error raised directly by the server.
-fn illegal(detail: String) -> Status {
-    Status::invalid_argument(format!("illegal arguments: {detail}"))
-}
-
-/// The same for an error from its options validation, which immudb wraps twice.
-fn illegal_wrapped(detail: String) -> Status {
-    illegal(format!(
-        "rpc error: code = InvalidArgument desc = illegal arguments: {detail}"
-    ))
-}
-
 impl Storage {
-    /// The settings after applying `request`; `existing` databases refuse every setting immudb
-    /// fixes at creation, even with an unchanged value.
-    pub fn merged(
-        &self,
-        request: Option<&DatabaseNullableSettings>,
-        existing: bool,
-        db: &str,
-    ) -> Result<Storage, Status> {
-        let mut next = self.clone();
-        let Some(r) = request else {
-            return Ok(next);
-        };
+    /// UpdateDatabaseV2 refuses every setting immudb fixes at creation, even with an unchanged
+    /// value (immudb 1.11.1 pkg/server/db_options.go, `overwriteWith` with existentDB true).
+    pub(crate) fn refuse_fixed(request: &DatabaseNullableSettings, db: &str) -> Result<(), Status> {
+        let r = request;
         let fixed = [
             ("file size", r.file_size.is_some()),
             ("max key length", r.max_key_len.is_some()),
@@ -81,13 +63,18 @@ impl Storage {
             ("embedded values", r.embedded_values.is_some()),
             ("prealloc files", r.prealloc_files.is_some()),
         ];
-        if existing {
-            if let Some((name, _)) = fixed.iter().find(|(_, set)| *set) {
-                return Err(illegal(format!(
-                    "{name} can not be changed after database creation ('{db}')"
-                )));
-            }
+        match fixed.iter().find(|(_, set)| *set) {
+            Some((name, _)) => Err(overwrite_error(format!(
+                "{name} can not be changed after database creation ('{db}')"
+            ))),
+            None => Ok(()),
         }
+    }
+
+    /// The settings `request` sets, applied; the others keep their value (immudb 1.11.1
+    /// pkg/server/db_options.go, `overwriteWith`, store part).
+    pub(crate) fn overwritten(&self, r: &DatabaseNullableSettings) -> Storage {
+        let mut next = self.clone();
         let count = |field: &Option<NullableUint32>, target: &mut u32| {
             if let Some(v) = field {
                 *target = v.value;
@@ -115,22 +102,24 @@ impl Storage {
             ms(&t.retention_period, &mut next.retention_period_ms);
             ms(&t.truncation_frequency, &mut next.truncation_frequency_ms);
         }
-        next.validate(db)?;
-        Ok(next)
+        next
     }
 
-    fn validate(&self, db: &str) -> Result<(), Status> {
+    /// The storage rules, after the replication rules: retention and truncation (immudb 1.11.1
+    /// pkg/server/db_options.go, (*dbOptions).Validate), then the store's own options
+    /// (embedded/store/options.go, (*Options).Validate), whose error is wrapped once.
+    pub(crate) fn validate(&self, db: &str) -> Result<(), Status> {
         if self.retention_period_ms < 0
             || (self.retention_period_ms > 0 && self.retention_period_ms < 24 * HOUR_MS)
         {
-            return Err(illegal_wrapped(format!(
+            return Err(validate_error(format!(
                 "invalid retention period for database '{db}'. RetentionPeriod should at least '24' hours"
             )));
         }
         if self.truncation_frequency_ms < 0
             || (self.truncation_frequency_ms > 0 && self.truncation_frequency_ms < HOUR_MS)
         {
-            return Err(illegal_wrapped(format!(
+            return Err(validate_error(format!(
                 "invalid truncation frequency for database '{db}'. TruncationFrequency should at least '1' hour"
             )));
         }
@@ -149,7 +138,9 @@ impl Storage {
             ),
         ];
         if let Some((option, _)) = invalid.iter().find(|(_, bad)| *bad) {
-            return Err(illegal(format!("invalid options: invalid {option}")));
+            return Err(overwrite_error(format!(
+                "invalid options: invalid {option}"
+            )));
         }
         Ok(())
     }
@@ -171,45 +162,5 @@ impl Storage {
             retention_period: ms(self.retention_period_ms),
             truncation_frequency: ms(self.truncation_frequency_ms),
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fixed_settings_are_refused_on_an_existing_database_even_unchanged() {
-        let request = DatabaseNullableSettings {
-            file_size: Some(NullableUint32 { value: 1 << 29 }),
-            ..Default::default()
-        };
-        let err = Storage::default()
-            .merged(Some(&request), true, "db")
-            .unwrap_err();
-        assert_eq!(
-            err.message(),
-            "illegal arguments: file size can not be changed after database creation ('db')"
-        );
-        assert!(Storage::default()
-            .merged(Some(&request), false, "db")
-            .is_ok());
-    }
-
-    #[test]
-    fn retention_below_a_day_is_refused() {
-        let request = DatabaseNullableSettings {
-            truncation_settings: Some(TruncationNullableSettings {
-                retention_period: Some(NullableMilliseconds { value: HOUR_MS }),
-                truncation_frequency: None,
-            }),
-            ..Default::default()
-        };
-        let err = Storage::default()
-            .merged(Some(&request), false, "db")
-            .unwrap_err();
-        assert!(err
-            .message()
-            .ends_with("RetentionPeriod should at least '24' hours"));
     }
 }
