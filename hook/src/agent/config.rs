@@ -14,6 +14,7 @@ use crate::config::{
 use crate::kube::{LeaseArgs, LeaseLookup};
 use crate::plan::failover::Timing;
 use crate::plan::health::Limits;
+use crate::plan::progress::Bounds;
 use crate::types::settings::parse_duration;
 use crate::types::Credentials;
 
@@ -47,10 +48,23 @@ pub struct AgentArgs {
     /// Time between polls.
     #[arg(long, env = "IMMUDB_AGENT_POLL_INTERVAL", default_value = "5s", value_parser = duration)]
     pub poll_interval: Duration,
-    /// A replica is Ready only while it holds everything the primary had this long ago; above
-    /// immudb's 2-minute idle backoff, so an idle async replica never flaps.
+    /// Between polls, a replica's agent looks this often at what it and the primary hold: lag is
+    /// measured, and an idle replicator woken, at this rate (from --poll-interval on, the polls
+    /// alone do it).
+    #[arg(long, env = "IMMUDB_AGENT_WATCH_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub watch_interval: Duration,
+    /// A replica is Ready only while it holds everything the primary had this long ago (a
+    /// replica that advances, such as one catching up).
     #[arg(long, env = "IMMUDB_AGENT_MAX_LAG", default_value = "180s", value_parser = duration)]
     pub max_lag: Duration,
+    /// A replica database that lacks transactions and has not advanced this long is `stalled`
+    /// and the pod not Ready (an asynchronous one was woken and did not move).
+    #[arg(long, env = "IMMUDB_AGENT_STALL_AFTER", default_value = "10s", value_parser = duration)]
+    pub stall_after: Duration,
+    /// An asynchronous replica database that lacks transactions and has not advanced this long
+    /// gets its replicator woken; immudb's replicator fetches again within 2 s of an empty fetch.
+    #[arg(long, env = "IMMUDB_AGENT_WAKE_AFTER", default_value = "2s", value_parser = duration)]
+    pub wake_after: Duration,
     /// Settings that differ from the spec this long are updated; longer than the kubelet takes to
     /// refresh a mounted ConfigMap, so a newer release's change is never undone.
     #[arg(long, env = "IMMUDB_AGENT_DRIFT_GRACE", default_value = "300s", value_parser = duration)]
@@ -128,6 +142,10 @@ impl FailoverArgs {
     }
 }
 
+/// Waits before waking again a replicator the last wake did not move: each wake costs immudb a
+/// write into systemdb and a login on the primary.
+const WAKE_BACKOFF: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(300));
+
 /// A Kubernetes call's deadline: half a poll, at most 2 s.
 pub fn lease_call_timeout(poll_interval: Duration) -> Duration {
     (poll_interval / 2).min(Duration::from_secs(2))
@@ -144,6 +162,7 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     pub local_address: IpAddr,
     pub poll_interval: Duration,
+    pub watch_interval: Duration,
     pub limits: Limits,
     /// Set with --lease-name: the role follows the Lease.
     pub failover: Option<FailoverConfig>,
@@ -165,6 +184,19 @@ impl AgentArgs {
                 "must be longer than --poll-interval: lag is measured once per poll",
             );
         }
+        if self.watch_interval.is_zero() {
+            return reject("--watch-interval", "0", "must be at least 1ms");
+        }
+        if self.wake_after.is_zero() {
+            return reject("--wake-after", "0", "must be at least 1ms");
+        }
+        if self.stall_after <= self.wake_after {
+            return reject(
+                "--stall-after",
+                format!("{:?}", self.stall_after),
+                "must be longer than --wake-after: a replicator is woken before it counts as stalled",
+            );
+        }
         let config = AgentConfig {
             role: self.role,
             topology: topology_args.topology()?,
@@ -175,8 +207,14 @@ impl AgentArgs {
             listen: self.listen,
             local_address: self.local_address,
             poll_interval: self.poll_interval,
+            watch_interval: self.watch_interval,
             limits: Limits {
-                max_lag: self.max_lag,
+                progress: Bounds {
+                    max_lag: self.max_lag,
+                    stall_after: self.stall_after,
+                    wake_after: self.wake_after,
+                    wake_backoff: WAKE_BACKOFF,
+                },
                 drift_grace: self.drift_grace,
                 restart_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
             },

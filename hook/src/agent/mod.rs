@@ -13,6 +13,7 @@ mod http;
 pub mod metrics;
 mod poll;
 mod roles;
+mod watch;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,11 +49,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<std::convert::Infallible
     tracing::info!(role = ?config.role, listen = %config.listen, "agent started");
     let mut agent = poll::Agent::new(config);
     let mut assessed_once = false;
+    let publish = |status: &metrics::Status| {
+        *shared.status.lock().expect("status lock") = status.clone();
+    };
     loop {
         let started = Instant::now();
-        let status = agent.poll().await;
+        let mut status = agent.poll().await;
         assessed_once |= status.assessment.is_some();
-        *shared.status.lock().expect("status lock") = status;
+        publish(&status);
         *shared.last_poll.lock().expect("poll lock") = Instant::now();
         // Until the local immudb first answers, poll again soon: a returning former primary opens
         // its databases writable, and the first poll is the one that fences them.
@@ -61,6 +65,17 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<std::convert::Infallible
         } else {
             agent.config.poll_interval.min(FIRST_POLLS)
         };
-        tokio::time::sleep(interval.saturating_sub(started.elapsed())).await;
+        let next_poll = started + interval;
+        // Between polls, a replica's agent watches: lag each tick, and wakes.
+        let watch = agent.config.watch_interval;
+        let mut next_tick = started + watch;
+        while next_tick < next_poll {
+            tokio::time::sleep_until(next_tick.into()).await;
+            if agent.tick(&mut status).await {
+                publish(&status);
+            }
+            next_tick = (next_tick + watch).max(Instant::now());
+        }
+        tokio::time::sleep_until(next_poll.into()).await;
     }
 }

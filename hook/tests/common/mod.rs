@@ -243,7 +243,8 @@ impl RunningAgent {
 }
 
 impl Cluster {
-    /// An agent for node `node` (0 is the primary) with fast test timings.
+    /// An agent for node `node` (0 is the primary) with fast test timings; a flag in `extra`
+    /// replaces the timing of the same name.
     pub fn agent(
         &self,
         node: u8,
@@ -276,6 +277,9 @@ impl Cluster {
             "--max-lag=2s".into(),
             "--drift-grace=1s".into(),
         ];
+        // A flag in `extra` replaces the default above.
+        let name = |flag: &str| flag.split('=').next().unwrap_or(flag).to_string();
+        flags.retain(|f| !extra.iter().any(|e| name(e) == name(f)));
         flags.extend(extra.iter().map(|s| s.to_string()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let cli = self.cli_with(replicas, 20, global, "agent", &flags);
