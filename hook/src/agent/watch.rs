@@ -31,7 +31,8 @@ impl Agent {
     }
 
     /// One tick: updates `status` in place; false when there was nothing to look at or a
-    /// server did not answer (the next poll reports that).
+    /// server did not answer (the next poll reports that). It uses the sessions the poll just
+    /// used, so it logs in nowhere.
     pub async fn tick(&mut self, status: &mut Status) -> bool {
         let Some(watching) = self.watching.clone() else {
             return false;
@@ -59,7 +60,10 @@ impl Agent {
         let (local, primary) = match read.instrument(span).await {
             Ok(read) => read,
             Err(error) => {
-                tracing::debug!(%error, "watch tick: a server did not answer");
+                // No tick opens a session: a server that failed is left to the next poll, so a
+                // refused login is not retried every second (each costs immudb a bcrypt).
+                tracing::debug!(%error, "watch tick: a server did not answer; watching again after the next poll");
+                self.watching = None;
                 return false;
             }
         };

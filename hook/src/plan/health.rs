@@ -279,17 +279,19 @@ fn assess_replica_database(
         }
         _ => {
             memory.restart_delay = Duration::ZERO;
-            let lag = lag.as_ref().expect("a primary transaction gives a lag");
+            // The primary's transaction was just sampled, so there is a lag.
             let driver = progress::driver(db.replication.sync_replication, view.manage);
-            let judged = memory
-                .progress
-                .judge(now, lag, db.tx_count, driver, &limits.progress);
-            if judged.wake {
+            let judged = lag.as_ref().map(|lag| {
+                memory
+                    .progress
+                    .judge(now, lag, db.tx_count, driver, &limits.progress)
+            });
+            if judged.is_some_and(|j| j.wake) {
                 wakes.push(Action::WakeReplicator {
                     name: name.to_string(),
                 });
             }
-            replicating_state(judged.motion).0
+            judged.map_or(State::Replicating, |j| replicating_state(j.motion).0)
         }
     };
     // Without a primary to compare with, stale reads beat no reads: a replica that has caught
