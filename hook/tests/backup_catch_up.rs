@@ -51,7 +51,11 @@ async fn a_replica_that_does_not_catch_up_in_time_is_passed_over_for_another_rea
     let nodes = seeded(&cluster, 2, 3).await;
     // Replica 1 follows nobody it can reach: it keeps 3 transactions while the others get 5.
     nodes[1].with_state(|s| {
-        s.databases.get_mut("appdb").unwrap().replication.primary_host = "nowhere".into();
+        s.databases
+            .get_mut("appdb")
+            .unwrap()
+            .replication
+            .primary_host = "nowhere".into();
     });
     write(&nodes[0], 3, 2);
     caught_up(&nodes[0], &nodes[2]).await;
@@ -87,7 +91,11 @@ async fn with_no_replica_holding_what_the_primary_committed_the_backup_fails_nam
     let report = backup_report_of(
         &cluster,
         &cluster.replica_hosts(1),
-        &[&dir_flag(&dir), "--databases=appdb", "--catch-up-timeout=1s"],
+        &[
+            &dir_flag(&dir),
+            "--databases=appdb",
+            "--catch-up-timeout=1s",
+        ],
     )
     .await;
     assert_eq!(report.exit_code(), 6, "{report}");

@@ -51,7 +51,8 @@ async fn cluster_with_quarter_backoff(
         options.replication_retry = QUARTER;
         nodes.push(cluster.start(options).await);
     }
-    let report = converge(&cluster.converge_config(&cluster.replica_hosts(replicas), 20, spec, &[])).await;
+    let report =
+        converge(&cluster.converge_config(&cluster.replica_hosts(replicas), 20, spec, &[])).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     nodes
 }
@@ -71,7 +72,11 @@ async fn writer(primary: &Node) -> Client {
 }
 
 fn holds(node: &Node, tx: u64) -> bool {
-    node.with_state(|s| s.databases.get("appdb").is_some_and(|db| db.tx_count() >= tx))
+    node.with_state(|s| {
+        s.databases
+            .get("appdb")
+            .is_some_and(|db| db.tx_count() >= tx)
+    })
 }
 
 fn replicator_failures(node: &Node) -> u32 {
@@ -86,15 +91,28 @@ async fn a_write_after_a_quiet_period_reaches_a_watched_replica_at_once_and_wait
     let agent = cluster.agent(1, &cluster.replica_hosts(2), spec(), WATCHING);
     let client = writer(&nodes[0]).await;
     assert_eq!(client.set(b"k", b"1").await.unwrap(), 1);
-    assert!(eventually(SHORT * 5, || async { holds(&nodes[1], 1) && holds(&nodes[2], 1) }).await);
+    assert!(
+        eventually(SHORT * 5, || async {
+            holds(&nodes[1], 1) && holds(&nodes[2], 1)
+        })
+        .await
+    );
     assert!(eventually(SHORT * 5, || agent.ready()).await);
     // The first write may have needed a wake too: the replicators slept since the Job ran.
     let woken = agent.metric(WAKES).await.unwrap();
 
     // 8 s quiet: the replicators fetched at about 0.5, 1.5, 3.5 and 7.5 s and now sleep 8 s.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert!(replicator_failures(&nodes[2]) >= 4, "{}", replicator_failures(&nodes[2]));
-    assert_eq!(agent.metric(WAKES).await, Some(woken), "nothing to wake while quiet");
+    assert!(
+        replicator_failures(&nodes[2]) >= 4,
+        "{}",
+        replicator_failures(&nodes[2])
+    );
+    assert_eq!(
+        agent.metric(WAKES).await,
+        Some(woken),
+        "nothing to wake while quiet"
+    );
     assert_eq!(client.set(b"k", b"2").await.unwrap(), 2);
 
     // The agent notices at its next look and wakes replica 1; replica 2 sleeps at least until
@@ -103,7 +121,10 @@ async fn a_write_after_a_quiet_period_reaches_a_watched_replica_at_once_and_wait
         eventually(SHORT * 2, || async { holds(&nodes[1], 2) }).await,
         "the watched replica did not get the write within 4 s"
     );
-    assert!(!holds(&nodes[2], 2), "the unwatched replica got it as fast: nothing to show");
+    assert!(
+        !holds(&nodes[2], 2),
+        "the unwatched replica got it as fast: nothing to show"
+    );
     assert_eq!(agent.metric(WAKES).await, Some(woken + 1.0));
     assert!(agent.ready().await, "{:?}", agent.get("/readyz").await);
     // immudb's own retry catches up in the end.
@@ -119,7 +140,8 @@ async fn a_replica_catching_up_is_never_woken() {
     nodes[0].with_state(|s| {
         let db = s.databases.get_mut("appdb").unwrap();
         for i in 0..40_000u32 {
-            db.ledger.commit(&[(i.to_be_bytes().to_vec(), b"v".to_vec())]);
+            db.ledger
+                .commit(&[(i.to_be_bytes().to_vec(), b"v".to_vec())]);
         }
     });
     let mut options = cluster.options(1);
@@ -147,7 +169,11 @@ async fn a_synchronous_replica_never_sleeps_and_is_never_woken() {
         // The write commits only once the replica holds it: no sleep delays it.
         let written = tokio::time::timeout(SHORT, client.set(b"k", b"v")).await;
         assert_eq!(written.expect("acknowledged within 2 s").unwrap(), tx);
-        assert_eq!(replicator_failures(&nodes[1]), 0, "an empty answer is no failure");
+        assert_eq!(
+            replicator_failures(&nodes[1]),
+            0,
+            "an empty answer is no failure"
+        );
     }
     assert!(eventually(SHORT, || async { holds(&nodes[1], 3) }).await);
     assert_eq!(agent.metric(WAKES).await, Some(0.0));

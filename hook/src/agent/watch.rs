@@ -73,7 +73,13 @@ impl Agent {
             manage: watching.manage,
         };
         let now = self.started.elapsed();
-        let wakes = watch::look(assessment, &look, &mut self.memory, now, &self.config.limits);
+        let wakes = watch::look(
+            assessment,
+            &look,
+            &mut self.memory,
+            now,
+            &self.config.limits,
+        );
         self.wake(&wakes).await;
         status.counters = self.counters.clone();
         self.log_readiness(status);

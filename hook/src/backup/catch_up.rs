@@ -44,7 +44,10 @@ pub async fn primary_targets(config: &BackupConfig) -> Option<BTreeMap<String, u
         .await
     {
         Ok(targets) => {
-            tracing::info!(?targets, "the primary's committed transactions at the start");
+            tracing::info!(
+                ?targets,
+                "the primary's committed transactions at the start"
+            );
             Some(targets)
         }
         Err(error) => {
@@ -61,7 +64,10 @@ async fn committed_on_primary(
     let mut targets = BTreeMap::new();
     for database in databases {
         session.client.use_database(database).await?;
-        targets.insert(database.clone(), session.client.current_state().await?.tx_id);
+        targets.insert(
+            database.clone(),
+            session.client.current_state().await?.tx_id,
+        );
     }
     Ok(targets)
 }
@@ -81,7 +87,10 @@ pub async fn wait_caught_up(
     let mut logged = started;
     let outcome = loop {
         let held = match session.client.list_databases().await {
-            Ok(databases) => databases.into_iter().map(|d| (d.name, d.tx_count)).collect(),
+            Ok(databases) => databases
+                .into_iter()
+                .map(|d| (d.name, d.tx_count))
+                .collect(),
             Err(error) if Instant::now() < deadline => {
                 tracing::debug!(%error, "could not read what the replica holds; asking again");
                 BTreeMap::new()
@@ -107,7 +116,8 @@ pub async fn wait_caught_up(
             tracing::info!(behind = %behind.join(", "), "waiting for the replica to hold what the primary had committed");
             logged = Instant::now();
         }
-        tokio::time::sleep(LOOK_EVERY.min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(LOOK_EVERY.min(deadline.saturating_duration_since(Instant::now())))
+            .await;
     };
     session.close().await;
     outcome

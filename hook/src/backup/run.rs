@@ -149,7 +149,10 @@ async fn caught_up_source(config: &BackupConfig) -> StepResult<(Role, String, Re
         let chosen = choose_source(config, &passed_over).await;
         let (role, host, node) = match chosen {
             Err((Failure::NotReplicated, why)) if !lags.is_empty() => {
-                return Err((Failure::NotReplicated, format!("{}; {why}", lags.join("; "))))
+                return Err((
+                    Failure::NotReplicated,
+                    format!("{}; {why}", lags.join("; ")),
+                ))
             }
             Err(failed) => return Err(failed),
             Ok(chosen) => chosen,

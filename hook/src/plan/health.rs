@@ -115,7 +115,11 @@ pub struct Memory {
 impl Memory {
     /// The progress of `database`, for a look between polls.
     pub fn progress(&mut self, database: &str) -> &mut Progress {
-        &mut self.databases.entry(database.to_string()).or_default().progress
+        &mut self
+            .databases
+            .entry(database.to_string())
+            .or_default()
+            .progress
     }
 
     /// The agent applied `update` and immudb accepted it. Should a later poll plan the very same

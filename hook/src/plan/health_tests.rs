@@ -160,7 +160,11 @@ fn lag_beyond_the_bound_makes_an_advancing_replica_unready_until_it_catches_up()
     );
     at_poll(300, 25, 30);
     let a = at_poll(305, 29, 30);
-    assert_eq!((state(&a), a.ready), (State::Lagging, false), "moving, but tx 30 is 205 s old");
+    assert_eq!(
+        (state(&a), a.ready),
+        (State::Lagging, false),
+        "moving, but tx 30 is 205 s old"
+    );
     assert!(a.wakes.is_empty(), "a replica that advances is never woken");
     let a = at_poll(310, 30, 30);
     assert_eq!((state(&a), a.ready), (State::Replicating, true));

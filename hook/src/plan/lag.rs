@@ -195,8 +195,15 @@ mod tests {
         tracker.observe_primary(at(3605), 9);
         tracker.lag(at(3606), 6);
         let lag = tracker.lag(at(3608), 6).unwrap();
-        assert_eq!((lag.transactions, lag.seconds, lag.stuck_seconds), (3, 3.0, 2.0));
-        assert!(lag.describe().contains("lacks 3 transaction(s)"), "{}", lag.describe());
+        assert_eq!(
+            (lag.transactions, lag.seconds, lag.stuck_seconds),
+            (3, 3.0, 2.0)
+        );
+        assert!(
+            lag.describe().contains("lacks 3 transaction(s)"),
+            "{}",
+            lag.describe()
+        );
     }
 
     #[test]

@@ -136,7 +136,15 @@ mod tests {
         };
         times
             .into_iter()
-            .map(|t| look(assessment, &look_at, memory, Duration::from_secs(t), &limits()))
+            .map(|t| {
+                look(
+                    assessment,
+                    &look_at,
+                    memory,
+                    Duration::from_secs(t),
+                    &limits(),
+                )
+            })
             .collect()
     }
 

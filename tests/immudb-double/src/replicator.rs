@@ -406,7 +406,10 @@ mod tests {
         // The first failure in a row already sleeps 2 s: immudb counts it as n = 1.
         let sleeps: Vec<f64> = (1..=8).map(|n| secs(n, 0.0)).collect();
         assert_eq!(sleeps, [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 120.0, 120.0]);
-        assert!((secs(1, 0.999_999) - 1.8).abs() < 1e-3, "10 % jitter at most");
+        assert!(
+            (secs(1, 0.999_999) - 1.8).abs() < 1e-3,
+            "10 % jitter at most"
+        );
         assert!((secs(40, 0.5) - 114.0).abs() < 1e-9);
         let draws: Vec<f64> = (0..1000).map(|_| draw()).collect();
         assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));

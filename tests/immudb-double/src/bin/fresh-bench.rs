@@ -21,7 +21,12 @@ const ADMIN: &str = "bench-admin";
 /// (quiet period, trials): the longer ones once, they take minutes each.
 const QUIET: [(u64, usize); 4] = [(0, 3), (20, 3), (60, 2), (300, 1)];
 /// immudb 1.11.1 on the real node (`../shared/immudb-facts.md`), one async replica.
-const REAL: [(u64, &str); 4] = [(0, "1.97"), (20, "9.54"), (60, "63.26"), (300, "not measured")];
+const REAL: [(u64, &str); 4] = [
+    (0, "1.97"),
+    (20, "9.54"),
+    (60, "63.26"),
+    (300, "not measured"),
+];
 
 fn ip(subnet: u8, node: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 77, subnet, node + 1))
@@ -123,7 +128,11 @@ async fn watch_cost(hook: &str, dir: &Path, network: &Network, subnet: u8, datab
     for file in ["admin", "replication"] {
         std::fs::copy(dir.parent().unwrap().join(file), dir.join(file)).unwrap();
     }
-    std::fs::write(dir.join("spec.json"), format!("{{\"databases\": {names:?}}}")).unwrap();
+    std::fs::write(
+        dir.join("spec.json"),
+        format!("{{\"databases\": {names:?}}}"),
+    )
+    .unwrap();
     let primary = start(network, subnet, 0).await;
     let replica = start(network, subnet, 1).await;
     converge(hook, &dir, subnet).await;
@@ -135,7 +144,8 @@ async fn watch_cost(hook: &str, dir: &Path, network: &Network, subnet: u8, datab
         let pid = child.id().expect("agent pid");
         tokio::time::sleep(Duration::from_secs(3)).await;
         let calls = || {
-            primary.faults.calls.load(Ordering::SeqCst) + replica.faults.calls.load(Ordering::SeqCst)
+            primary.faults.calls.load(Ordering::SeqCst)
+                + replica.faults.calls.load(Ordering::SeqCst)
         };
         let logins = || primary.with_state(|s| s.logins) + replica.with_state(|s| s.logins);
         let (cpu, calls_before, logins_before) = (support::usage(pid).0, calls(), logins());
