@@ -471,7 +471,10 @@ async fn a_replica_its_agent_calls_unready_is_never_a_source() {
     .await;
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(report.lines[0].host, cluster.host(2), "{report}");
-    assert!(completed(&report)[0].starts_with("backed up tx 1..3 "), "{report}");
+    assert!(
+        completed(&report)[0].starts_with("backed up tx 1..3 "),
+        "{report}"
+    );
 
     let expected = state_of(&nodes[0], "appdb");
     let fresh = restarted_empty(&cluster, nodes.remove(0)).await;

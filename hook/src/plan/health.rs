@@ -436,4 +436,4 @@ pub fn assess_primary(
 
 #[cfg(test)]
 #[path = "health_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -8,7 +8,7 @@ use crate::plan::{
 };
 use crate::types::Secret;
 
-const LIMITS: Limits = Limits {
+pub(crate) const LIMITS: Limits = Limits {
     progress: Bounds {
         max_lag: Duration::from_secs(180),
         stall_after: Duration::from_secs(10),

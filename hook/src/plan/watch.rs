@@ -65,22 +65,9 @@ pub fn look(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::health::tests::LIMITS;
     use crate::plan::health::{DatabaseHealth, State};
-    use crate::plan::progress::Bounds;
     use crate::plan::{ObservedDatabase, ReplicationSettings, StorageSettings};
-
-    fn limits() -> Limits {
-        Limits {
-            progress: Bounds {
-                max_lag: Duration::from_secs(180),
-                stall_after: Duration::from_secs(10),
-                wake_after: Duration::from_secs(2),
-                wake_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
-            },
-            drift_grace: Duration::from_secs(300),
-            restart_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
-        }
-    }
 
     fn health(name: &str, state: State) -> DatabaseHealth {
         DatabaseHealth {
@@ -142,7 +129,7 @@ mod tests {
                     &look_at,
                     memory,
                     Duration::from_secs(t),
-                    &limits(),
+                    &LIMITS,
                 )
             })
             .collect()

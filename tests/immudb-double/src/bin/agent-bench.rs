@@ -3,11 +3,11 @@
 //! time from a new replica's start to Ready. Prints a BENCHMARKS.md section on stdout.
 //! Usage: agent-bench <path to immudb-hook>
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use immudb_double::{Network, Node, NodeOptions};
+use immudb_double::{Network, Node};
 
 mod support;
 
@@ -15,15 +15,11 @@ const DATABASES: usize = 10;
 const AGENT_PORT: u16 = 9498;
 
 fn ip(subnet: u8, node: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 78, subnet, node + 1))
+    support::ip(78, subnet, node)
 }
 
 async fn start(network: &Network, subnet: u8, node: u8) -> Node {
-    let mut options = NodeOptions::new(
-        SocketAddr::new(ip(subnet, node), 3322),
-        SocketAddr::new(ip(subnet, node), 9497),
-    );
-    options.admin_password = "bench-admin".into();
+    let options = support::node_options(ip(subnet, node), "bench-admin");
     Node::start(options, network).await.expect("start double")
 }
 

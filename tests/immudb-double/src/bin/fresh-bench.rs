@@ -6,13 +6,13 @@
 //! (CPU, calls) and what the wakes cost the primary (logins). Prints a BENCHMARKS.md section.
 //! Usage: fresh-bench <path to immudb-hook>
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use immudb_double::replicator::Backoff;
-use immudb_double::{Network, Node, NodeOptions};
+use immudb_double::{Network, Node};
 
 mod support;
 
@@ -28,16 +28,13 @@ const REAL: [(u64, &str); 4] = [
     (300, "not measured"),
 ];
 
+/// This bench's addresses: 127.76.x.y.
 fn ip(subnet: u8, node: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 77, subnet, node + 1))
+    support::ip(76, subnet, node)
 }
 
 async fn start(network: &Network, subnet: u8, node: u8) -> Node {
-    let mut options = NodeOptions::new(
-        SocketAddr::new(ip(subnet, node), 3322),
-        SocketAddr::new(ip(subnet, node), 9497),
-    );
-    options.admin_password = ADMIN.into();
+    let mut options = support::node_options(ip(subnet, node), ADMIN);
     options.replication_retry = Backoff::IMMUDB;
     Node::start(options, network).await.expect("start double")
 }

@@ -1,8 +1,25 @@
 //! What the benches share: the hook's command line for a cluster of doubles.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
+
+use immudb_double::NodeOptions;
+
+/// Node `node` of cluster `subnet` of a bench: 127.`bench`.`subnet`.`node + 1`, each bench in
+/// its own range.
+#[allow(dead_code)] // each bench compiles this module; backup-bench has one node per cluster
+pub fn ip(bench: u8, subnet: u8, node: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, bench, subnet, node + 1))
+}
+
+/// A double on `ip`'s gRPC and metrics ports with the admin password `admin`.
+#[allow(dead_code)]
+pub fn node_options(ip: IpAddr, admin: &str) -> NodeOptions {
+    let mut options = NodeOptions::new(SocketAddr::new(ip, 3322), SocketAddr::new(ip, 9497));
+    options.admin_password = admin.into();
+    options
+}
 
 /// `hook` with the topology (the primary, the replicas) and the files in `dir` (admin,
 /// replication, spec.json) as env; output discarded.
