@@ -269,6 +269,38 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_database_says_what_it_lacks_and_for_how_long_in_the_probe_body() {
+        use crate::plan::health::DatabaseHealth;
+        use crate::plan::lag::Lag;
+        let mut status = before_any_event();
+        status.assessment = Some(Assessment {
+            databases: vec![DatabaseHealth {
+                name: "appdb".into(),
+                state: State::Stalled,
+                replicating: true,
+                ready: false,
+                lag: Some(Lag {
+                    transactions: 3,
+                    seconds: 12.0,
+                    catching_up: false,
+                    stuck_seconds: 11.0,
+                }),
+                detail: None,
+                settings_unconfirmed: false,
+            }],
+            ..Default::default()
+        });
+        assert!(!status.ready());
+        assert_eq!(
+            status.not_ready_reasons(),
+            ["database 'appdb' is stalled: lacks 3 transaction(s), the oldest committed on the primary 12 s ago; no progress for 11 s"]
+        );
+        let text = render(&status);
+        assert!(text.contains("immudb_agent_database_state{db=\"appdb\",state=\"stalled\"} 1\n"));
+        assert!(text.contains("immudb_agent_replicator_wakes_total{db=\"appdb\"} 0\n"));
+    }
+
+    #[test]
     fn a_repair_counts_on_its_own_series() {
         let mut status = before_any_event();
         status.counters.repairs.increment(Repaired {

@@ -142,6 +142,8 @@ enum Fetch {
         users: Vec<(String, crate::state::User)>,
         /// Synchronous: the replica may commit up to here.
         may_commit: Option<u64>,
+        /// Asynchronous: these were the last the primary had.
+        drained: bool,
     },
     /// The replicator stops for good.
     VersionMismatch,
@@ -223,6 +225,7 @@ fn fetch(
             messages,
             users,
             may_commit: None,
+            drained: last == source.tx_count(),
         };
     }
     if let Some(diverged) = check_report(&source.ledger, report) {
@@ -245,6 +248,7 @@ fn fetch(
         messages,
         users,
         may_commit: Some(source.tx_count()),
+        drained: false,
     }
 }
 
@@ -283,7 +287,7 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, retry: Backoff) {
             continue;
         };
         let replicator = &mut db.replicator;
-        let (messages, users, may_commit) = match fetched {
+        let (messages, users, may_commit, drained) = match fetched {
             Fetch::VersionMismatch => {
                 // Stops without a log line naming the cause; only a load restarts it.
                 replicator.running = false;
@@ -316,7 +320,8 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, retry: Backoff) {
                 messages,
                 users,
                 may_commit,
-            } => (messages, users, may_commit),
+                drained,
+            } => (messages, users, may_commit, drained),
         };
         replicator.connected = true;
         if !messages.is_empty() && replicator.concurrency > db.effective.max_concurrency {
@@ -344,6 +349,11 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, retry: Backoff) {
         }
         if let Some(up_to) = may_commit {
             db.ledger.allow_commit_up_to(up_to);
+        }
+        if drained && db.replicator.last_error.is_none() {
+            // immudb fetches again at once after a success, finds nothing and sleeps: a write
+            // that comes even a moment later waits for the first retry (up to 2 s).
+            db.replicator.failed(now, retry, NO_NEW_TRANSACTIONS.into());
         }
         if server_replica {
             // systemdb replication carries users and their passwords too.

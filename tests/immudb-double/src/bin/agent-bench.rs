@@ -50,32 +50,6 @@ fn agent(
     command.spawn().expect("start the agent")
 }
 
-async fn get(url: &str) -> Option<(u16, String)> {
-    let stream = tokio::net::TcpStream::connect(url.split('/').next()?)
-        .await
-        .ok()?;
-    let path = &url[url.find('/')?..];
-    let (mut read, mut write) = stream.into_split();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    write
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut response = String::new();
-    read.read_to_string(&mut response).await.ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 async fn converge(hook_path: &str, dir: &Path, subnet: u8, replicas: u8) {
     let status = hook(hook_path, dir, subnet, replicas)
         .arg("converge")
@@ -112,18 +86,21 @@ async fn main() {
     let metrics_url = format!("{}/metrics", SocketAddr::new(ip(1, 1), AGENT_PORT));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (cpu_before, _) = support::usage(pid);
-    let polls_before = get(&metrics_url)
-        .await
-        .map_or(f64::NAN, |(_, b)| metric(&b, "immudb_agent_polls_total"));
+    let polls_before = support::get(&metrics_url).await.map_or(f64::NAN, |(_, b)| {
+        support::metric(&b, "immudb_agent_polls_total")
+    });
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (cpu_after, peak_kib) = support::usage(pid);
-    let body = get(&metrics_url).await.map(|(_, b)| b).unwrap_or_default();
-    let polls = metric(&body, "immudb_agent_polls_total") - polls_before;
+    let body = support::get(&metrics_url)
+        .await
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let polls = support::metric(&body, "immudb_agent_polls_total") - polls_before;
     println!("| measure | value |\n| --- | --- |");
     println!("| polls measured | {polls:.0} |");
     println!(
         "| wall time of the last poll | {:.1} ms |",
-        metric(&body, "immudb_agent_poll_duration_seconds") * 1000.0
+        support::metric(&body, "immudb_agent_poll_duration_seconds") * 1000.0
     );
     println!(
         "| CPU time per poll (user + system) | {:.2} ms |",
@@ -131,8 +108,8 @@ async fn main() {
     );
     println!(
         "| logins over {:.0} polls | {:.0} (one local, one on the primary) |",
-        metric(&body, "immudb_agent_polls_total"),
-        metric(&body, "immudb_agent_logins_total")
+        support::metric(&body, "immudb_agent_polls_total"),
+        support::metric(&body, "immudb_agent_logins_total")
     );
     println!("| peak RSS (VmHWM) | {:.1} MB |", peak_kib as f64 / 1024.0);
     let _ = child.kill().await;
@@ -159,7 +136,7 @@ async fn main() {
             let _replica = start(&network, subnet, 1).await;
             let mut child = agent(&hook_path, &dir, subnet, 1, interval);
             let ready_url = format!("{}/readyz", SocketAddr::new(ip(subnet, 1), AGENT_PORT));
-            while get(&ready_url).await.map(|(s, _)| s) != Some(200) {
+            while support::get(&ready_url).await.map(|(s, _)| s) != Some(200) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             trials.push(format!("{:.2}", started.elapsed().as_secs_f64()));

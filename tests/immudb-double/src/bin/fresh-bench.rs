@@ -82,8 +82,17 @@ async fn one_write(primary: &Node, replica: &Node) -> Duration {
     written.elapsed()
 }
 
+/// What one configuration measured.
+struct Trials {
+    delays: Vec<Duration>,
+    /// Logins on the primary (the replicator's reconnects) per trial.
+    logins: f64,
+    /// Wakes the agent counted per trial.
+    wakes: f64,
+}
+
 /// One configuration: quiet periods of `quiet` seconds, `trials` times, with or without the
-/// agent. Returns the delays and the logins the replica's replicator made on the primary.
+/// agent.
 async fn quiet_trials(
     hook: String,
     dir: std::path::PathBuf,
@@ -92,21 +101,38 @@ async fn quiet_trials(
     quiet: u64,
     trials: usize,
     watched: bool,
-) -> (Vec<Duration>, u64, f64) {
+) -> Trials {
     let primary = start(&network, subnet, 0).await;
     let replica = start(&network, subnet, 1).await;
     converge(&hook, &dir, subnet).await;
     let _agent = watched.then(|| agent(&hook, &dir, subnet, &[]));
+    let metrics_url = format!("{}/metrics", SocketAddr::new(ip(subnet, 1), AGENT_PORT));
+    let wakes = || async {
+        let body = support::get(&metrics_url)
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let wakes = support::metric(&body, "immudb_agent_replicator_wakes_total{db=\"appdb\"}");
+        if wakes.is_nan() {
+            0.0
+        } else {
+            wakes
+        }
+    };
     // A first write to start from: the replica holds everything, its replicator just advanced.
     one_write(&primary, &replica).await;
-    let (logins_before, started) = (primary.with_state(|s| s.logins), Instant::now());
+    let (logins_before, wakes_before) = (primary.with_state(|s| s.logins), wakes().await);
     let mut delays = Vec::new();
     for _ in 0..trials {
         tokio::time::sleep(Duration::from_secs(quiet)).await;
         delays.push(one_write(&primary, &replica).await);
     }
     let logins = primary.with_state(|s| s.logins) - logins_before;
-    (delays, logins, started.elapsed().as_secs_f64())
+    Trials {
+        delays,
+        logins: logins as f64 / trials as f64,
+        wakes: (wakes().await - wakes_before) / trials as f64,
+    }
 }
 
 fn seconds(delays: &[Duration]) -> String {
@@ -136,6 +162,14 @@ async fn watch_cost(hook: &str, dir: &Path, network: &Network, subnet: u8, datab
     const WINDOW: Duration = Duration::from_secs(20);
     let mut measured = Vec::new();
     // Polls every 5 s either way; with looks every second between them, or none.
+    let metrics_url = format!("{}/metrics", SocketAddr::new(ip(subnet, 1), AGENT_PORT));
+    let logins = || async {
+        let body = support::get(&metrics_url)
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        support::metric(&body, "immudb_agent_logins_total")
+    };
     for watch in ["5s", "1s"] {
         let mut child = agent(hook, &dir, subnet, &[&format!("--watch-interval={watch}")]);
         let pid = child.id().expect("agent pid");
@@ -144,11 +178,10 @@ async fn watch_cost(hook: &str, dir: &Path, network: &Network, subnet: u8, datab
             primary.faults.calls.load(Ordering::SeqCst)
                 + replica.faults.calls.load(Ordering::SeqCst)
         };
-        let logins = || primary.with_state(|s| s.logins) + replica.with_state(|s| s.logins);
-        let (cpu, calls_before, logins_before) = (support::usage(pid).0, calls(), logins());
+        let (cpu, calls_before, logins_before) = (support::usage(pid).0, calls(), logins().await);
         tokio::time::sleep(WINDOW).await;
         let cpu = support::usage(pid).0 - cpu;
-        measured.push((cpu, calls() - calls_before, logins() - logins_before));
+        measured.push((cpu, calls() - calls_before, logins().await - logins_before));
         let _ = child.kill().await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -156,10 +189,10 @@ async fn watch_cost(hook: &str, dir: &Path, network: &Network, subnet: u8, datab
     let looks = WINDOW.as_secs_f64() * 4.0 / 5.0;
     let (polls_only, watching) = (measured[0], measured[1]);
     println!(
-        "| {databases} | {:.2} ms | {:.1} | {} |",
+        "| {databases} | {:.2} ms | {:.1} | {:.0} |",
         (watching.0 - polls_only.0) * 1000.0 / looks,
-        (watching.1 - polls_only.1) as f64 / looks,
-        watching.2 - polls_only.2,
+        (watching.1 as f64 - polls_only.1 as f64) / looks,
+        watching.2,
     );
 }
 
@@ -194,27 +227,29 @@ async fn main() {
     for run in runs {
         results.push(run.await.expect("a configuration ran"));
     }
-    println!("| quiet period | immudb alone (s) | with the agent (s) | real immudb 1.11.1, alone (s) | replicator logins on the primary, alone / with the agent |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| quiet period | immudb alone (s) | with the agent (s) | real immudb 1.11.1, alone (s) | wakes per write | logins on the primary per write, alone / with the agent |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for (i, (quiet, _)) in QUIET.iter().enumerate() {
-        let (alone, alone_logins, alone_s) = &results[2 * i];
-        let (watched, watched_logins, watched_s) = &results[2 * i + 1];
+        let (alone, watched) = (&results[2 * i], &results[2 * i + 1]);
         let quiet_text = match quiet {
             0 => "0 s".to_string(),
             q if q % 60 == 0 => format!("{} min", q / 60),
             q => format!("{q} s"),
         };
         println!(
-            "| {quiet_text} | {} | {} | {} | {alone_logins} in {alone_s:.0} s / {watched_logins} in {watched_s:.0} s |",
-            seconds(alone),
-            seconds(watched),
+            "| {quiet_text} | {} | {} | {} | {:.1} | {:.1} / {:.1} |",
+            seconds(&alone.delays),
+            seconds(&watched.delays),
             REAL[i].1,
+            watched.wakes,
+            alone.logins,
+            watched.logins,
         );
     }
-    println!("\nA write right after the replica advanced (quiet 0 s) waits for the replicator's own first retry, 2 s at most: the agent leaves a replica alone until it has not advanced for 2 s, since one catching up advances every second. After that the agent's next look wakes it (an UpdateDatabaseV2 with empty replication settings: immudb restarts the replicator, which fetches at once), so the delay is the time to that look plus the restart: the real server fetched 0.16 s after such an update. Each empty fetch ends immudb's session on the primary and the next one logs in again, so an idle replicator costs the primary a login per retry; a wake adds one.\n");
+    println!("\nA write right after the replica advanced (quiet 0 s) waits for the replicator's own first retry, 2 s at most: the agent leaves a replica alone until it has not advanced for 2 s, since one catching up advances every second. After that the agent's next look wakes it (an UpdateDatabaseV2 with empty replication settings: immudb restarts the replicator, which fetches at once), so the delay is the time to that look plus the restart: the real server fetched 0.16 s after such an update. Each empty fetch ends immudb's session on the primary and the next fetch logs in again, so an idle replicator costs the primary a login per retry either way; a wake costs one more login and a write into systemdb, and after it the replicator retries from 2 s again.\n");
 
     println!("What watching costs: the release agent on a replica, polls every 5 s, with a look every second between them against none; per look, over 20 s:\n");
-    println!("| replicated databases | agent CPU per look (user + system) | gRPC calls per look (replica + primary) | logins |");
+    println!("| replicated databases | agent CPU per look (user + system) | gRPC calls per look (replica + primary) | agent logins in the 20 s |");
     println!("| --- | --- | --- | --- |");
     watch_cost(&hook, &dir, &network, 100, 2).await;
     watch_cost(&hook, &dir, &network, 101, 10).await;

@@ -70,3 +70,33 @@ pub fn usage(pid: u32) -> (f64, u64) {
         .unwrap_or(0);
     (cpu, peak)
 }
+
+/// GET `url` (`host:port/path`): (status, body), None when nothing answers.
+#[allow(dead_code)]
+pub async fn get(url: &str) -> Option<(u16, String)> {
+    let stream = tokio::net::TcpStream::connect(url.split('/').next()?)
+        .await
+        .ok()?;
+    let path = &url[url.find('/')?..];
+    let (mut read, mut write) = stream.into_split();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    write
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    read.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// The value of the metric line `name` (with its labels) in `body`; NaN when absent.
+#[allow(dead_code)]
+pub fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
