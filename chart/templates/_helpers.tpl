@@ -192,6 +192,13 @@ checkov.io/skip{{ add1 $i }}: {{ printf "%s=%s" $id (get $reasons $id) | quote }
 {{- include "immudb.validateSettings" (dict "where" (printf "replication.databases[%s].settings" .name) "settings" $effective "commitConcurrency" $repl.commitConcurrency) -}}
 {{- end -}}
 {{- end -}}
+{{- $agent := .Values.agent -}}
+{{- if eq (include "immudb.durationMs" $agent.watchInterval | int64) 0 -}}
+{{- fail "agent.watchInterval=0: the agent needs a time between two looks at its replica, e.g. 1s" -}}
+{{- end -}}
+{{- if le (include "immudb.durationMs" $agent.stallAfter | int64) 2000 -}}
+{{- fail (printf "agent.stallAfter=%v must be longer than 2s: the agent wakes a replicator after 2 s without progress, before it calls the replica stalled" $agent.stallAfter) -}}
+{{- end -}}
 {{- if and (eq .Values.replication.mode "systemdb") .Values.replication.sync.enabled -}}
 {{- fail "replication.sync.enabled=true with replication.mode=systemdb: synchronous replication is per database; use mode database" -}}
 {{- end -}}

@@ -84,7 +84,9 @@ spec:
           (dict "name" "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE" "value" "/var/run/secrets/immudb/replication-password")
           (dict "name" "IMMUDB_AGENT_LISTEN" "value" (printf "0.0.0.0:%v" $values.agent.port))
           (dict "name" "IMMUDB_AGENT_POLL_INTERVAL" "value" $values.agent.pollInterval)
+          (dict "name" "IMMUDB_AGENT_WATCH_INTERVAL" "value" $values.agent.watchInterval)
           (dict "name" "IMMUDB_AGENT_MAX_LAG" "value" $values.agent.maxLag)
+          (dict "name" "IMMUDB_AGENT_STALL_AFTER" "value" $values.agent.stallAfter)
           (dict "name" "IMMUDB_AGENT_DRIFT_GRACE" "value" $values.agent.driftGrace)
         }}
         {{- $agentEnv = concat $agentEnv (include "immudb.failover.agentEnv" (dict "ctx" $ctx "role" $role) | fromYamlArray) }}

@@ -38,6 +38,7 @@ def test_the_cronjob_backs_up_from_a_replica_into_its_claim():
     assert env["IMMUDB_HOOK_BACKUP_SOURCE"] == "replica"
     assert env["IMMUDB_HOOK_BACKUP_DIR"] == "/backups"
     assert env["IMMUDB_HOOK_BACKUP_KEEP_CHAINS"] == "4"
+    assert env["IMMUDB_HOOK_BACKUP_CATCH_UP_TIMEOUT"] == "60s", "a replica first holds what the primary committed"
     assert env["IMMUDB_HOOK_REPLICA_COUNT"] == "2", "the source is chosen among the replicas"
     assert env["IMMUDB_HOOK_AGENT_PORT"] == "9498", "only a replica its agent calls Ready is a source"
     claim = next(v for v in pod["volumes"] if v["name"] == "backups")["persistentVolumeClaim"]["claimName"]

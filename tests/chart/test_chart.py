@@ -263,6 +263,7 @@ def test_every_immudb_pod_carries_the_agent_and_is_ready_only_by_it(scenario):
         role = sts["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
         assert env["IMMUDB_AGENT_ROLE"] == {"primary": "primary", "read": "replica"}[role]
         assert env["IMMUDB_AGENT_LISTEN"] == f"0.0.0.0:{port}"
+        assert (env["IMMUDB_AGENT_WATCH_INTERVAL"], env["IMMUDB_AGENT_STALL_AFTER"]) == ("1s", "10s")
         mounted = {m["mountPath"] for m in agent["volumeMounts"]}
         assert env["IMMUDB_HOOK_SPEC_FILE"].rsplit("/", 1)[0] in mounted
         assert env["IMMUDB_HOOK_REPLICATION_PASSWORD_FILE"].rsplit("/", 1)[0] in mounted

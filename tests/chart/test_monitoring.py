@@ -22,13 +22,14 @@ immudb_agent_ready immudb_agent_primary_reachable immudb_agent_replicating immud
 immudb_agent_lag_seconds immudb_agent_database_state immudb_agent_repairs_total immudb_agent_polls_total
 immudb_agent_poll_errors_total immudb_agent_logins_total immudb_agent_poll_duration_seconds immudb_agent_settings_unconfirmed
 immudb_agent_role immudb_agent_failovers_total immudb_agent_failover_lost_transactions_total
+immudb_agent_replicator_wakes_total
 """.split()
 )
 AGENT_SOURCE = REPO / "hook" / "src" / "agent" / "metrics.rs"
 COUNTERS_SOURCE = REPO / "hook" / "src" / "agent" / "counters.rs"
 # Target labels Prometheus or the Prometheus Operator attach to every series a monitor scrapes.
 SCRAPE_LABELS = {"job", "instance", "namespace", "service", "pod", "container", "endpoint"}
-HEALTH_SOURCE = REPO / "hook" / "src" / "plan" / "health.rs"
+STATES_SOURCE = REPO / "hook" / "src" / "plan" / "state.rs"
 ROLE_SOURCE = REPO / "hook" / "src" / "types" / "role.rs"
 
 # immudb's port: 1.10.0 as observed, 1.11 additions, go-grpc-prometheus.
@@ -355,7 +356,7 @@ def label_values(expr, label):
 
 def test_states_roles_and_repair_reasons_in_queries_are_the_agents(rules):
     # A misspelt state selects nothing, and an alert on it never fires.
-    source = HEALTH_SOURCE.read_text()
+    source = STATES_SOURCE.read_text()
     states = set(re.findall(r'State::\w+ => "(\w+)"', source))
     reasons = set(re.findall(r'Repair::\w+ => "(\w+)"', source))
     assert {"replicating", "catching_up", "lost_on_primary"} <= states and "replicator_restarted" in reasons

@@ -15,17 +15,14 @@ use crate::config::{
 use crate::kube::{LeaseArgs, LeaseLookup};
 use crate::plan::failover::Timing;
 use crate::plan::health::Limits;
-use crate::types::settings::parse_duration;
+use crate::plan::progress::Bounds;
+use crate::types::settings::duration_flag;
 use crate::types::Credentials;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AgentRole {
     Primary,
     Replica,
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text).map(Duration::from_millis)
 }
 
 #[derive(Args, Debug)]
@@ -46,15 +43,28 @@ pub struct AgentArgs {
     #[arg(long, env = "IMMUDB_AGENT_LOCAL_ADDRESS", default_value = "127.0.0.1")]
     pub local_address: IpAddr,
     /// Time between polls.
-    #[arg(long, env = "IMMUDB_AGENT_POLL_INTERVAL", default_value = "5s", value_parser = duration)]
+    #[arg(long, env = "IMMUDB_AGENT_POLL_INTERVAL", default_value = "5s", value_parser = duration_flag)]
     pub poll_interval: Duration,
-    /// A replica is Ready only while it holds everything the primary had this long ago; above
-    /// immudb's 2-minute idle backoff, so an idle async replica never flaps.
-    #[arg(long, env = "IMMUDB_AGENT_MAX_LAG", default_value = "180s", value_parser = duration)]
+    /// Between polls, a replica's agent looks this often at what it and the primary hold: lag is
+    /// measured, and an idle replicator woken, at this rate (from --poll-interval on, the polls
+    /// alone do it).
+    #[arg(long, env = "IMMUDB_AGENT_WATCH_INTERVAL", default_value = "1s", value_parser = duration_flag)]
+    pub watch_interval: Duration,
+    /// A replica is Ready only while it holds everything the primary had this long ago (a
+    /// replica that advances, such as one catching up).
+    #[arg(long, env = "IMMUDB_AGENT_MAX_LAG", default_value = "180s", value_parser = duration_flag)]
     pub max_lag: Duration,
+    /// A replica database that lacks transactions and has not advanced this long is `stalled`
+    /// and the pod not Ready (an asynchronous one was woken and did not move).
+    #[arg(long, env = "IMMUDB_AGENT_STALL_AFTER", default_value = "10s", value_parser = duration_flag)]
+    pub stall_after: Duration,
+    /// An asynchronous replica database that lacks transactions and has not advanced this long
+    /// gets its replicator woken; immudb's replicator fetches again within 2 s of an empty fetch.
+    #[arg(long, env = "IMMUDB_AGENT_WAKE_AFTER", default_value = "2s", value_parser = duration_flag)]
+    pub wake_after: Duration,
     /// Settings that differ from the spec this long are updated; longer than the kubelet takes to
     /// refresh a mounted ConfigMap, so a newer release's change is never undone.
-    #[arg(long, env = "IMMUDB_AGENT_DRIFT_GRACE", default_value = "300s", value_parser = duration)]
+    #[arg(long, env = "IMMUDB_AGENT_DRIFT_GRACE", default_value = "300s", value_parser = duration_flag)]
     pub drift_grace: Duration,
     #[command(flatten)]
     pub failover: FailoverArgs,
@@ -70,10 +80,10 @@ pub struct FailoverArgs {
     #[arg(long, env = "IMMUDB_AGENT_POD_HOST")]
     pub pod_host: Option<String>,
     /// A Lease not renewed for this long has expired; its holder stops serving writes before.
-    #[arg(long, env = "IMMUDB_AGENT_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    #[arg(long, env = "IMMUDB_AGENT_LEASE_DURATION", default_value = "15s", value_parser = duration_flag)]
     pub lease_duration: Duration,
     /// After a failover, no other for this long.
-    #[arg(long, env = "IMMUDB_AGENT_FAILOVER_COOLDOWN", default_value = "2m", value_parser = duration)]
+    #[arg(long, env = "IMMUDB_AGENT_FAILOVER_COOLDOWN", default_value = "2m", value_parser = duration_flag)]
     pub failover_cooldown: Duration,
     /// Fail over without synchronous acknowledgements (or with too few pods answering): the
     /// new primary may lack the last transactions.
@@ -164,6 +174,10 @@ impl FailoverArgs {
     }
 }
 
+/// Waits before waking again a replicator the last wake did not move: each wake costs immudb a
+/// write into systemdb and a login on the primary.
+const WAKE_BACKOFF: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(300));
+
 /// A Kubernetes call's deadline: half a poll, at most 2 s.
 pub fn lease_call_timeout(poll_interval: Duration) -> Duration {
     (poll_interval / 2).min(Duration::from_secs(2))
@@ -180,6 +194,7 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     pub local_address: IpAddr,
     pub poll_interval: Duration,
+    pub watch_interval: Duration,
     pub limits: Limits,
     /// Set with --lease-name: the role follows the Lease.
     pub failover: Option<FailoverConfig>,
@@ -202,6 +217,19 @@ impl AgentArgs {
             );
         }
         let topology = topology_args.topology()?;
+        if self.watch_interval.is_zero() {
+            return reject("--watch-interval", "0", "must be at least 1ms");
+        }
+        if self.wake_after.is_zero() {
+            return reject("--wake-after", "0", "must be at least 1ms");
+        }
+        if self.stall_after <= self.wake_after {
+            return reject(
+                "--stall-after",
+                format!("{:?}", self.stall_after),
+                "must be longer than --wake-after: a replicator is woken before it counts as stalled",
+            );
+        }
         let config = AgentConfig {
             role: self.role,
             admin: topology_args.admin()?,
@@ -211,8 +239,14 @@ impl AgentArgs {
             listen: self.listen,
             local_address: self.local_address,
             poll_interval: self.poll_interval,
+            watch_interval: self.watch_interval,
             limits: Limits {
-                max_lag: self.max_lag,
+                progress: Bounds {
+                    max_lag: self.max_lag,
+                    stall_after: self.stall_after,
+                    wake_after: self.wake_after,
+                    wake_backoff: WAKE_BACKOFF,
+                },
                 drift_grace: self.drift_grace,
                 restart_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
             },

@@ -74,17 +74,18 @@ impl Series for Repaired {
     }
 }
 
-/// A series of `immudb_agent_failover_lost_transactions_total`.
+/// A series labelled by database only: `immudb_agent_failover_lost_transactions_total`,
+/// `immudb_agent_replicator_wakes_total`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LostIn {
+pub struct OfDatabase {
     pub db: String,
 }
 
-impl Series for LostIn {
-    fn known(databases: &[String]) -> Vec<LostIn> {
+impl Series for OfDatabase {
+    fn known(databases: &[String]) -> Vec<OfDatabase> {
         databases
             .iter()
-            .map(|db| LostIn { db: db.clone() })
+            .map(|db| OfDatabase { db: db.clone() })
             .collect()
     }
 
@@ -106,7 +107,9 @@ pub struct Counters {
     /// Failovers this agent made: it took the Lease from another pod.
     pub failovers: u64,
     /// Transactions those failovers lost (async), as last seen on the old primary.
-    pub lost_transactions: LabelledCounter<LostIn>,
+    pub lost_transactions: LabelledCounter<OfDatabase>,
+    /// Replicators woken from immudb's retry sleep, per database.
+    pub wakes: LabelledCounter<OfDatabase>,
 }
 
 #[cfg(test)]

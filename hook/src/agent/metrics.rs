@@ -38,10 +38,11 @@ impl Status {
             .iter()
             .filter(|d| !d.ready)
             .map(|d| {
-                let detail = d
-                    .detail
-                    .as_deref()
-                    .map_or(String::new(), |t| format!(": {t}"));
+                let detail = match (d.state, d.lag) {
+                    (State::Stalled | State::Lagging, Some(lag)) => Some(lag.describe()),
+                    _ => d.detail.clone(),
+                };
+                let detail = detail.map_or(String::new(), |t| format!(": {t}"));
                 format!("database '{}' is {}{detail}", d.name, d.state.name())
             })
             .collect()
@@ -112,7 +113,7 @@ pub fn render(status: &Status) -> String {
             databases,
             |db| db.lag.map(|lag| lag.transactions as f64),
         );
-        database_gauge(&mut text, "immudb_agent_lag_seconds", "How long ago the primary first had a transaction this replica still lacks (0 when caught up).", databases, |db| db.lag.map(|lag| lag.seconds));
+        database_gauge(&mut text, "immudb_agent_lag_seconds", "How long ago the primary first had a transaction this replica still lacks (0 when caught up): the age of the primary's state the replica holds.", databases, |db| db.lag.map(|lag| lag.seconds));
         family(
             &mut text,
             "immudb_agent_database_state",
@@ -157,6 +158,13 @@ pub fn render(status: &Status) -> String {
         "immudb_agent_failover_lost_transactions_total",
         "Transactions the old primary had when last seen that this agent's failovers lacked (asynchronous replication).",
         &counters.lost_transactions,
+        &counters.databases,
+    );
+    labelled_counter(
+        &mut text,
+        "immudb_agent_replicator_wakes_total",
+        "Replicators the agent woke from immudb's retry sleep (an UpdateDatabaseV2 that changes nothing): an asynchronous replica database lacked transactions and had not advanced.",
+        &counters.wakes,
         &counters.databases,
     );
     labelled_counter(
@@ -258,6 +266,38 @@ mod tests {
             });
             assert!(samples.count() > 0, "{name} has no series:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_stalled_database_says_what_it_lacks_and_for_how_long_in_the_probe_body() {
+        use crate::plan::health::DatabaseHealth;
+        use crate::plan::lag::Lag;
+        let mut status = before_any_event();
+        status.assessment = Some(Assessment {
+            databases: vec![DatabaseHealth {
+                name: "appdb".into(),
+                state: State::Stalled,
+                replicating: true,
+                ready: false,
+                lag: Some(Lag {
+                    transactions: 3,
+                    seconds: 12.0,
+                    catching_up: false,
+                    stuck_seconds: 11.0,
+                }),
+                detail: None,
+                settings_unconfirmed: false,
+            }],
+            ..Default::default()
+        });
+        assert!(!status.ready());
+        assert_eq!(
+            status.not_ready_reasons(),
+            ["database 'appdb' is stalled: lacks 3 transaction(s), the oldest committed on the primary 12 s ago; no progress for 11 s"]
+        );
+        let text = render(&status);
+        assert!(text.contains("immudb_agent_database_state{db=\"appdb\",state=\"stalled\"} 1\n"));
+        assert!(text.contains("immudb_agent_replicator_wakes_total{db=\"appdb\"} 0\n"));
     }
 
     #[test]

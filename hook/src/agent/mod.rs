@@ -14,6 +14,7 @@ pub mod metrics;
 mod pace;
 mod poll;
 mod roles;
+mod watch;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,17 +48,30 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<std::convert::Infallible
     tracing::info!(role = ?config.role, listen = %config.listen, "agent started");
     let mut pace = Pace::new(config.poll_interval);
     let mut agent = poll::Agent::new(config);
+    let publish = |status: &metrics::Status| {
+        *shared.status.lock().expect("status lock") = status.clone();
+    };
     loop {
         let started = Instant::now();
-        let status = agent.poll().await;
+        let mut status = agent.poll().await;
         let polled = match &status.assessment {
             Some(_) => Polled::Assessed,
             None if agent.local_answered() => Polled::Refused,
             None => Polled::Unanswered,
         };
-        *shared.status.lock().expect("status lock") = status;
+        publish(&status);
         *shared.last_poll.lock().expect("poll lock") = Instant::now();
-        let wait = pace.after(polled);
-        tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
+        let next_poll = started + pace.after(polled);
+        // Between polls, a replica's agent watches: lag each tick, and wakes.
+        let watch = agent.config.watch_interval;
+        let mut next_tick = started + watch;
+        while next_tick < next_poll {
+            tokio::time::sleep_until(next_tick.into()).await;
+            if agent.tick(&mut status).await {
+                publish(&status);
+            }
+            next_tick = (next_tick + watch).max(Instant::now());
+        }
+        tokio::time::sleep_until(next_poll.into()).await;
     }
 }

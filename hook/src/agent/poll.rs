@@ -42,7 +42,7 @@ pub struct Agent {
     /// Whether the local immudb answered a call of this poll (a refusal is an answer).
     local_answered: bool,
     http: reqwest::Client,
-    memory: Memory,
+    pub(super) memory: Memory,
     pub(super) counters: Counters,
     /// The last spec that validated: a broken edit keeps the agent on the previous one.
     desired: Option<Desired>,
@@ -56,11 +56,43 @@ pub struct Agent {
     pub(super) failover: Option<Failover>,
     /// The role this poll acts in: fixed without failover, the Lease's with it.
     pub(super) role: Role,
+    /// What the watch ticks look at until the next poll: set by a replica's poll that reached
+    /// a primary.
+    pub(super) watching: Option<Watching>,
+}
+
+/// A replica's databases and how the agent reaches the primary, for the watch ticks.
+#[derive(Clone)]
+pub(super) struct Watching {
+    /// Who the primary's session belongs to (the replication user; admin in systemdb mode).
+    pub who: Credentials,
+    pub databases: Vec<String>,
+    /// Whether the agent may change the databases (not in systemdb mode).
+    pub manage: bool,
 }
 
 /// The database the admin's sessions open on.
 pub(super) fn defaultdb() -> [String; 1] {
     ["defaultdb".to_string()]
+}
+
+/// Each of `databases`' last committed transaction on `session`'s server, absent when it lacks
+/// one. UseDatabase and CurrentState per database: what the replication user is known to be
+/// allowed.
+async fn transactions_on(
+    session: &Client,
+    databases: &[String],
+) -> Result<BTreeMap<String, u64>, RpcError> {
+    let mut transactions = BTreeMap::new();
+    for database in databases {
+        match session.use_database(database).await {
+            Ok(()) => {}
+            Err(e) if e.code == tonic::Code::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+        transactions.insert(database.clone(), session.current_state().await?.tx_id);
+    }
+    Ok(transactions)
 }
 
 pub(super) fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
@@ -108,6 +140,7 @@ impl Agent {
             last_unconfirmed: Vec::new(),
             failover,
             role,
+            watching: None,
         }
     }
 
@@ -137,6 +170,7 @@ impl Agent {
         self.local_answered = false;
         let role = self.config.role;
         let span = tracing::info_span!("poll", ?role);
+        self.watching = None;
         let outcome = self.poll_role().instrument(span).await;
         let mut status = Status {
             last_poll_seconds: started.elapsed().as_secs_f64(),
@@ -154,6 +188,15 @@ impl Agent {
                 status.error = Some(error);
             }
         }
+        self.log_readiness(&status);
+        self.log_unconfirmed_settings(&status);
+        self.counters.logins = self.logins.count();
+        status.counters = self.counters.clone();
+        status
+    }
+
+    /// Logs why the pod is not Ready, once per change (a poll or a watch tick).
+    pub(super) fn log_readiness(&mut self, status: &Status) {
         let reasons = if status.ready() {
             Vec::new()
         } else {
@@ -167,10 +210,6 @@ impl Agent {
             }
             self.last_reasons = reasons;
         }
-        self.log_unconfirmed_settings(&status);
-        self.counters.logins = self.logins.count();
-        status.counters = self.counters.clone();
-        status
     }
 
     /// Whether the local immudb answered a call of the last poll, if only with a refusal.
@@ -218,6 +257,7 @@ impl Agent {
             AgentRole::Replica => {
                 let names: Vec<String> = spec.databases.iter().map(|d| d.name.clone()).collect();
                 let primary = self.primary_view(&spec.replication, &names).await;
+                self.watch_next(primary.is_some(), &spec.replication, &names, true);
                 let desired = spec.replica_desired(self.config.topology.grpc_port);
                 let assessment = self
                     .assess_replica(&desired, primary.as_ref(), true, &BTreeMap::new(), now)
@@ -252,7 +292,9 @@ impl Agent {
                 Ok((self.assess_primary(&desired, now).await?, true))
             }
             AgentRole::Replica => {
-                let primary = self.primary_view(&admin, &["defaultdb".to_string()]).await;
+                let names = ["defaultdb".to_string()];
+                let primary = self.primary_view(&admin, &names).await;
+                self.watch_next(primary.is_some(), &admin, &names, false);
                 let desired = ReplicaDesired {
                     databases: defaultdb,
                     primary_host,
@@ -303,15 +345,7 @@ impl Agent {
             .primary
             .call(who, databases, |session| async move {
                 let version = session.server_version().await?;
-                let mut transactions = BTreeMap::new();
-                for database in databases {
-                    match session.use_database(database).await {
-                        Ok(()) => {}
-                        Err(e) if e.code == tonic::Code::NotFound => continue,
-                        Err(e) => return Err(e),
-                    }
-                    transactions.insert(database.clone(), session.current_state().await?.tx_id);
-                }
+                let transactions = transactions_on(&session, databases).await?;
                 Ok(PrimaryView {
                     version,
                     transactions,
@@ -325,6 +359,20 @@ impl Agent {
                 None
             }
         }
+    }
+
+    /// Each database's last committed transaction on the primary (absent when the primary lacks
+    /// it), over the kept session of `who`.
+    pub(super) async fn primary_transactions(
+        &mut self,
+        who: &Credentials,
+        databases: &[String],
+    ) -> Result<BTreeMap<String, u64>, RpcError> {
+        self.primary
+            .call(who, databases, |session| async move {
+                transactions_on(&session, databases).await
+            })
+            .await
     }
 
     pub(super) async fn assess_replica(
@@ -406,10 +454,12 @@ impl Agent {
         ))
     }
 
-    /// Applies the assessment's repairs on the local server, counting those that took.
-    /// `password` is the replication user's, for a CreateUser repair.
+    /// Applies the assessment's repairs on the local server, counting those that took, then
+    /// wakes the replicators it names. `password` is the replication user's, for a CreateUser
+    /// repair.
     pub(super) async fn repair(&mut self, assessment: &Assessment, password: &Secret) {
         self.apply_all(&assessment.repairs, password).await;
+        self.wake(&assessment.wakes).await;
     }
 
     /// Applies each action on the local server, counting those that took; true when all did.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::counters::LostIn;
+use super::counters::OfDatabase;
 use super::failover::{Ask, Takeover, Verdict};
 use super::poll::{defaultdb, poll_failed, Agent};
 use crate::config::spec::DatabaseReplication;
@@ -59,7 +59,7 @@ impl Agent {
         for (db, count) in &takeover.lost {
             self.counters
                 .lost_transactions
-                .add(LostIn { db: db.clone() }, *count);
+                .add(OfDatabase { db: db.clone() }, *count);
         }
         tracing::warn!(
             %previous,
@@ -154,6 +154,7 @@ impl Agent {
             Some(_) => self.primary_view(&spec.replication, names).await,
             None => None,
         };
+        self.watch_next(view.is_some(), &spec.replication, names, true);
         if let Some(view) = &view {
             let failover = self.failover.as_mut().expect("failover");
             failover.last_seen_on_primary = view.transactions.clone();

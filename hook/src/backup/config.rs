@@ -11,6 +11,7 @@ use super::catalog::parse_hash;
 use super::destination::check_prefix;
 use super::destination::{StorageArgs, StorageConfig};
 use crate::config::{check_database_name, check_host, reject, ConfigError, Topology, TopologyArgs};
+use crate::types::settings::duration_flag;
 use crate::types::Credentials;
 
 #[derive(Args, Debug)]
@@ -43,6 +44,11 @@ pub struct BackupArgs {
     /// Retention: keep chains written to in the last D days (0: no age rule).
     #[arg(long, env = "IMMUDB_HOOK_BACKUP_KEEP_DAYS", default_value_t = 0)]
     pub keep_days: u32,
+    /// How long a replica may take to hold what the primary had committed when the run started
+    /// (an asynchronous replica may sleep after a quiet period); then the next replica its agent
+    /// calls Ready is tried, and with none left the run fails (exit 6).
+    #[arg(long, env = "IMMUDB_HOOK_BACKUP_CATCH_UP_TIMEOUT", default_value = "60s", value_parser = duration_flag)]
+    pub catch_up_timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -161,6 +167,7 @@ pub struct BackupConfig {
     pub full: bool,
     pub retention: Retention,
     pub read_ahead: usize,
+    pub catch_up_timeout: Duration,
 }
 
 /// The server a restore writes into.
@@ -236,6 +243,7 @@ impl BackupArgs {
                 keep_days: self.keep_days,
             },
             read_ahead: check_depth("--read-ahead", self.read_ahead)?,
+            catch_up_timeout: self.catch_up_timeout,
             topology: topology_args.topology()?,
             admin: topology_args.admin()?,
             timeout: topology_args.timeout()?,

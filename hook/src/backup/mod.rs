@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod catch_up;
 pub mod config;
 pub mod destination;
 pub mod pipeline;

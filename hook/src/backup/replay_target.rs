@@ -35,11 +35,7 @@ pub async fn finish(
     set(admin, database, &replay::writable_after(before)).await
 }
 
-async fn set(
-    admin: &Session,
-    database: &str,
-    settings: &ReplicationSettings,
-) -> StepResult<()> {
+async fn set(admin: &Session, database: &str, settings: &ReplicationSettings) -> StepResult<()> {
     admin
         .call("UpdateDatabaseV2", |c| async move {
             c.set_replication(database, settings).await

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::catalog::{self, Manifest, MANIFEST_FORMAT};
+use super::catch_up::{primary_targets, wait_caught_up};
 use super::config::{BackupConfig, Source};
 use super::pipeline::ReadAhead;
 use super::storage::{ObjectWriter, Storage};
@@ -31,10 +32,14 @@ use crate::wait::{self, ReadyNode, SystemResolver};
 const REPLICA_WAIT: Duration = Duration::from_secs(30);
 const PROGRESS_EVERY: u64 = 10_000;
 
-/// The node to read from: the first ready replica, the primary when there are none. With
-/// `--agent-port`, a replica is ready only when its agent says so: immudb's /readyz answers
-/// while replication is broken, and a diverged former primary must never extend a chain.
-async fn choose_source(config: &BackupConfig) -> StepResult<(Role, String, ReadyNode)> {
+/// The node to read from: the first ready replica not in `passed_over`, the primary when no
+/// replica is ready and none was passed over. With `--agent-port`, a replica is ready only when
+/// its agent says so: immudb's /readyz answers while replication is broken, and a diverged
+/// former primary must never extend a chain.
+async fn choose_source(
+    config: &BackupConfig,
+    passed_over: &[String],
+) -> StepResult<(Role, String, ReadyNode)> {
     let topology = &config.topology;
     let resolver = SystemResolver::new(topology);
     let ready = |host: String, budget: Duration| {
@@ -71,11 +76,20 @@ async fn choose_source(config: &BackupConfig) -> StepResult<(Role, String, Ready
         Source::Replica if topology.replicas.is_empty() => primary().await,
         Source::Replica => {
             let budget = config.timeout.min(REPLICA_WAIT);
-            let waits = topology.replicas.iter().map(|host| {
-                Box::pin(ready(host.clone(), budget).instrument(node_span(Role::Replica, host)))
-            });
+            let waits: Vec<_> = topology
+                .replicas
+                .iter()
+                .filter(|host| !passed_over.contains(host))
+                .map(|host| {
+                    Box::pin(ready(host.clone(), budget).instrument(node_span(Role::Replica, host)))
+                })
+                .collect();
+            if waits.is_empty() {
+                return Err((Failure::NotReplicated, "no other replica".into()));
+            }
             match select_ok(waits).await {
                 Ok(((host, node), _)) => Ok((Role::Replica, host, node)),
+                Err(last) if !passed_over.is_empty() => Err((Failure::NotReplicated, last)),
                 Err(last) => {
                     tracing::warn!(last_error = %last, "no replica is ready; backing up from the primary");
                     primary().await
@@ -97,7 +111,7 @@ pub async fn backup(config: &BackupConfig) -> Report {
             )
         }
     };
-    let (role, host, source) = match choose_source(config).await {
+    let (role, host, source) = match caught_up_source(config).await {
         Ok(chosen) => chosen,
         Err(failed) => {
             return all_failed(
@@ -118,6 +132,47 @@ pub async fn backup(config: &BackupConfig) -> Report {
         report.lines.push(line(role, &host, database, result));
     }
     report
+}
+
+/// The source, and when it is a replica, one that holds what the primary had committed when the
+/// run started (`catch_up`): a replica that does not get there within `--catch-up-timeout` is
+/// passed over for the next one its agent calls Ready; with none left the run fails naming each
+/// one's lag (exit 6), rather than back up less than the primary committed.
+async fn caught_up_source(config: &BackupConfig) -> StepResult<(Role, String, ReadyNode)> {
+    let targets = match config.source {
+        Source::Primary => None,
+        _ => primary_targets(config).await,
+    };
+    // The replicas passed over, and why.
+    let (mut passed_over, mut lags): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    loop {
+        let chosen = choose_source(config, &passed_over).await;
+        let (role, host, node) = match chosen {
+            Err((Failure::NotReplicated, why)) if !lags.is_empty() => {
+                return Err((
+                    Failure::NotReplicated,
+                    format!("{}; {why}", lags.join("; ")),
+                ))
+            }
+            Err(failed) => return Err(failed),
+            Ok(chosen) => chosen,
+        };
+        let Some(targets) = targets.as_ref().filter(|_| role == Role::Replica) else {
+            return Ok((role, host, node));
+        };
+        let waited = wait_caught_up(config, &host, &node, targets)
+            .instrument(node_span(role, &host))
+            .await;
+        match waited {
+            Ok(()) => return Ok((role, host, node)),
+            Err(lag) if config.source == Source::Replica => {
+                tracing::warn!(%lag, "passing the replica over");
+                passed_over.push(host);
+                lags.push(lag);
+            }
+            Err(lag) => return Err((Failure::NotReplicated, lag)),
+        }
+    }
 }
 
 /// Where this run starts: a new chain, or after the newest chain's last record.

@@ -249,6 +249,7 @@ impl Client {
             }
             Action::ReloadDatabase { name } => self.reload_database(name).await?,
             Action::LoadDatabase { name } => self.load_database(name).await?,
+            Action::WakeReplicator { name } => self.wake_replicator(name).await?,
             Action::CreateUser {
                 user,
                 database,
@@ -301,6 +302,27 @@ impl Client {
                     .map_err(|s| RpcError::from_status("UpdateDatabaseV2", s))?;
             }
         }
+        Ok(())
+    }
+
+    /// Restarts `name`'s replicator, ending its retry sleep: immudb stops and starts it for any
+    /// UpdateDatabaseV2 that carries replication settings, and empty ones change nothing stored
+    /// (immudb 1.11.1 pkg/server/server.go, `UpdateDatabaseV2`; db_options.go, `overwriteWith`
+    /// keeps every unset field of a replica). Unlike a field set to its current value, it cannot
+    /// turn a database that was promoted meanwhile back into a replica. The response carries the
+    /// replication password and is dropped unread.
+    pub async fn wake_replicator(&self, name: &str) -> Result<(), RpcError> {
+        let request = self.request(proto::UpdateDatabaseRequest {
+            database: name.to_string(),
+            settings: Some(proto::DatabaseNullableSettings {
+                replication_settings: Some(proto::ReplicationNullableSettings::default()),
+                ..Default::default()
+            }),
+        });
+        self.rpc()
+            .update_database_v2(request)
+            .await
+            .map_err(|s| RpcError::from_status("UpdateDatabaseV2", s))?;
         Ok(())
     }
 

@@ -3,12 +3,15 @@
 //! data: missing databases are created, drifted settings updated once the drift outlasts a grace
 //! period (longer than the kubelet takes to refresh the agent's mounted spec, so the agent never
 //! undoes a change a newer release just made), a stopped replicator restarted by unload + load
-//! with backoff, and only when the primary runs the same immudb version.
+//! with backoff, and only when the primary runs the same immudb version. Whether a replicating
+//! database keeps up, and when its replicator is woken, is `progress`'s decision.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::lag::{Lag, LagTracker};
+use super::lag::Lag;
+use super::progress::{self, Bounds, Progress};
+pub use super::state::{is_replicating, replicating_state, Repair, State};
 use super::{
     plan_database, plan_primary, Action, Conflict, DesiredDatabase, Observed, PrimaryDesired,
     ReplicaDesired,
@@ -16,8 +19,8 @@ use super::{
 
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Ready only while the replica holds everything the primary had this long ago.
-    pub max_lag: Duration,
+    /// Lag, stall and wake bounds of a replicating database.
+    pub progress: Bounds,
     /// How long settings may differ before the agent updates them.
     pub drift_grace: Duration,
     /// First and longest wait between replicator restarts of one database.
@@ -48,120 +51,12 @@ pub struct ReplicaView<'a> {
     pub held_back: &'a BTreeMap<String, (State, String)>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    /// Replicating and within the lag bound.
-    Replicating,
-    /// Replicating, still short of what the primary had when the agent started.
-    CatchingUp,
-    /// Replicating, but lacks a transaction the primary has had longer than the bound.
-    Lagging,
-    Missing,
-    NotLoaded,
-    /// A writable database where a replica should be: reported, never changed.
-    NotAReplica,
-    ReplicatorStopped,
-    /// The primary runs another immudb version: replication stops until versions agree.
-    VersionMismatch,
-    PrimaryUnreachable,
-    /// The primary lacks the database.
-    MissingOnPrimary,
-    /// The primary holds fewer transactions than this replica: it lost data or was replaced.
-    PrimaryBehind,
-    /// On the primary: exists and is loaded.
-    Serving,
-    /// On the primary: missing while a replica holds its transactions; left for a rebuild.
-    LostOnPrimary,
-    /// A state the agent will not change (see the detail).
-    Conflict,
-    /// Failover: read-only without a primary to follow, because this pod lost (or never held)
-    /// the Lease; it follows the primary once their histories compare.
-    Fenced,
-    /// Failover: holds committed transactions the primary lacks. Kept read-only, never
-    /// overwritten or deleted; an operator decides (docs/runbooks/ImmudbDatabaseDiverged.md).
-    Diverged,
-}
-
-impl State {
-    pub const ALL: [State; 16] = [
-        State::Replicating,
-        State::CatchingUp,
-        State::Lagging,
-        State::Missing,
-        State::NotLoaded,
-        State::NotAReplica,
-        State::ReplicatorStopped,
-        State::VersionMismatch,
-        State::PrimaryUnreachable,
-        State::MissingOnPrimary,
-        State::PrimaryBehind,
-        State::Serving,
-        State::LostOnPrimary,
-        State::Conflict,
-        State::Fenced,
-        State::Diverged,
-    ];
-
-    /// The metric label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Replicating => "replicating",
-            State::CatchingUp => "catching_up",
-            State::Lagging => "lagging",
-            State::Missing => "missing",
-            State::NotLoaded => "not_loaded",
-            State::NotAReplica => "not_a_replica",
-            State::ReplicatorStopped => "replicator_stopped",
-            State::VersionMismatch => "version_mismatch",
-            State::PrimaryUnreachable => "primary_unreachable",
-            State::MissingOnPrimary => "missing_on_primary",
-            State::PrimaryBehind => "primary_behind",
-            State::Serving => "serving",
-            State::LostOnPrimary => "lost_on_primary",
-            State::Conflict => "conflict",
-            State::Fenced => "fenced",
-            State::Diverged => "diverged",
-        }
-    }
-}
-
-/// Why the agent changed something, the `reason` label of its repairs counter. `VARIANTS` lists
-/// every reason, so the counter exports each one from the start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, strum::VariantArray)]
-pub enum Repair {
-    Created,
-    Loaded,
-    Settings,
-    ReplicatorRestarted,
-    User,
-    /// Failover: a replica database made writable on the new primary.
-    Promoted,
-    /// Failover: a writable database made read-only on a pod without the Lease.
-    Fenced,
-    /// Failover: a fenced database set to follow the new primary.
-    Rejoined,
-}
-
-impl Repair {
-    pub fn name(self) -> &'static str {
-        match self {
-            Repair::Created => "created",
-            Repair::Loaded => "loaded",
-            Repair::Settings => "settings",
-            Repair::ReplicatorRestarted => "replicator_restarted",
-            Repair::User => "user",
-            Repair::Promoted => "promoted",
-            Repair::Fenced => "fenced",
-            Repair::Rejoined => "rejoined",
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct DatabaseHealth {
     pub name: String,
     pub state: State,
-    /// The replicator runs against a reachable primary of the same version.
+    /// The replicator runs against a reachable primary of the same version (whether or not it
+    /// keeps up).
     pub replicating: bool,
     pub ready: bool,
     pub lag: Option<Lag>,
@@ -176,6 +71,8 @@ pub struct DatabaseHealth {
 pub struct Assessment {
     pub databases: Vec<DatabaseHealth>,
     pub repairs: Vec<(Action, Repair)>,
+    /// Replicators to wake ([`Action::WakeReplicator`]); not repairs, nothing is changed.
+    pub wakes: Vec<Action>,
     /// Every database is ready.
     pub ready: bool,
 }
@@ -186,15 +83,21 @@ impl Assessment {
         Assessment {
             databases,
             repairs,
+            wakes: Vec::new(),
             ready,
         }
+    }
+
+    /// Readiness again after a database's health changed.
+    pub fn refresh_ready(&mut self) {
+        self.ready = self.databases.iter().all(|d| d.ready);
     }
 }
 
 /// What the agent remembers between polls, per database.
 #[derive(Clone, Debug, Default)]
 struct DatabaseMemory {
-    lag: LagTracker,
+    progress: Progress,
     drift_since: Option<Duration>,
     next_restart: Duration,
     restart_delay: Duration,
@@ -210,6 +113,15 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// The progress of `database`, for a look between polls.
+    pub fn progress(&mut self, database: &str) -> &mut Progress {
+        &mut self
+            .databases
+            .entry(database.to_string())
+            .or_default()
+            .progress
+    }
+
     /// The agent applied `update` and immudb accepted it. Should a later poll plan the very same
     /// update, immudb does not report what it accepted: the agent says so once instead of sending
     /// it again every grace period.
@@ -290,6 +202,7 @@ fn conflict_health(name: &str, conflict: &Conflict) -> DatabaseHealth {
 }
 
 /// One replica database, given what this poll observed.
+#[allow(clippy::too_many_arguments)]
 fn assess_replica_database(
     desired: &ReplicaDesired,
     wanted: &DesiredDatabase,
@@ -298,6 +211,7 @@ fn assess_replica_database(
     now: Duration,
     limits: &Limits,
     repairs: &mut Vec<(Action, Repair)>,
+    wakes: &mut Vec<Action>,
 ) -> DatabaseHealth {
     let name = wanted.name.as_str();
     if let Some((state, detail)) = view.held_back.get(name) {
@@ -313,7 +227,7 @@ fn assess_replica_database(
     }
     let primary_tx = view.primary.and_then(|p| p.transactions.get(name).copied());
     if let Some(tx) = primary_tx {
-        memory.lag.observe_primary(now, tx);
+        memory.progress.lag.observe_primary(now, tx);
     }
     let replication = desired.replication(name);
     let found = view.observed.database(name);
@@ -351,7 +265,7 @@ fn assess_replica_database(
     }
     let (update, detail) = memory.update_after_grace(planned, now, limits.drift_grace);
     repairs.extend(update.map(|update| (update, Repair::Settings)));
-    let lag = primary_tx.and_then(|_| memory.lag.lag(now, db.tx_count));
+    let lag = primary_tx.and_then(|_| memory.progress.lag.lag(now, db.tx_count));
     let running = view.replicators.get(name).is_some_and(|n| *n > 0);
     let state = match (view.primary, primary_tx) {
         (None, _) => State::PrimaryUnreachable,
@@ -369,27 +283,37 @@ fn assess_replica_database(
         }
         _ => {
             memory.restart_delay = Duration::ZERO;
-            match lag {
-                Some(lag) if lag.catching_up => State::CatchingUp,
-                Some(lag) if lag.seconds > limits.max_lag.as_secs_f64() => State::Lagging,
-                _ => State::Replicating,
+            // The primary's transaction was just sampled, so there is a lag.
+            let driver = progress::driver(db.replication.sync_replication, view.manage);
+            let judged = lag.as_ref().map(|lag| {
+                memory
+                    .progress
+                    .judge(now, lag, db.tx_count, driver, &limits.progress)
+            });
+            if judged.is_some_and(|j| j.wake) {
+                wakes.push(Action::WakeReplicator {
+                    name: name.to_string(),
+                });
             }
+            judged.map_or(State::Replicating, |j| replicating_state(j.motion).0)
         }
     };
-    let replicating = matches!(
-        state,
-        State::Replicating | State::CatchingUp | State::Lagging
-    );
     // Without a primary to compare with, stale reads beat no reads: a replica that has caught
     // up since the agent started stays Ready.
     let ready = match state {
-        State::Replicating => true,
         State::PrimaryUnreachable | State::PrimaryBehind | State::MissingOnPrimary => {
-            memory.lag.caught_up_once()
+            memory.progress.lag.caught_up_once()
         }
-        _ => false,
+        _ => state == State::Replicating,
     };
-    health(state, replicating, ready, lag, detail, memory.unconfirmed)
+    health(
+        state,
+        is_replicating(state),
+        ready,
+        lag,
+        detail,
+        memory.unconfirmed,
+    )
 }
 
 /// A replica pod: every replicated database.
@@ -400,16 +324,30 @@ pub fn assess_replica(
     now: Duration,
     limits: &Limits,
 ) -> Assessment {
-    let mut repairs = Vec::new();
+    let (mut repairs, mut wakes) = (Vec::new(), Vec::new());
     let databases: Vec<DatabaseHealth> = desired
         .databases
         .iter()
         .map(|wanted| {
             let remembered = memory.databases.entry(wanted.name.clone()).or_default();
-            assess_replica_database(desired, wanted, view, remembered, now, limits, &mut repairs)
+            assess_replica_database(
+                desired,
+                wanted,
+                view,
+                remembered,
+                now,
+                limits,
+                &mut repairs,
+                &mut wakes,
+            )
         })
         .collect();
-    Assessment::of(databases, repairs)
+    // A repair of the same database restarts its replicator anyway, or replaces it.
+    wakes.retain(|wake| repairs.iter().all(|(r, _)| r.database() != wake.database()));
+    Assessment {
+        wakes,
+        ..Assessment::of(databases, repairs)
+    }
 }
 
 /// The primary pod: its databases, their sync settings and the replication user. `held` names,
@@ -498,4 +436,4 @@ pub fn assess_primary(
 
 #[cfg(test)]
 #[path = "health_tests.rs"]
-mod tests;
+pub(super) mod tests;

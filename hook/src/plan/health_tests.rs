@@ -1,14 +1,20 @@
 //! The agent's decisions, one situation per test.
 
 use super::*;
+use crate::plan::progress::Bounds;
 use crate::plan::{
     creates_databases, ObservedDatabase, ObservedUser, ReplicaOptions, ReplicationSettings,
     Setting, StorageSettings,
 };
 use crate::types::Secret;
 
-const LIMITS: Limits = Limits {
-    max_lag: Duration::from_secs(180),
+pub(crate) const LIMITS: Limits = Limits {
+    progress: Bounds {
+        max_lag: Duration::from_secs(180),
+        stall_after: Duration::from_secs(10),
+        wake_after: Duration::from_secs(2),
+        wake_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
+    },
     drift_grace: Duration::from_secs(300),
     restart_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
 };
@@ -118,52 +124,78 @@ fn a_new_replica_is_ready_once_it_holds_what_the_primary_had() {
 }
 
 #[test]
-fn lag_beyond_the_bound_makes_the_replica_unready_until_it_catches_up() {
+fn lag_beyond_the_bound_makes_an_advancing_replica_unready_until_it_catches_up() {
     let mut memory = Memory::default();
-    poll(
-        &mut memory,
-        at(0),
-        vec![replica_db(10)],
-        30,
-        Some(primary("1.10.0", Some(10))),
-    );
-    poll(
-        &mut memory,
-        at(10),
-        vec![replica_db(10)],
-        30,
-        Some(primary("1.10.0", Some(11))),
-    );
-    let a = poll(
-        &mut memory,
-        at(150),
-        vec![replica_db(10)],
-        30,
-        Some(primary("1.10.0", Some(12))),
-    );
+    let mut at_poll = |t: u64, replica: u64, primary_tx: u64| {
+        poll(
+            &mut memory,
+            at(t),
+            vec![replica_db(replica)],
+            30,
+            Some(primary("1.10.0", Some(primary_tx))),
+        )
+    };
+    at_poll(0, 10, 10);
+    at_poll(10, 10, 20);
+    at_poll(100, 15, 30);
+    let a = at_poll(150, 19, 30);
     assert_eq!(
         (state(&a), a.ready),
         (State::Replicating, true),
-        "140 s is within 180 s"
+        "tx 20 appeared 140 s ago, within 180 s"
     );
-    let a = poll(
-        &mut memory,
-        at(200),
-        vec![replica_db(10)],
-        30,
-        Some(primary("1.10.0", Some(12))),
-    );
-    assert_eq!((state(&a), a.ready), (State::Lagging, false));
+    let a = at_poll(200, 19, 30);
     let lag = a.databases[0].lag.unwrap();
-    assert_eq!((lag.transactions, lag.seconds), (2, 190.0));
-    let a = poll(
-        &mut memory,
-        at(205),
-        vec![replica_db(12)],
-        30,
-        Some(primary("1.10.0", Some(12))),
+    assert_eq!((lag.transactions, lag.seconds), (11, 190.0));
+    assert_eq!(
+        (state(&a), a.ready),
+        (State::Stalled, false),
+        "no progress for 50 s"
     );
+    let a = at_poll(205, 20, 30);
+    assert_eq!(
+        (state(&a), a.ready),
+        (State::Replicating, true),
+        "moving again, tx 21 appeared 105 s ago"
+    );
+    at_poll(300, 25, 30);
+    let a = at_poll(305, 29, 30);
+    assert_eq!(
+        (state(&a), a.ready),
+        (State::Lagging, false),
+        "moving, but tx 30 is 205 s old"
+    );
+    assert!(a.wakes.is_empty(), "a replica that advances is never woken");
+    let a = at_poll(310, 30, 30);
     assert_eq!((state(&a), a.ready), (State::Replicating, true));
+}
+
+#[test]
+fn an_idle_async_replica_is_woken_when_a_write_arrives_and_a_sync_one_never() {
+    for (sync, woken) in [(false, true), (true, false)] {
+        let mut memory = Memory::default();
+        let mut db = replica_db(3);
+        db.replication.sync_replication = sync;
+        let p = |tx| Some(primary("1.10.0", Some(tx)));
+        poll(&mut memory, at(0), vec![db.clone()], 30, p(3));
+        let a = poll(&mut memory, at(600), vec![db.clone()], 30, p(4));
+        assert_eq!((state(&a), a.ready), (State::Replicating, true));
+        let expected: Vec<Action> = if woken {
+            vec![Action::WakeReplicator {
+                name: "appdb".into(),
+            }]
+        } else {
+            vec![]
+        };
+        assert_eq!(a.wakes, expected, "sync {sync}");
+        if woken {
+            assert!(a.repairs.is_empty(), "a wake is no repair");
+        }
+        // A stopped replicator is restarted by a reload, never woken.
+        let a = poll(&mut memory, at(700), vec![db], 0, p(5));
+        assert_eq!(state(&a), State::ReplicatorStopped);
+        assert!(a.wakes.is_empty());
+    }
 }
 
 #[test]

@@ -7,7 +7,10 @@
 pub mod failover;
 pub mod health;
 pub mod lag;
+pub mod progress;
 pub mod replay;
+pub mod state;
+pub mod watch;
 
 use std::collections::BTreeMap;
 
@@ -71,6 +74,9 @@ pub enum Action {
     ReloadDatabase { name: String },
     /// LoadDatabase of an unloaded database.
     LoadDatabase { name: String },
+    /// UpdateDatabaseV2 with empty replication settings: nothing stored changes, but immudb stops
+    /// the replicator and starts it again, which ends its retry sleep (`progress`).
+    WakeReplicator { name: String },
     /// The password comes from the desired state when the action is applied.
     CreateUser {
         user: String,
@@ -112,7 +118,8 @@ impl Action {
             Action::CreateDatabase { name, .. }
             | Action::UpdateDatabase { name, .. }
             | Action::ReloadDatabase { name }
-            | Action::LoadDatabase { name } => name,
+            | Action::LoadDatabase { name }
+            | Action::WakeReplicator { name } => name,
             Action::CreateUser { database, .. } | Action::GrantPermission { database, .. } => {
                 database
             }

@@ -151,6 +151,11 @@ const UNITS: [(&str, u64); 5] = [
     ("ms", 1),
 ];
 
+/// A duration flag ("500ms", "10s", "2m"), for clap's value parser.
+pub fn duration_flag(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text).map(std::time::Duration::from_millis)
+}
+
 /// "5ms", "30s", "24h", "7d" (one unit) → milliseconds; "0" is zero.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     if text == "0" {

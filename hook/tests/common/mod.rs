@@ -250,7 +250,8 @@ impl RunningAgent {
 }
 
 impl Cluster {
-    /// An agent for node `node` (0 is the primary) with fast test timings.
+    /// An agent for node `node` (0 is the primary) with fast test timings; a flag in `extra`
+    /// replaces the timing of the same name.
     pub fn agent(
         &self,
         node: u8,

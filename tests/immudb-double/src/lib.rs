@@ -110,10 +110,13 @@ pub struct NodeOptions {
     pub max_sessions: usize,
     /// systemdb replication: the server is a read-only replica of this `host:port` primary.
     pub server_replica_of: Option<(String, u16)>,
-    /// How often replica databases poll their primary, and the first idle backoff.
-    pub replication_interval: Duration,
-    /// The longest idle backoff of a replicator that found nothing new (immudb: 2 minutes).
-    pub replication_idle_max: Duration,
+    /// How often the node looks for replicators whose retry sleep is over (immudb fetches again
+    /// at once after a success; the double at its next look).
+    pub replication_tick: Duration,
+    /// The replicators' retry delays between failed fetches, "no new transactions" included:
+    /// [`replicator::Backoff::IMMUDB`] (1 s, 2 minutes) as on a real server; the default, 25 ms
+    /// to 800 ms, keeps the test suite fast (sleeps of 50, 100, 200, 400 and 800 ms).
+    pub replication_retry: replicator::Backoff,
     /// Serve gRPC and the metrics port over TLS with this certificate and key (PEM), as immudb
     /// does with IMMUDB_CERTIFICATE and IMMUDB_PKEY.
     pub tls: Option<TlsIdentity>,
@@ -138,8 +141,11 @@ impl NodeOptions {
             unavailable_first: 0,
             max_sessions: 100,
             server_replica_of: None,
-            replication_interval: Duration::from_millis(50),
-            replication_idle_max: Duration::from_millis(800),
+            replication_tick: Duration::from_millis(50),
+            replication_retry: replicator::Backoff {
+                min: Duration::from_millis(25),
+                max: Duration::from_millis(800),
+            },
             tls: None,
             fsync: FSYNC,
         }
@@ -223,8 +229,8 @@ impl Node {
             state.clone(),
             options.grpc.to_string(),
             network.clone(),
-            options.replication_interval,
-            options.replication_idle_max,
+            options.replication_tick,
+            options.replication_retry,
         ));
         network.register(
             &options.grpc.ip().to_string(),

@@ -4,8 +4,15 @@
 //! another version, until the database is loaded again. While it runs, the
 //! `immudb_replication_replicators` gauge equals its commit concurrency; stopped, 0. A commit
 //! concurrency above the database's maxConcurrency is accepted and then fails every replicated
-//! transaction. With nothing new on the primary it backs off (immudb: 1 s doubling to 2 min; here
-//! from `NodeOptions::replication_interval` to `replication_idle_max`).
+//! transaction.
+//!
+//! It retries as immudb 1.11.1's does (pkg/replication/replicator.go, `handleError`): every failed
+//! fetch counts, an asynchronous replica's "no new transactions" included, and the n-th failure in
+//! a row sleeps [`Backoff::delay_after`] (n from 1, so the first sleep is twice the minimum); any
+//! success resets the count. A failed fetch closes the replicator's session on the primary and the
+//! next fetch opens one again (a login the primary counts in `State::logins`). Only a restart of
+//! the replicator (an UpdateDatabaseV2 carrying replication settings, a load, a restart) ends a
+//! sleep early. A synchronous replica's empty answer is no failure: it never sleeps this way.
 //!
 //! A synchronous replica (pkg/replication/replicator.go) sends its committed and precommitted
 //! positions with each fetch; the primary counts its precommitted position as an acknowledgement,
@@ -17,6 +24,7 @@
 //! replicated transaction (`invalid blRoot`) while its replicator keeps running.
 
 use std::fmt::Write;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +38,41 @@ use crate::Network;
 /// Transactions a replica database fetches from its primary per round.
 const REPLICATION_BATCH: u64 = 256;
 
+/// What immudb answers an asynchronous replica that asks for a transaction its primary has not
+/// committed (immudb 1.11.1 pkg/database/lazy_db.go, `(*lazyDB).ExportTxByID`).
+pub const NO_NEW_TRANSACTIONS: &str = "no new transactions";
+
+/// immudb's retry delay between failed fetches (immudb 1.11.1 pkg/replication/delayer.go,
+/// `(*expBackoff).DelayAfter`): `min(min × 2^n, max) × (1 - draw × 0.1)` after the n-th failure
+/// in a row, `draw` uniform in [0, 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// immudb's own (immudb 1.11.1 pkg/replication/options.go, `DefaultOptions`): 1 s, 2 minutes.
+    pub const IMMUDB: Backoff = Backoff {
+        min: Duration::from_secs(1),
+        max: Duration::from_secs(120),
+    };
+    /// Factor and jitter of `DefaultOptions` (immudb 1.11.1 pkg/replication/options.go).
+    const FACTOR: f64 = 2.0;
+    const JITTER: f64 = 0.1;
+
+    pub fn delay_after(&self, failures: u32, draw: f64) -> Duration {
+        let exponential = self.min.as_secs_f64() * Self::FACTOR.powi(failures as i32);
+        let capped = exponential.min(self.max.as_secs_f64());
+        Duration::from_secs_f64(capped * (1.0 - draw * Self::JITTER))
+    }
+}
+
+/// A uniform draw in [0, 1) for the jitter.
+fn draw() -> f64 {
+    (RandomState::new().hash_one(Instant::now()) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Replicator {
     /// Started and not stopped.
@@ -38,8 +81,26 @@ pub struct Replicator {
     pub concurrency: u32,
     /// Why the last fetch made no progress, as immudb would log it.
     pub last_error: Option<String>,
-    idle_backoff: Duration,
+    /// Failed fetches in a row (immudb's `consecutiveFailures`).
+    pub failures: u32,
+    /// Holds a session on the primary (immudb keeps its client and stream between fetches).
+    connected: bool,
     next_attempt: Option<Instant>,
+}
+
+impl Replicator {
+    /// A failed fetch: immudb drops the session and sleeps before the next one.
+    fn failed(&mut self, now: Instant, retry: Backoff, reason: String) {
+        self.failures += 1;
+        self.connected = false;
+        self.last_error = Some(reason);
+        self.next_attempt = Some(now + retry.delay_after(self.failures, draw()));
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.next_attempt = None;
+    }
 }
 
 impl Database {
@@ -82,6 +143,8 @@ enum Fetch {
         users: Vec<(String, crate::state::User)>,
         /// Synchronous: the replica may commit up to here.
         may_commit: Option<u64>,
+        /// Asynchronous: these were the last the primary had.
+        drained: bool,
     },
     /// The replicator stops for good.
     VersionMismatch,
@@ -110,13 +173,24 @@ fn check_report(source: &crate::ledger::Ledger, report: &Report) -> Option<Fetch
     None
 }
 
-fn fetch(network: &Network, version: &str, settings: &Replication, report: &Report) -> Fetch {
+/// One fetch; `connect` when the replicator holds no session on the primary and opens one first
+/// (immudb 1.11.1 pkg/replication/replicator.go, `connect`: OpenSession, then ServerInfo).
+fn fetch(
+    network: &Network,
+    version: &str,
+    settings: &Replication,
+    report: &Report,
+    connect: bool,
+) -> Fetch {
     let Some(primary) = network.find(&settings.primary_host, settings.primary_port) else {
         return Fetch::Failed("connection refused".into());
     };
     let mut primary = primary.lock().expect("double state lock");
     if primary.refuse_replication {
         return Fetch::Failed("connection refused".into());
+    }
+    if connect {
+        primary.logins += 1;
     }
     if primary.version != version {
         return Fetch::VersionMismatch;
@@ -152,6 +226,7 @@ fn fetch(network: &Network, version: &str, settings: &Replication, report: &Repo
             messages,
             users,
             may_commit: None,
+            drained: last == source.tx_count(),
         };
     }
     if let Some(diverged) = check_report(&source.ledger, report) {
@@ -174,13 +249,15 @@ fn fetch(network: &Network, version: &str, settings: &Replication, report: &Repo
         messages,
         users,
         may_commit: Some(source.tx_count()),
+        drained: false,
     }
 }
 
-/// One round over every running replicator of `state` (the node `me` on the network).
-fn round(state: &Mutex<State>, me: &str, network: &Network, base: Duration, idle_max: Duration) {
+/// One round over every running replicator of `state` (the node `me` on the network) whose
+/// retry sleep is over.
+fn round(state: &Mutex<State>, me: &str, network: &Network, retry: Backoff) {
     let now = Instant::now();
-    let (version, due): (String, Vec<(String, Replication, Report)>) = {
+    let (version, due): (String, Vec<(String, Replication, Report, bool)>) = {
         let state = state.lock().expect("double state lock");
         if state.isolated {
             return;
@@ -197,20 +274,21 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, base: Duration, idle
                     committed: db.ledger.state(),
                     precommitted: db.ledger.precommitted_state(),
                 };
-                (name.clone(), db.replication.clone(), report)
+                let connect = !db.replicator.connected;
+                (name.clone(), db.replication.clone(), report, connect)
             })
             .collect();
         (state.version.clone(), due)
     };
-    for (name, settings, report) in due {
-        let fetched = fetch(network, &version, &settings, &report);
+    for (name, settings, report, connect) in due {
+        let fetched = fetch(network, &version, &settings, &report, connect);
         let mut state = state.lock().expect("double state lock");
         let server_replica = state.server_replica;
         let Some(db) = state.databases.get_mut(&name) else {
             continue;
         };
         let replicator = &mut db.replicator;
-        let (messages, users, may_commit) = match fetched {
+        let (messages, users, may_commit, drained) = match fetched {
             Fetch::VersionMismatch => {
                 // Stops without a log line naming the cause; only a load restarts it.
                 replicator.running = false;
@@ -227,6 +305,7 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, base: Duration, idle
                     "{PRECOMMIT_DIVERGED}: discarded {discarded} precommitted transactions after {}",
                     report.committed.0
                 ));
+                db.replicator.succeeded();
                 continue;
             }
             Fetch::PrecommitDiverged => {
@@ -235,33 +314,30 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, base: Duration, idle
                 continue;
             }
             Fetch::Failed(reason) => {
-                replicator.last_error = Some(reason);
-                replicator.next_attempt = Some(now + base);
+                replicator.failed(now, retry, reason);
                 continue;
             }
             Fetch::Transactions {
                 messages,
                 users,
                 may_commit,
-            } => (messages, users, may_commit),
+                drained,
+            } => (messages, users, may_commit, drained),
         };
+        replicator.connected = true;
         if !messages.is_empty() && replicator.concurrency > db.effective.max_concurrency {
-            replicator.last_error = Some("max concurrency limit exceeded".into());
-            replicator.next_attempt = Some(now + base);
+            replicator.failed(now, retry, "max concurrency limit exceeded".into());
             continue;
         }
-        let committed = db.ledger.tx_count();
-        let replicator = &mut db.replicator;
-        if messages.is_empty() && may_commit.is_none_or(|up_to| up_to <= committed) {
-            // "no new transactions": the idle backoff doubles up to its cap.
-            let backoff = (replicator.idle_backoff * 2).clamp(base, idle_max);
-            replicator.idle_backoff = backoff;
-            replicator.next_attempt = Some(now + backoff);
-        } else {
-            replicator.idle_backoff = Duration::ZERO;
-            replicator.next_attempt = None;
-            replicator.last_error = None;
+        if messages.is_empty() && may_commit.is_none() {
+            // An asynchronous replica asked for a transaction the primary has not committed.
+            replicator.failed(now, retry, NO_NEW_TRANSACTIONS.into());
+            continue;
         }
+        // A synchronous replica's empty answer (the primary waited up to 4 x syncFrequency) is
+        // a success: it asks again at once.
+        replicator.succeeded();
+        replicator.last_error = None;
         for message in messages {
             let applied = immudb_txlog::ExportedTx::from_message(&message)
                 .ok()
@@ -275,6 +351,11 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, base: Duration, idle
         if let Some(up_to) = may_commit {
             db.ledger.allow_commit_up_to(up_to);
         }
+        if drained && db.replicator.last_error.is_none() {
+            // immudb fetches again at once after a success, finds nothing and sleeps: a write
+            // that comes even a moment later waits for the first retry (up to 2 s).
+            db.replicator.failed(now, retry, NO_NEW_TRANSACTIONS.into());
+        }
         if server_replica {
             // systemdb replication carries users and their passwords too.
             state.users = users.into_iter().collect();
@@ -282,17 +363,17 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, base: Duration, idle
     }
 }
 
-/// Runs every replicator of one node until the node stops.
+/// Runs every replicator of one node until the node stops, looking for due work every `tick`.
 pub(crate) async fn run(
     state: Arc<Mutex<State>>,
     me: String,
     network: Network,
-    base: Duration,
-    idle_max: Duration,
+    tick: Duration,
+    retry: Backoff,
 ) {
     loop {
-        tokio::time::sleep(base).await;
-        round(&state, &me, &network, base, idle_max);
+        tokio::time::sleep(tick).await;
+        round(&state, &me, &network, retry);
     }
 }
 
@@ -323,4 +404,26 @@ pub(crate) fn metrics(state: &State) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_delay_doubles_from_twice_the_minimum_to_the_cap_less_up_to_a_tenth() {
+        let immudb = Backoff::IMMUDB;
+        let secs = |failures, draw| immudb.delay_after(failures, draw).as_secs_f64();
+        // The first failure in a row already sleeps 2 s: immudb counts it as n = 1.
+        let sleeps: Vec<f64> = (1..=8).map(|n| secs(n, 0.0)).collect();
+        assert_eq!(sleeps, [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 120.0, 120.0]);
+        assert!(
+            (secs(1, 0.999_999) - 1.8).abs() < 1e-3,
+            "10 % jitter at most"
+        );
+        assert!((secs(40, 0.5) - 114.0).abs() < 1e-9);
+        let draws: Vec<f64> = (0..1000).map(|_| draw()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        assert!(draws.iter().any(|d| *d < 0.1) && draws.iter().any(|d| *d > 0.9));
+    }
 }

@@ -113,6 +113,7 @@ impl ImmuService for Service {
         self.gate("Login").await?;
         let r = request.into_inner();
         let mut state = self.state();
+        state.logins += 1;
         let user = state.check_credentials(&r.user, &r.password)?;
         let token = new_id();
         state.tokens.insert(token.clone(), user);
@@ -129,6 +130,7 @@ impl ImmuService for Service {
         self.gate("OpenSession").await?;
         let r = request.into_inner();
         let mut state = self.state();
+        state.logins += 1;
         let user = state.check_credentials(&r.username, &r.password)?;
         let db = r.database_name.to_ascii_lowercase();
         if !state.databases.contains_key(&db) && db != SYSTEM_DB {

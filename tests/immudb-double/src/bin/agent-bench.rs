@@ -4,13 +4,13 @@
 //! poll, healthy and while immudb refuses their calls. Prints a BENCHMARKS.md section on stdout.
 //! Usage: agent-bench <path to immudb-hook>
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use immudb_double::{Network, Node, NodeOptions};
+use immudb_double::{Network, Node};
 use tokio::task::JoinHandle;
 
 mod support;
@@ -19,15 +19,11 @@ const DATABASES: usize = 10;
 const AGENT_PORT: u16 = 9498;
 
 fn ip(subnet: u8, node: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 78, subnet, node + 1))
+    support::ip(78, subnet, node)
 }
 
 async fn start(network: &Network, subnet: u8, node: u8) -> Node {
-    let mut options = NodeOptions::new(
-        SocketAddr::new(ip(subnet, node), 3322),
-        SocketAddr::new(ip(subnet, node), 9497),
-    );
-    options.admin_password = "bench-admin".into();
+    let options = support::node_options(ip(subnet, node), "bench-admin");
     Node::start(options, network).await.expect("start double")
 }
 
@@ -58,32 +54,6 @@ fn agent(
         .arg(format!("--poll-interval={interval}"))
         .kill_on_drop(true);
     command.spawn().expect("start the agent")
-}
-
-async fn get(url: &str) -> Option<(u16, String)> {
-    let stream = tokio::net::TcpStream::connect(url.split('/').next()?)
-        .await
-        .ok()?;
-    let path = &url[url.find('/')?..];
-    let (mut read, mut write) = stream.into_split();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    write
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut response = String::new();
-    read.read_to_string(&mut response).await.ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 async fn converge(hook_path: &str, dir: &Path, subnet: u8, replicas: u8) {
@@ -122,18 +92,21 @@ async fn main() {
     let metrics_url = format!("{}/metrics", SocketAddr::new(ip(1, 1), AGENT_PORT));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (cpu_before, _) = support::usage(pid);
-    let polls_before = get(&metrics_url)
-        .await
-        .map_or(f64::NAN, |(_, b)| metric(&b, "immudb_agent_polls_total"));
+    let polls_before = support::get(&metrics_url).await.map_or(f64::NAN, |(_, b)| {
+        support::metric(&b, "immudb_agent_polls_total")
+    });
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (cpu_after, peak_kib) = support::usage(pid);
-    let body = get(&metrics_url).await.map(|(_, b)| b).unwrap_or_default();
-    let polls = metric(&body, "immudb_agent_polls_total") - polls_before;
+    let body = support::get(&metrics_url)
+        .await
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let polls = support::metric(&body, "immudb_agent_polls_total") - polls_before;
     println!("| measure | value |\n| --- | --- |");
     println!("| polls measured | {polls:.0} |");
     println!(
         "| wall time of the last poll | {:.1} ms |",
-        metric(&body, "immudb_agent_poll_duration_seconds") * 1000.0
+        support::metric(&body, "immudb_agent_poll_duration_seconds") * 1000.0
     );
     println!(
         "| CPU time per poll (user + system) | {:.2} ms |",
@@ -141,8 +114,8 @@ async fn main() {
     );
     println!(
         "| logins over {:.0} polls | {:.0} (one local, one on the primary) |",
-        metric(&body, "immudb_agent_polls_total"),
-        metric(&body, "immudb_agent_logins_total")
+        support::metric(&body, "immudb_agent_polls_total"),
+        support::metric(&body, "immudb_agent_logins_total")
     );
     println!("| peak RSS (VmHWM) | {:.1} MB |", peak_kib as f64 / 1024.0);
     let _ = child.kill().await;
@@ -169,7 +142,7 @@ async fn main() {
             let _replica = start(&network, subnet, 1).await;
             let mut child = agent(&hook_path, &dir, subnet, (1, 1), interval);
             let ready_url = format!("{}/readyz", SocketAddr::new(ip(subnet, 1), AGENT_PORT));
-            while get(&ready_url).await.map(|(s, _)| s) != Some(200) {
+            while support::get(&ready_url).await.map(|(s, _)| s) != Some(200) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             trials.push(format!("{:.2}", started.elapsed().as_secs_f64()));
@@ -213,18 +186,18 @@ async fn sessions_per_agent(hook_path: &str, dir: &Path, network: &Network, subn
     let url =
         |node: u8, path: &str| format!("{}{path}", SocketAddr::new(ip(subnet, node), AGENT_PORT));
     for node in 0..3 {
-        while get(&url(node, "/readyz")).await.map(|(s, _)| s) != Some(200) {
+        while support::get(&url(node, "/readyz")).await.map(|(s, _)| s) != Some(200) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     let logins = || async {
         let mut total = 0.0;
         for node in 0..3 {
-            let body = get(&url(node, "/metrics"))
+            let body = support::get(&url(node, "/metrics"))
                 .await
                 .map(|(_, b)| b)
                 .unwrap_or_default();
-            total += metric(&body, "immudb_agent_logins_total");
+            total += support::metric(&body, "immudb_agent_logins_total");
         }
         total
     };

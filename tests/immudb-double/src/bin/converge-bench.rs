@@ -3,26 +3,22 @@
 //! exit, the binary's size and the hook's peak RSS. Prints BENCHMARKS.md on stdout.
 //! Usage: converge-bench <path to immudb-hook>
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use immudb_double::{Network, Node, NodeOptions};
+use immudb_double::{Network, Node};
 
 mod support;
 
 const LATENCY: Duration = Duration::from_millis(20);
 
 fn ip(subnet: u8, node: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 77, subnet, node + 1))
+    support::ip(77, subnet, node)
 }
 
 async fn start(network: &Network, subnet: u8, node: u8) -> Node {
-    let mut options = NodeOptions::new(
-        SocketAddr::new(ip(subnet, node), 3322),
-        SocketAddr::new(ip(subnet, node), 9497),
-    );
+    let mut options = support::node_options(ip(subnet, node), "bench-admin");
     options.latency = LATENCY;
-    options.admin_password = "bench-admin".into();
     Node::start(options, network).await.expect("start double")
 }
 
