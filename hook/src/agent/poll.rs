@@ -123,10 +123,14 @@ impl Agent {
             AgentRole::Primary => Role::Primary,
             AgentRole::Replica => Role::Replica,
         };
-        let failover = config.failover.clone().map(|f| Failover::new(f, &logins));
+        let started = Instant::now();
+        let failover = config
+            .failover
+            .clone()
+            .map(|f| Failover::new(f, &logins, started));
         Agent {
             config,
-            started: Instant::now(),
+            started,
             local,
             primary,
             logins,
@@ -172,9 +176,14 @@ impl Agent {
         let span = tracing::info_span!("poll", ?role);
         self.watching = None;
         let outcome = self.poll_role().instrument(span).await;
+        let serving_until = match (&self.failover, self.role) {
+            (Some(failover), Role::Primary) => failover.serving_until(),
+            _ => None,
+        };
         let mut status = Status {
             last_poll_seconds: started.elapsed().as_secs_f64(),
             role: Some(self.role),
+            serving_until,
             ..Default::default()
         };
         match outcome {

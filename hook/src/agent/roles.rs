@@ -26,15 +26,20 @@ impl Agent {
         let names: Vec<String> = spec.databases.iter().map(|d| d.name.clone()).collect();
         let topology = self.config.topology.clone();
         let admin = self.config.admin.clone();
+        let failover = self
+            .failover
+            .as_mut()
+            .expect("a failover poll has failover");
+        if let Some(why) = failover.lapsed() {
+            tracing::error!(%why, "fenced: this pod stops serving writes before it reads the Lease again");
+            self.fence(spec).await?;
+        }
         let local = self
             .local
             .session(&admin, &defaultdb())
             .await
             .map_err(|e| poll_failed("local immudb", e))?;
-        let failover = self
-            .failover
-            .as_mut()
-            .expect("a failover poll has failover");
+        let failover = self.failover.as_mut().expect("failover");
         let ask = Ask {
             local,
             databases: &names,
@@ -42,7 +47,7 @@ impl Agent {
             admin: &admin,
             acks: spec.sync_acks,
         };
-        let (verdict, takeover) = failover.decide(now, &ask).await;
+        let (verdict, takeover) = failover.decide(&ask).await;
         match verdict {
             Verdict::Primary => self.serve(spec, takeover, now).await,
             Verdict::Replica { primary, why } => self.follow(spec, &names, primary, why, now).await,
@@ -87,6 +92,9 @@ impl Agent {
             .into_iter()
             .map(|action| (action, Repair::Promoted))
             .collect();
+        // Measured again right before the databases turn writable: the process may have been
+        // stopped since the Lease was taken, and another pod may hold it now.
+        self.still_serving("promotion")?;
         if !self
             .apply_all(&promotions, &spec.replication.password)
             .await
@@ -108,7 +116,15 @@ impl Agent {
             let failover = self.failover.as_mut().expect("failover");
             failover.release().await;
         }
+        // And again before the poll reports Ready.
+        self.still_serving("readiness")?;
         Ok((assessment, true))
+    }
+
+    /// Err when this pod's last renew of the Lease is too old for `step` to act as primary.
+    fn still_serving(&self, step: &str) -> Result<(), String> {
+        let failover = self.failover.as_ref().expect("failover");
+        failover.serving().map_err(|why| poll_failed(step, why))
     }
 
     async fn follow(
@@ -120,32 +136,16 @@ impl Agent {
         now: Duration,
     ) -> Result<(Assessment, bool), String> {
         self.role = Role::Replica;
-        let failover = self.failover.as_mut().expect("failover");
-        failover.label(Role::Replica).await;
-        let me = failover.config.me.clone();
         if let Some(why) = &why {
             tracing::info!(%why, "no primary to take over from yet");
         }
+        let fenced = self.fence(spec).await;
+        // Read-only first, then out of the write Service: the API may be slow to answer.
+        let failover = self.failover.as_mut().expect("failover");
+        failover.label(Role::Replica).await;
+        fenced?;
+        let me = failover.config.me.clone();
         let desired = spec.replica_desired(self.config.topology.grpc_port);
-        let observed = self
-            .on_local(|s| async move { s.observe(false).await })
-            .await?;
-        let fences: Vec<_> = failover::fences(&desired, &observed)
-            .into_iter()
-            .map(|action| (action, Repair::Fenced))
-            .collect();
-        if !fences.is_empty() {
-            tracing::warn!(
-                databases = fences.len(),
-                "this pod does not hold the Lease: making its writable databases read-only"
-            );
-        }
-        if !self.apply_all(&fences, &spec.replication.password).await {
-            return Err(poll_failed(
-                "fence",
-                "a writable database could not be made read-only",
-            ));
-        }
         let primary = primary.filter(|p| *p != me);
         if let Some(host) = &primary {
             self.point_at(host);
@@ -168,6 +168,32 @@ impl Agent {
             .await?;
         self.repair(&assessment, &spec.replication.password).await;
         Ok((assessment, view.is_some()))
+    }
+
+    /// Makes every writable database read-only (`failover::fences`): this pod does not hold the
+    /// Lease, or no longer knows that it does.
+    async fn fence(&mut self, spec: &DatabaseReplication) -> Result<(), String> {
+        let desired = spec.replica_desired(self.config.topology.grpc_port);
+        let observed = self
+            .on_local(|s| async move { s.observe(false).await })
+            .await?;
+        let fences: Vec<_> = failover::fences(&desired, &observed)
+            .into_iter()
+            .map(|action| (action, Repair::Fenced))
+            .collect();
+        if !fences.is_empty() {
+            tracing::warn!(
+                databases = fences.len(),
+                "this pod does not hold the Lease: making its writable databases read-only"
+            );
+        }
+        if !self.apply_all(&fences, &spec.replication.password).await {
+            return Err(poll_failed(
+                "fence",
+                "a writable database could not be made read-only",
+            ));
+        }
+        Ok(())
     }
 
     /// The primary link dials `host` from now on; the old one's session is closed.

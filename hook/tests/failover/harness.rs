@@ -242,12 +242,17 @@ impl Release {
             format!("--pod-name={}", pod_name(node)),
             format!("--pod-host={}", pod_host(node)),
             format!("--max-replicas={}", self.setup.max_replicas),
-            "--lease-duration=1s".into(),
             format!("--failover-cooldown={}", self.setup.cooldown),
         ];
         let global: Vec<&str> = global.iter().map(String::as_str).collect();
         let mut extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         extra.extend(&self.setup.flags);
+        if !extra
+            .iter()
+            .any(|flag| flag.starts_with("--lease-duration="))
+        {
+            extra.push("--lease-duration=1s");
+        }
         let spec = self.setup.spec.clone();
         if self.setup.processes.contains(&node) {
             self.cluster.agent_process(node, &[], spec, &global, &extra)
@@ -391,7 +396,12 @@ pub async fn write_session(release: &Release) -> Option<Client> {
 
 /// Writes `key` through the write Service until one write is acknowledged; returns its tx.
 pub async fn write(release: &Release, key: &str) -> u64 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    write_within(release, key, WAIT).await
+}
+
+/// [`write`], giving up after `wait`.
+pub async fn write_within(release: &Release, key: &str, wait: Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + wait;
     while tokio::time::Instant::now() < deadline {
         if let Some(session) = write_session(release).await {
             let set = tokio::time::timeout(
@@ -421,8 +431,13 @@ pub fn tx_count(node: &Node) -> u64 {
 }
 
 pub async fn new_primary_elected(release: &Release) -> u8 {
+    new_primary_elected_within(release, WAIT).await
+}
+
+/// The replica that took the Lease, waiting at most `wait`.
+pub async fn new_primary_elected_within(release: &Release, wait: Duration) -> u8 {
     let mut elected = None;
-    let found = eventually(WAIT, || {
+    let found = eventually(wait, || {
         let holder = release.holder();
         let is = |n: u8| holder.as_deref() == Some(pod_host(n).as_str());
         elected = (1..release.nodes.len() as u8).find(|&n| is(n));
