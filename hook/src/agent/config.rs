@@ -178,6 +178,14 @@ impl FailoverArgs {
 /// write into systemdb and a login on the primary.
 const WAKE_BACKOFF: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(300));
 
+/// How long the agent waits for another pod (the primary, a peer in an election) in one call,
+/// all its RPCs together: a poll interval, 1 to 10 s. A pod that stopped (SIGSTOP, a long GC
+/// pause, a frozen VM, a node whose packets are dropped) neither fails nor answers, and waiting
+/// longer would hold up the agent's next look at the Lease.
+pub fn other_pod_limit(poll_interval: Duration) -> Duration {
+    poll_interval.clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
 /// A Kubernetes call's deadline: half a poll, at most 2 s.
 pub fn lease_call_timeout(poll_interval: Duration) -> Duration {
     (poll_interval / 2).min(Duration::from_secs(2))

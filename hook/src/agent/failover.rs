@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
 
+use super::config::other_pod_limit;
 use crate::client::{Client, RpcError};
 use crate::config::Topology;
 use crate::kube::{micro_time, Kube, KubeConfig, KubeError, Lease, LeaseSpec, ObjectMeta};
@@ -33,8 +34,6 @@ use crate::wait::SystemResolver;
 
 /// The label the Services select: `primary` on the Lease's holder, `replica` on every other pod.
 pub const ROLE_LABEL: &str = "immudb/role";
-/// How long a peer may take to say what it holds during an election.
-const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The primary sets its role label again this often: the winner of a failover removes the
 /// previous holder's, which may renew after all when its election failed.
 const LABEL_REFRESH: Duration = Duration::from_secs(60);
@@ -341,15 +340,16 @@ impl Failover {
         let members: BTreeSet<&String> = others.replicas.iter().collect();
         self.peers.retain(|host, _| members.contains(host));
         for host in members {
+            let limit = other_pod_limit(self.config.timing.poll_interval);
             self.peers.entry(host.clone()).or_insert_with(|| {
                 let resolver = Dial::Resolve(SystemResolver::new(others));
-                Link::new(host, resolver, others, &self.logins)
+                Link::new(host, resolver, others, &self.logins).within(limit)
             });
         }
     }
 
-    /// `call` on each linked peer in `hosts`, concurrently, each within [`ASK_TIMEOUT`], over
-    /// the admin's session; None for those that do not answer.
+    /// `call` on each linked peer in `hosts`, concurrently, each within
+    /// [`other_pod_limit`], over the admin's session; None for those that do not answer.
     async fn ask_peers<T, F, Fut>(
         &mut self,
         hosts: &BTreeSet<String>,
@@ -367,19 +367,13 @@ impl Failover {
             .iter_mut()
             .filter(|(host, _)| hosts.contains(*host))
             .map(|(host, link)| async move {
-                let ask = link.call(admin, defaultdb, |session| call(host, session));
-                let answer = match tokio::time::timeout(ASK_TIMEOUT, ask).await {
-                    Ok(Ok(answer)) => Some(answer),
-                    Ok(Err(error)) => {
-                        tracing::info!(peer = %host, %error, "the pod did not answer");
-                        None
-                    }
-                    // The call was cut short: its session may be in any state, start again.
-                    Err(_) => {
-                        link.reset();
-                        None
-                    }
-                };
+                let answer = link.call(admin, defaultdb, |session| call(host, session));
+                let answer = answer
+                    .await
+                    .inspect_err(
+                        |error| tracing::info!(peer = %host, %error, "the pod did not answer"),
+                    )
+                    .ok();
                 (host.clone(), answer)
             });
         join_all(asks).await

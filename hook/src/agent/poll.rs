@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use super::config::{AgentConfig, AgentRole};
+use super::config::{other_pod_limit, AgentConfig, AgentRole};
 use super::counters::{Counters, Repaired};
 use super::failover::Failover;
 use super::metrics::Status;
@@ -114,7 +114,8 @@ impl Agent {
             Dial::Resolve(SystemResolver::new(topology)),
             topology,
             &logins,
-        );
+        )
+        .within(other_pod_limit(config.poll_interval));
         // The local metrics port is plaintext on replicas, the only agents that read it.
         let http = crate::tls::http_client_builder(None, SCRAPE_TIMEOUT)
             .build()

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::config::other_pod_limit;
 use super::counters::OfDatabase;
 use super::failover::{Ask, Takeover, Verdict};
 use super::poll::{defaultdb, poll_failed, Agent};
@@ -201,7 +202,8 @@ impl Agent {
         if self.primary.host != host {
             let topology = &self.config.topology;
             let resolver = Dial::Resolve(SystemResolver::new(topology));
-            self.primary = Link::new(host, resolver, topology, &self.logins);
+            let limit = other_pod_limit(self.config.poll_interval);
+            self.primary = Link::new(host, resolver, topology, &self.logins).within(limit);
         }
     }
 
