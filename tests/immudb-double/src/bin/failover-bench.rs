@@ -341,7 +341,8 @@ async fn settled_release(
         release.agents.push(Some(child));
     }
     release.settle(mode.lease_duration.is_some()).await;
-    while !write(&release, b"before").await {
+    let mut primary = direct_session(&release, 0).await.expect("a session on db0");
+    while !set(&mut primary, b"before", Duration::from_millis(500)).await {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Let the replicas settle into their polling rhythm.
@@ -592,7 +593,7 @@ async fn main() {
             );
         }
     }
-    println!("\nA paused primary's failover is slower than a lost one's: the calls to it neither fail nor answer, so a replica's agent waits for its call to end (10 s) and an election for its question (5 s). With sync acks nothing it takes after resuming is acknowledged: no replica's stream reaches it any more. Asynchronous, it acknowledges what clients connected straight to it write until its agent's first poll after the resume fences it.\n");
+    println!("\nA paused primary's failover is slower than a lost one's: calls to it neither fail nor answer, so a replica's agent waits for each call to it until it ends (a poll interval, 1-10 s), and so does an election's question. With sync acks nothing it takes after resuming is acknowledged: no replica's stream reaches it any more. Asynchronous, it acknowledges what a client connected straight to it writes until its agent's first poll after the resume fences it (diverged: it keeps those writes, which the new primary lacks; not Ready).\n");
 
     println!("The agent's cost per poll (polls every 200 ms for 10 s, steady state):\n");
     println!("| agent | CPU per poll, failover off | CPU per poll, failover on | Kubernetes API calls per poll |\n| --- | --- | --- | --- |");
