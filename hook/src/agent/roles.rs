@@ -93,8 +93,10 @@ impl Agent {
             .into_iter()
             .map(|action| (action, Repair::Promoted))
             .collect();
-        // Measured again right before the databases turn writable: the process may have been
-        // stopped since the Lease was taken, and another pod may hold it now.
+        // The age of the last renew is measured again right before each step that acts as the
+        // primary (its databases turn writable, the write Service routes to it, it writes, it
+        // reports Ready): the process may have been stopped since the Lease was renewed, and
+        // another pod may hold it now.
         self.still_serving("promotion")?;
         if !self
             .apply_all(&promotions, &spec.replication.password)
@@ -105,9 +107,11 @@ impl Agent {
                 "a database could not be made writable",
             ));
         }
+        self.still_serving("labelling")?;
         let failover = self.failover.as_mut().expect("failover");
         failover.label(Role::Primary).await;
         let assessment = self.assess_primary(&desired, now).await?;
+        self.still_serving("repair")?;
         self.repair(&assessment, &spec.replication.password).await;
         if assessment
             .databases
@@ -117,7 +121,6 @@ impl Agent {
             let failover = self.failover.as_mut().expect("failover");
             failover.release().await;
         }
-        // And again before the poll reports Ready.
         self.still_serving("readiness")?;
         Ok((assessment, true))
     }
