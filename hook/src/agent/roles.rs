@@ -14,7 +14,7 @@ use crate::config::spec::DatabaseReplication;
 use crate::link::{Dial, Link};
 use crate::plan::failover::{self, History, Rejoin};
 use crate::plan::health::{Assessment, Repair, State};
-use crate::plan::ReplicaDesired;
+use crate::plan::{Action, Observed, ReplicaDesired};
 use crate::types::{Credentials, Role};
 use crate::wait::SystemResolver;
 
@@ -86,13 +86,12 @@ impl Agent {
             self.record_takeover(takeover);
         }
         let desired = spec.primary_desired();
-        let observed = self
-            .on_local(|s| async move { s.observe(false).await })
+        let promotions = self
+            .plan_local(
+                |observed| failover::promotions(&desired, observed),
+                Repair::Promoted,
+            )
             .await?;
-        let promotions: Vec<_> = failover::promotions(&desired, &observed)
-            .into_iter()
-            .map(|action| (action, Repair::Promoted))
-            .collect();
         // The age of the last renew is measured again right before each step that acts as the
         // primary (its databases turn writable, the write Service routes to it, it writes, it
         // reports Ready): the process may have been stopped since the Lease was renewed, and
@@ -174,17 +173,31 @@ impl Agent {
         Ok((assessment, view.is_some()))
     }
 
+    /// What `plan` makes of the local immudb as it is now, each action counted as `reason`.
+    async fn plan_local(
+        &mut self,
+        plan: impl FnOnce(&Observed) -> Vec<Action>,
+        reason: Repair,
+    ) -> Result<Vec<(Action, Repair)>, String> {
+        let observed = self
+            .on_local(|s| async move { s.observe(false).await })
+            .await?;
+        Ok(plan(&observed)
+            .into_iter()
+            .map(|action| (action, reason))
+            .collect())
+    }
+
     /// Makes every writable database read-only (`failover::fences`): this pod does not hold the
     /// Lease, or no longer knows that it does.
     async fn fence(&mut self, spec: &DatabaseReplication) -> Result<(), String> {
         let desired = spec.replica_desired(self.config.topology.grpc_port);
-        let observed = self
-            .on_local(|s| async move { s.observe(false).await })
+        let fences = self
+            .plan_local(
+                |observed| failover::fences(&desired, observed),
+                Repair::Fenced,
+            )
             .await?;
-        let fences: Vec<_> = failover::fences(&desired, &observed)
-            .into_iter()
-            .map(|action| (action, Repair::Fenced))
-            .collect();
         if !fences.is_empty() {
             tracing::warn!(
                 databases = fences.len(),
