@@ -103,24 +103,12 @@ impl Cluster {
         subcommand: &str,
         extra: &[&str],
     ) -> Cli {
-        self.cli_with(replicas, timeout_s, &[], subcommand, extra)
-    }
-
-    /// [`Cluster::cli`] with `global` flags before the subcommand (`--primary-host` among them
-    /// replaces node 0's address).
-    pub fn cli_with(
-        &self,
-        replicas: &[String],
-        timeout_s: u64,
-        global: &[&str],
-        subcommand: &str,
-        extra: &[&str],
-    ) -> Cli {
-        let args = self.args_with(replicas, timeout_s, global, subcommand, extra);
+        let args = self.args_with(replicas, timeout_s, &[], subcommand, extra);
         Cli::try_parse_from(args).expect("valid command line")
     }
 
-    /// The command line [`Cluster::cli_with`] parses, program name first.
+    /// The hook's command line, program name first, with `global` flags before the subcommand
+    /// (`--primary-host` among them replaces node 0's address).
     pub fn args_with(
         &self,
         replicas: &[String],
@@ -295,19 +283,13 @@ impl Cluster {
         spec: serde_json::Value,
         extra: &[&str],
     ) -> RunningAgent {
-        self.agent_with(node, replicas, spec, &[], extra)
+        let args = self.agent_args(node, replicas, spec, &[], extra);
+        self.agent_task(node, &args)
     }
 
-    /// [`Cluster::agent`] with `global` flags before the subcommand.
-    pub fn agent_with(
-        &self,
-        node: u8,
-        replicas: &[String],
-        spec: serde_json::Value,
-        global: &[&str],
-        extra: &[&str],
-    ) -> RunningAgent {
-        let args = self.agent_args(node, replicas, spec, global, extra);
+    /// The agent of node `node` with the command line `args` ([`Cluster::agent_args`]) in the
+    /// test's runtime.
+    pub fn agent_task(&self, node: u8, args: &[String]) -> RunningAgent {
         let cli = Cli::try_parse_from(args).expect("valid command line");
         let Command::Agent(args) = &cli.command else {
             unreachable!()
@@ -324,17 +306,10 @@ impl Cluster {
         }
     }
 
-    /// [`Cluster::agent_with`] as the hook binary in a child process; its log goes to the
-    /// test's stderr when TEST_LOG sets a filter.
-    pub fn agent_process(
-        &self,
-        node: u8,
-        replicas: &[String],
-        spec: serde_json::Value,
-        global: &[&str],
-        extra: &[&str],
-    ) -> RunningAgent {
-        let args = self.agent_args(node, replicas, spec, global, extra);
+    /// The agent of node `node` with the command line `args` ([`Cluster::agent_args`]) as the
+    /// hook binary in a child process; its log goes to the test's stderr when TEST_LOG sets a
+    /// filter.
+    pub fn agent_process(&self, node: u8, args: &[String]) -> RunningAgent {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_immudb-hook"));
         command.args(&args[1..]).kill_on_drop(true);
         match std::env::var("TEST_LOG") {
@@ -356,8 +331,8 @@ impl Cluster {
     }
 
     /// The agent's command line with fast test timings (a flag in `extra` replaces the timing
-    /// of the same name).
-    fn agent_args(
+    /// of the same name), program name first.
+    pub fn agent_args(
         &self,
         node: u8,
         replicas: &[String],

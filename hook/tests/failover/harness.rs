@@ -254,10 +254,11 @@ impl Release {
             extra.push("--lease-duration=1s");
         }
         let spec = self.setup.spec.clone();
+        let args = self.cluster.agent_args(node, &[], spec, &global, &extra);
         if self.setup.processes.contains(&node) {
-            self.cluster.agent_process(node, &[], spec, &global, &extra)
+            self.cluster.agent_process(node, &args)
         } else {
-            self.cluster.agent_with(node, &[], spec, &global, &extra)
+            self.cluster.agent_task(node, &args)
         }
     }
 
