@@ -88,6 +88,9 @@ impl Release {
             kube.add_token(&format!("token-{n}"));
             std::fs::write(dir.join(format!("token-{n}")), format!("token-{n}")).unwrap();
             hosts.push_str(&format!("{} {}\n", ip(subnet, n), pod_host(n)));
+            // The cluster's DNS, for the doubles' replicators too.
+            let address = ip(subnet, n).to_string();
+            network.alias(&pod_host(n), move || Some(address.clone()));
         }
         let hosts_file = dir.join(format!("hosts-{subnet}"));
         std::fs::write(&hosts_file, hosts).unwrap();
