@@ -12,9 +12,9 @@ use crate::common::*;
 use crate::harness::*;
 use immudb_hook::client::Client;
 
-/// Calls to a stopped pod wait rather than fail: an agent's call to it ends at its 10 s timeout
-/// and an election's question after 5 s, so a failover away from a paused primary takes longer
-/// than one away from a lost node.
+/// Calls to a stopped pod wait rather than fail: an agent's call to it ends after a poll interval
+/// (at least 1 s), and so does an election's question, so a failover away from a paused primary
+/// takes longer than one away from a lost node.
 const PAUSED_WAIT: Duration = Duration::from_secs(60);
 
 fn appdb_is_replica(node: &immudb_double::Node) -> bool {
