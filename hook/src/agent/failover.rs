@@ -2,7 +2,7 @@
 //! whether this pod is the primary (it holds the Lease and renewed it in time) or a replica of
 //! the holder; when nobody holds it, it compares every pod's transactions and the most advanced
 //! takes it with an optimistic update (a conflict means another pod won), after cutting the old
-//! primary off (`handover`). It labels its own pod with its role, which the write and read
+//! primary off (`election`, `handover`). It labels its own pod with its role, which the write and read
 //! Services select.
 //!
 //! Every step that acts on the Lease measures the time since the last renew right before it acts:
@@ -10,27 +10,19 @@
 //! resume with a decision that is no longer true. A holder whose last renew is too old stops
 //! serving before it asks the API anything.
 
+mod election;
 mod handover;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::future::join_all;
-
-use super::config::other_pod_limit;
-use crate::client::{Client, RpcError};
 use crate::config::Topology;
 use crate::kube::{micro_time, Kube, KubeConfig, KubeError, Lease, LeaseSpec, ObjectMeta};
-use crate::link::{Dial, Link};
+use crate::link::Link;
 use crate::locate;
-use crate::plan::failover::{
-    self, elect, lease_step, observe, Election, ElectionRules, LeaseMemory, LeaseStep, Peer,
-    Position, Timing, TxPosition,
-};
-use crate::plan::handover::handover;
+use crate::plan::failover::{lease_step, observe, LeaseMemory, LeaseStep, Timing};
 use crate::session::{Logins, Session};
 use crate::types::{Credentials, Role};
-use crate::wait::SystemResolver;
 
 /// The label the Services select: `primary` on the Lease's holder, `replica` on every other pod.
 pub const ROLE_LABEL: &str = "immudb/role";
@@ -108,34 +100,6 @@ fn replica(primary: Option<String>, why: impl Into<String>) -> Verdict {
         primary,
         why: Some(why.into()),
     }
-}
-
-/// What `session`'s server holds of `databases`: each one's transactions, and whether one of
-/// them is writable.
-pub async fn position_of(session: &Client, databases: &[String]) -> Result<Position, RpcError> {
-    let listed = session.list_databases().await?;
-    let mut position = Position::default();
-    for name in databases {
-        let Some(db) = listed.iter().find(|d| &d.name == name) else {
-            position
-                .transactions
-                .insert(name.clone(), TxPosition::default());
-            continue;
-        };
-        position.writable |= !db.replication.replica;
-        position.fenced |= failover::is_fenced(db);
-        if db.replication.replica && !failover::is_fenced(db) {
-            position.replicating.insert(name.clone());
-        }
-        let held = if db.loaded {
-            session.use_database(name).await?;
-            session.position().await?.0
-        } else {
-            TxPosition::default()
-        };
-        position.transactions.insert(name.clone(), held);
-    }
-    Ok(position)
 }
 
 impl Failover {
@@ -333,172 +297,6 @@ impl Failover {
     pub async fn others(&self, topology: &Topology) -> Result<Topology, KubeError> {
         let every = locate::every_pod(topology, &self.kube).await?;
         Ok(locate::with_primary(&every, &self.config.me))
-    }
-
-    /// Links to every other pod of `others`; a pod scaled away is asked no more.
-    fn link_peers(&mut self, others: &Topology) {
-        let members: BTreeSet<&String> = others.replicas.iter().collect();
-        self.peers.retain(|host, _| members.contains(host));
-        for host in members {
-            let limit = other_pod_limit(self.config.timing.poll_interval);
-            self.peers.entry(host.clone()).or_insert_with(|| {
-                let resolver = Dial::Resolve(SystemResolver::new(others));
-                Link::new(host, resolver, others, &self.logins).within(limit)
-            });
-        }
-    }
-
-    /// `call` on each linked peer in `hosts`, concurrently, each within
-    /// [`other_pod_limit`], over the admin's session; None for those that do not answer.
-    async fn ask_peers<T, F, Fut>(
-        &mut self,
-        hosts: &BTreeSet<String>,
-        admin: &Credentials,
-        call: F,
-    ) -> Vec<(String, Option<T>)>
-    where
-        F: Fn(&str, Client) -> Fut,
-        Fut: std::future::Future<Output = Result<T, RpcError>>,
-    {
-        let defaultdb = ["defaultdb".to_string()];
-        let (defaultdb, call) = (&defaultdb, &call);
-        let asks = self
-            .peers
-            .iter_mut()
-            .filter(|(host, _)| hosts.contains(*host))
-            .map(|(host, link)| async move {
-                let answer = link.call(admin, defaultdb, |session| call(host, session));
-                let answer = answer
-                    .await
-                    .inspect_err(
-                        |error| tracing::info!(peer = %host, %error, "the pod did not answer"),
-                    )
-                    .ok();
-                (host.clone(), answer)
-            });
-        join_all(asks).await
-    }
-
-    /// What each peer in `hosts` holds; None for those that do not answer.
-    async fn peer_positions(&mut self, hosts: &BTreeSet<String>, ask: &Ask<'_>) -> Vec<Peer> {
-        let databases = ask.databases;
-        let answers = self
-            .ask_peers(hosts, ask.admin, |_, session| async move {
-                position_of(&session, databases).await
-            })
-            .await;
-        answers
-            .into_iter()
-            .map(|(host, position)| Peer { host, position })
-            .collect()
-    }
-
-    /// What this pod and each peer in `hosts` hold.
-    async fn positions(
-        &mut self,
-        hosts: &BTreeSet<String>,
-        ask: &Ask<'_>,
-    ) -> Result<(Position, Vec<Peer>), String> {
-        let databases = ask.databases;
-        let mine = ask
-            .local
-            .retry(|session| async move { position_of(&session, databases).await })
-            .await
-            .map_err(|error| format!("cannot read this pod's position: {error}"))?;
-        Ok((mine, self.peer_positions(hosts, ask).await))
-    }
-
-    /// An election's verdict for this pod: None when it takes the Lease.
-    fn declined(election: Election, previous: &Option<String>) -> Option<Verdict> {
-        match election {
-            Election::Take => None,
-            Election::Defer { to } => Some(replica(
-                previous.clone(),
-                format!("{to} holds at least as much; it takes the Lease"),
-            )),
-            Election::Wait(why) => Some(replica(previous.clone(), why)),
-        }
-    }
-
-    /// Compares every pod's position; when this pod is the most advanced it cuts the previous
-    /// holder off (`plan::handover`), compares again what the pods that answered hold now, and
-    /// takes the Lease.
-    async fn elect(
-        &mut self,
-        wall: SystemTime,
-        previous: Option<String>,
-        ask: &Ask<'_>,
-    ) -> (Verdict, Option<Takeover>) {
-        let others = match self.others(ask.topology).await {
-            Ok(others) => others,
-            Err(error) => {
-                let why = format!("cannot count the release's pods: {error}");
-                return (replica(previous, why), None);
-            }
-        };
-        self.link_peers(&others);
-        let rules = ElectionRules {
-            acks: ask.acks,
-            allow_data_loss: self.config.allow_data_loss,
-            preferred: ask.topology.primary.clone(),
-            eligible: self.config.eligible.clone(),
-        };
-        let me = self.config.me.clone();
-        let everyone: BTreeSet<String> = others.replicas.iter().cloned().collect();
-        let (mine, peers) = match self.positions(&everyone, ask).await {
-            Ok(positions) => positions,
-            Err(why) => return (replica(previous, why), None),
-        };
-        let election = elect(&me, &mine, previous.as_deref(), &peers, &rules);
-        if let Some(verdict) = Failover::declined(election, &previous) {
-            return (verdict, None);
-        }
-        let handover = handover(previous.as_deref(), &me, &peers);
-        if let Err(why) = self.hand_over(&handover, ask.admin).await {
-            return (replica(previous, why), None);
-        }
-        // They can acknowledge nothing more on the old primary: decide on what they hold now.
-        let answered: BTreeSet<String> = peers
-            .iter()
-            .filter(|p| p.position.is_some())
-            .map(|p| p.host.clone())
-            .collect();
-        let (mine, mut peers) = match self.positions(&answered, ask).await {
-            Ok(positions) => positions,
-            Err(why) => return (replica(previous, why), None),
-        };
-        peers.extend(everyone.difference(&answered).map(|host| Peer {
-            host: host.clone(),
-            position: None,
-        }));
-        let election = elect(&me, &mine, previous.as_deref(), &peers, &rules);
-        if let Some(verdict) = Failover::declined(election, &previous) {
-            return (verdict, None);
-        }
-        match self.write(wall).await {
-            Ok(()) => {
-                self.peers.clear();
-                let failed_over = previous.filter(|p| *p != self.config.me);
-                let lost = match &failed_over {
-                    Some(_) => {
-                        failover::lost_transactions(&self.last_seen_on_primary, &mine.transactions)
-                    }
-                    None => BTreeMap::new(),
-                };
-                let takeover = Takeover {
-                    previous: failed_over,
-                    lost,
-                };
-                (Verdict::Primary, Some(takeover))
-            }
-            Err(KubeError::Conflict(_)) => {
-                (replica(previous, "another pod took the Lease first"), None)
-            }
-            Err(error) => (
-                replica(previous, format!("could not take the Lease: {error}")),
-                None,
-            ),
-        }
     }
 
     /// Gives the Lease up (a holder that cannot serve: its databases were lost with its volume),

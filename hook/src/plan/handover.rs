@@ -29,11 +29,12 @@ pub struct Handover {
 }
 
 /// The handover from `previous` (the Lease's last holder) to `me`, given what `peers` answered.
+/// Nothing when no other pod held the Lease: a fresh install, or a holder that gave it up.
 pub fn handover(previous: Option<&str>, me: &str, peers: &[Peer]) -> Handover {
-    let unlabel = previous
-        .filter(|previous| *previous != me)
-        .and_then(pod_of)
-        .map(str::to_string);
+    let Some(previous) = previous.filter(|previous| *previous != me) else {
+        return Handover::default();
+    };
+    let unlabel = pod_of(previous).map(str::to_string);
     let restarts = peers
         .iter()
         .filter_map(|peer| {
@@ -89,13 +90,21 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_without_replicators_restarts_nothing_and_a_free_lease_unlabels_nobody() {
+    fn a_pod_without_replicators_restarts_nothing() {
         // A fenced former primary follows nobody: it has no replicator.
         let peers = [peer(OLD, Some(&[])), peer(OTHER, Some(&["appdb"]))];
-        let free = handover(None, ME, &peers);
-        assert_eq!(free.unlabel, None);
-        assert_eq!(free.restarts, vec![(OTHER.into(), vec!["appdb".into()])]);
-        assert_eq!(handover(Some(ME), ME, &peers).unlabel, None);
+        let handover = handover(Some(OLD), ME, &peers);
+        assert_eq!(
+            handover.restarts,
+            vec![(OTHER.into(), vec!["appdb".into()])]
+        );
+    }
+
+    #[test]
+    fn without_another_previous_holder_there_is_nobody_to_cut_off() {
+        let peers = [peer(OTHER, Some(&["appdb"]))];
+        assert_eq!(handover(None, ME, &peers), Handover::default());
+        assert_eq!(handover(Some(ME), ME, &peers), Handover::default());
     }
 
     #[test]
