@@ -1,8 +1,10 @@
 //! Failover end to end: agents against immudb doubles and the Kubernetes API double, configured
 //! as the chart configures them (the StatefulSet form, pods named by their DNS names, which the
 //! hosts file resolves). The write Service is a name the immudb double resolves, at every
-//! connection, to the pod labelled primary, as Kubernetes routes a Service. A background check
-//! samples every live node all the time: never two writable primaries.
+//! connection, to the pod labelled primary and Ready, as Kubernetes routes a Service (a
+//! replicator keeps the connection it made). A background check samples every live node all the
+//! time: never two writable primaries, never two pods behind the write Service. A paused primary
+//! is in `paused.rs`.
 
 #[path = "../common/mod.rs"]
 mod common;
