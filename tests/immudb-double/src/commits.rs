@@ -209,13 +209,34 @@ pub(crate) async fn wait_until<T>(
     }
 }
 
-/// Waits until transaction `id` of `name` is durable.
+/// Waits until transaction `id` of `name` is committed.
 pub(crate) async fn committed(
     state: &Weak<Mutex<State>>,
     name: &str,
     id: u64,
 ) -> Result<(), tonic::Status> {
     wait_until(state, name, |db| (db.ledger.tx_count() >= id).then_some(())).await
+}
+
+/// What replicateTx waits for before it answers (immudb 1.11.1 embedded/store/immustore.go,
+/// `(*ImmuStore).ReplicateTx`): its transaction durable, and committed too unless the database
+/// commits on an external allowance (synchronous replication), which only its primary gives, or
+/// a promotion: a synchronous replica answers once the transaction is precommitted and synced.
+pub(crate) async fn replicated(
+    state: &Weak<Mutex<State>>,
+    name: &str,
+    id: u64,
+) -> Result<(), tonic::Status> {
+    wait_until(state, name, |db| {
+        let ledger = &db.ledger;
+        let done = if ledger.uses_allowance() {
+            ledger.durable_id() >= id
+        } else {
+            ledger.tx_count() >= id
+        };
+        done.then_some(())
+    })
+    .await
 }
 
 /// The syncer of one database: batches every precommitted transaction into one fsync.
