@@ -104,7 +104,7 @@ impl Release {
         std::fs::write(&hosts_file, known).unwrap();
         let pods: Vec<String> = (0..=max_replicas).map(pod_name).collect();
         let names: Vec<&str> = pods.iter().map(String::as_str).collect();
-        let kube = KubeDouble::start(Rule::chart(LEASE, READ_STATEFULSET, &names))
+        let kube = KubeDouble::start(Rule::chart(LEASE, READ_STATEFULSET, LEASE, &names))
             .await
             .unwrap();
         let replicas = u32::from(REPLICA_COUNT);

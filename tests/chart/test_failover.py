@@ -24,7 +24,12 @@ HOOK_CONTAINERS = {"agent", "hook", "test", "backup", "restore"}
 
 def expected_rules(replicas):
     pods = [f"{FULLNAME}-primary-0"] + [f"{FULLNAME}-read-{i}" for i in range(replicas)]
-    names = {"$LEASE": [f"{FULLNAME}-primary"], "$PODS": pods, "$READ_STATEFULSET": [f"{FULLNAME}-read"]}
+    names = {
+        "$LEASE": [f"{FULLNAME}-primary"],
+        "$PODS": pods,
+        "$READ_STATEFULSET": [f"{FULLNAME}-read"],
+        "$PRIMARY_STATEFULSET": [f"{FULLNAME}-primary"],
+    }
     rules = []
     for rule in ROLE_RULES:
         rule = dict(rule)

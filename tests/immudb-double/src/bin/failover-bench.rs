@@ -44,7 +44,7 @@ impl Release {
     async fn start(subnet: u8, network: &Network, dir: &Path) -> Release {
         let pods: Vec<String> = (0..3).map(pod).collect();
         let names: Vec<&str> = pods.iter().map(String::as_str).collect();
-        let kube = KubeDouble::start(Rule::chart(LEASE, "bench-immudb-read", &names))
+        let kube = KubeDouble::start(Rule::chart(LEASE, "bench-immudb-read", LEASE, &names))
             .await
             .expect("start the API double");
         let mut nodes = Vec::new();
