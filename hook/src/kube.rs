@@ -345,6 +345,7 @@ struct PodCondition {
 /// A pod as the hand-over reads it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodView {
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Its StatefulSet revision (`controller-revision-hash`).
     pub revision: Option<String>,
     /// It is being deleted (`metadata.deletionTimestamp`): its containers are stopping.
@@ -552,6 +553,7 @@ impl Kube {
         })?;
         Ok(Some(PodView {
             revision: pod.metadata.labels.get(REVISION_LABEL).cloned(),
+            labels: pod.metadata.labels,
             terminating: pod.metadata.deletion_timestamp.is_some(),
             ready: pod
                 .status

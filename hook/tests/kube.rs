@@ -187,6 +187,11 @@ async fn a_rolling_update_shows_in_the_statefulset_s_revisions_and_each_pod_s_la
     assert_eq!(
         pod,
         PodView {
+            labels: [(
+                "controller-revision-hash".to_string(),
+                "primary-1".to_string()
+            )]
+            .into(),
             revision: Some("primary-1".into()),
             terminating: false,
             ready: false

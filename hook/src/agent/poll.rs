@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -11,6 +12,8 @@ use super::config::{AgentConfig, AgentRole};
 use super::counters::{Counters, Repaired};
 use super::failover::Failover;
 use super::metrics::Status;
+use super::stop::Stop;
+use super::switchover::Handover;
 use crate::client::{Client, RpcError};
 use crate::config::{Desired, Topology};
 use crate::holdings::held_by_replicas;
@@ -59,6 +62,12 @@ pub struct Agent {
     /// What the watch ticks look at until the next poll: set by a replica's poll that reached
     /// a primary.
     pub(super) watching: Option<Watching>,
+    /// The pod's stop, once the preStop hook asked (`stop`).
+    pub(super) stop: Stop,
+    /// The hand-over's state across polls (`switchover`).
+    pub(super) handover: Handover,
+    /// The status the HTTP port shows: set after each poll and tick, and during a hand-over.
+    pub(super) shown: Arc<Mutex<Status>>,
 }
 
 /// A replica's databases and how the agent reaches the primary, for the watch ticks.
@@ -141,7 +150,25 @@ impl Agent {
             failover,
             role,
             watching: None,
+            stop: Stop::default(),
+            handover: Handover::default(),
+            shown: Arc::new(Mutex::new(Status::default())),
         }
+    }
+
+    /// The status the HTTP port shows.
+    pub fn shown(&self) -> Arc<Mutex<Status>> {
+        self.shown.clone()
+    }
+
+    /// Shows `status` on the HTTP port.
+    pub fn show(&self, status: &Status) {
+        *self.shown.lock().expect("status lock") = status.clone();
+    }
+
+    /// Shows the last status as not Ready because of `why` (a hand-over under way).
+    pub(super) fn show_stopping(&self, why: String) {
+        self.shown.lock().expect("status lock").stopping = Some(why);
     }
 
     /// Re-reads the spec; on an error the previous one stays in force. The counters learn its
@@ -188,6 +215,7 @@ impl Agent {
                 status.error = Some(error);
             }
         }
+        self.settle_stop(&mut status);
         self.log_readiness(&status);
         self.log_unconfirmed_settings(&status);
         self.counters.logins = self.logins.count();

@@ -520,6 +520,19 @@ impl KubeHandle {
         }
     }
 
+    /// Whether the kubelet calls the pod Ready (its Ready condition).
+    pub fn ready(&self, ns: &str, name: &str) -> bool {
+        self.api()
+            .pods
+            .get(&(ns.into(), name.into()))
+            .is_some_and(|pod| {
+                pod["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+    }
+
     /// A pod deleted (its node lost): the Service stops selecting it.
     pub fn remove_pod(&self, ns: &str, name: &str) {
         self.api().pods.remove(&(ns.into(), name.into()));
