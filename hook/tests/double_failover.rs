@@ -114,6 +114,35 @@ async fn a_synchronous_write_commits_once_a_replica_holds_it_and_waits_without_o
 }
 
 #[tokio::test]
+async fn a_write_waiting_for_its_acknowledgement_ends_when_the_server_stops() {
+    let cluster = Cluster::new();
+    let mut nodes = sync_pair(&cluster).await;
+    drop(nodes.pop());
+    let writer = session(&nodes[0], "appdb").await;
+    let waiting = tokio::spawn(async move { writer.set(b"k", b"1").await });
+    assert!(eventually(WAIT, || async { positions(&nodes[0]) == (0, 1) }).await);
+    assert!(!waiting.is_finished(), "no replica acknowledges it");
+    // The process stops: its connections end, and the call with them.
+    nodes[0].isolate(true);
+    let ended = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("the call ends with the server")
+        .unwrap();
+    assert_eq!(ended.unwrap_err().code, tonic::Code::Unavailable);
+    // Back on its volume, it commits again once acknowledged (the syncer outlived the stop).
+    nodes[0].isolate(false);
+    let again = session(&nodes[0], "appdb").await;
+    again
+        .apply(
+            &update("appdb", ReplicationSettings::writable(None)),
+            &Secret::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.set(b"k", b"2").await.unwrap(), 2);
+}
+
+#[tokio::test]
 async fn promotion_with_only_replica_false_keeps_sync_as_immudb_does() {
     let cluster = Cluster::new();
     let mut nodes = sync_pair(&cluster).await;

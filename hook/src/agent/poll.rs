@@ -171,6 +171,14 @@ impl Agent {
         self.shown.lock().expect("status lock").stopping = Some(why);
     }
 
+    /// Shows the counters now, before the poll ends (a hand-over's outcome, before the hook
+    /// answers), and whether the pod stops serving.
+    pub(super) fn show_outcome(&self) {
+        let mut shown = self.shown.lock().expect("status lock");
+        shown.counters = self.counters.clone();
+        shown.stopping.clone_from(&self.stop.reason);
+    }
+
     /// Re-reads the spec; on an error the previous one stays in force. The counters learn its
     /// databases, so each has its series before its first event.
     fn refresh_desired(&mut self) -> Result<Desired, String> {

@@ -128,6 +128,7 @@ impl Agent {
                 if stopping {
                     self.stop.reason =
                         Some(format!("stopping: handed the primary role to {target}"));
+                    self.show_outcome();
                     self.stop
                         .answer(&format!("handed the primary role to {target}"));
                 }
@@ -135,6 +136,7 @@ impl Agent {
             }
             Err(abandoned) => {
                 let kept = self.keep_role(spec, abandoned).await;
+                self.show_outcome();
                 if stopping {
                     self.stop.answer(&kept);
                 } else {
@@ -151,6 +153,7 @@ impl Agent {
         if stopping && self.stop.waited() >= wait {
             tracing::error!(%error, "switchover: not handed over; this pod keeps the Lease through its restart");
             self.counters.switchovers.increment(Switched::KeptRole);
+            self.show_outcome();
             self.stop.answer(&format!("kept the primary role: {error}"));
         }
         None

@@ -235,12 +235,18 @@ impl Release {
             format!("--pod-host={}", pod_host(node)),
             format!("--max-replicas={}", self.max_replicas),
             format!("--primary-statefulset={PRIMARY_STATEFULSET}"),
-            "--lease-duration=1s".into(),
             format!("--failover-cooldown={}", self.cooldown),
         ];
+        // A 1 s Lease unless the test's flags set it.
+        let lease = (!self
+            .flags
+            .iter()
+            .any(|f| f.starts_with("--lease-duration=")))
+        .then(|| "--lease-duration=1s".to_string());
         let global: Vec<&str> = global.iter().map(String::as_str).collect();
         let extra: Vec<&str> = extra
             .iter()
+            .chain(&lease)
             .chain(&self.flags)
             .map(String::as_str)
             .collect();
@@ -529,8 +535,17 @@ impl Release {
     /// The kubelet ends the stop: immudb and the agent stop, the pod is deleted, and its
     /// StatefulSet creates it again from its current template, on the same volume; `version`
     /// is the immudb the new image runs, when it changed.
-    pub fn replace(&mut self, node: u8, version: Option<&str>) {
+    pub async fn replace(&mut self, node: u8, version: Option<&str>) {
         self.lose(node);
+        // The old agent's port closes once its task is cancelled; the new one binds it.
+        let port = std::net::SocketAddr::new(self.cluster.ip(node), AGENT_PORT);
+        assert!(
+            eventually(Duration::from_secs(2), || async {
+                tokio::net::TcpStream::connect(port).await.is_err()
+            })
+            .await,
+            "the stopped agent's port closes"
+        );
         if let Some(version) = version {
             self.nodes[node as usize].with_state(|s| s.version = version.to_string());
         }
@@ -541,7 +556,7 @@ impl Release {
     /// the stop, then the same pod again.
     pub async fn restart(&mut self, node: u8) -> Stopped {
         let stopped = self.begin_stop(node).await.unwrap();
-        self.replace(node, None);
+        self.replace(node, None).await;
         stopped
     }
 
@@ -574,7 +589,22 @@ impl Release {
             .iter()
             .any(|r| !r.left.is_empty() || r.stopping.is_some() || r.starting.is_some())
         {
-            assert!(Instant::now() < deadline, "the rollout did not finish");
+            if Instant::now() > deadline {
+                let mut why = Vec::new();
+                for roll in &rolling {
+                    if let Some(node) = roll.starting {
+                        why.push(format!(
+                            "{} not Ready: {:?}",
+                            pod_name(node),
+                            self.readyz(node).await
+                        ));
+                    }
+                    if let Some(stopping) = &roll.stopping {
+                        why.push(format!("{}'s preStop runs", pod_name(stopping.node)));
+                    }
+                }
+                panic!("the rollout did not finish: {}", why.join("; "));
+            }
             for roll in &mut rolling {
                 if let Some(node) = roll.starting {
                     if !self.kube.ready(NS, &pod_name(node)) {
@@ -588,7 +618,7 @@ impl Release {
                     }
                     let stopping = roll.stopping.take().unwrap();
                     stopped.push(stopping.hook.await.unwrap());
-                    self.replace(stopping.node, version);
+                    self.replace(stopping.node, version).await;
                     roll.starting = Some(stopping.node);
                     continue;
                 }
