@@ -53,6 +53,11 @@ fn pod_of(host: &str) -> &str {
     host.split('.').next().unwrap_or(host)
 }
 
+/// A StatefulSet pod's ordinal (`<statefulset>-<ordinal>`).
+fn ordinal(pod: &str) -> Option<u32> {
+    pod.rsplit_once('-')?.1.parse().ok()
+}
+
 /// Where pod `pod` of a StatefulSet stands in its rollout.
 async fn revision(kube: &Kube, statefulset: Option<&StatefulSetView>, pod: &str) -> Revision {
     let Some(statefulset) = statefulset.filter(|s| s.rolling()) else {
@@ -184,6 +189,12 @@ impl Agent {
             .build()
             .map_err(|e| format!("an HTTP client: {e}"))?;
         let agent_port = self.config.listen.port();
+        let my_host = failover.config.me.clone();
+        // The replica StatefulSet rolls its pods from the highest ordinal down.
+        let rolled_after_me = |host: &str| {
+            let same_set = host != topology.primary && my_host != topology.primary;
+            same_set && ordinal(pod_of(host)) < ordinal(pod_of(&my_host))
+        };
         let looks = others.replicas.iter().map(|host| {
             let (resolver, http) = (&resolver, &http);
             let eligible = failover.config.eligible.contains(host);
@@ -213,6 +224,7 @@ impl Agent {
                     ready,
                     stopping,
                     revision,
+                    rolled_after_me: rolled_after_me(host),
                 };
                 (member, ip)
             }

@@ -35,6 +35,10 @@ pub struct Member {
     /// Its pod is being deleted (its preStop runs): it is about to stop.
     pub stopping: bool,
     pub revision: Revision,
+    /// Its StatefulSet rolls it only after this pod (the same StatefulSet, a lower ordinal: a
+    /// rolling update goes from the highest ordinal down, one Ready pod at a time), so waiting
+    /// for it would wait for this pod's own stop.
+    pub rolled_after_me: bool,
 }
 
 /// Where a pod stands in its StatefulSet's rollout.
@@ -88,9 +92,13 @@ fn blocked_by(me: &Me, member: &Member) -> bool {
             .is_some_and(|version| *version != me.version)
 }
 
-/// The rollout still has to restart this pod, or to see it Ready on its new revision.
+/// The rollout still has to restart this pod, or to see it Ready on its new revision, before
+/// this one.
 fn pending(member: &Member) -> Option<String> {
     let host = &member.host;
+    if member.rolled_after_me {
+        return None;
+    }
     match member.revision {
         Revision::Settled => None,
         Revision::Outdated => Some(format!("{host} runs the old revision")),

@@ -27,6 +27,7 @@ fn member(host: &str, revision: Revision, ready: bool, held: u64) -> Member {
         ready,
         stopping: false,
         revision,
+        rolled_after_me: false,
     }
 }
 
@@ -98,6 +99,31 @@ fn a_stopping_primary_waits_until_the_rollout_reached_every_other_pod() {
             LIMIT
         ),
         When::Stay
+    );
+}
+
+#[test]
+fn a_pod_its_statefulset_rolls_after_this_one_is_not_waited_for_and_not_preferred() {
+    // The primary is read-1: its StatefulSet restarts it first, read-0 only after it.
+    let stopping = me(Revision::Outdated, true);
+    let mut read_0 = member("read-0", Revision::Outdated, true, 9);
+    read_0.rolled_after_me = true;
+    let mut primary_0 = member("primary-0", Revision::Missing, false, 0);
+    primary_0.position = None;
+    let mut members = vec![read_0, primary_0];
+    assert_eq!(
+        when(&stopping, &members, Duration::ZERO, LIMIT),
+        When::Wait("primary-0 is being recreated".into())
+    );
+    members[1] = member("primary-0", Revision::Updated, true, 7);
+    assert!(matches!(
+        when(&stopping, &members, Duration::ZERO, LIMIT),
+        When::Now(_)
+    ));
+    assert_eq!(
+        target(&stopping, &members).unwrap().host,
+        "primary-0",
+        "read-0 will be restarted after this pod: the role would move twice"
     );
 }
 

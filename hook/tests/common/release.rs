@@ -560,6 +560,15 @@ impl Release {
         stopped
     }
 
+    /// `set` gets a new template (`helm upgrade` changed it): its controller reports the new
+    /// revision, and its pods still run the old one until they are rolled.
+    pub fn new_template(&mut self, set: StatefulSet) {
+        let old = set.revision(self.revisions[set as usize]);
+        self.revisions[set as usize] += 1;
+        let new = set.revision(self.revisions[set as usize]);
+        self.kube.set_revisions(NS, set.name(), &new, &old);
+    }
+
     /// `helm upgrade` (or `kubectl rollout restart`) of `sets`: each gets a new template and
     /// rolls its pods, concurrently, as its controller does; `version` is the immudb the new
     /// image runs, if it changes. Returns every pod's stop, in the order they ended.
@@ -567,10 +576,7 @@ impl Release {
         let mut rolling: Vec<Rolling> = sets
             .iter()
             .map(|&set| {
-                let old = set.revision(self.revisions[set as usize]);
-                self.revisions[set as usize] += 1;
-                let new = set.revision(self.revisions[set as usize]);
-                self.kube.set_revisions(NS, set.name(), &new, &old);
+                self.new_template(set);
                 let mut left: Vec<u8> = (0..self.nodes.len() as u8)
                     .filter(|&n| StatefulSet::of(n) == set)
                     .collect();
@@ -685,6 +691,12 @@ impl Writer {
 
     pub fn count(&self) -> usize {
         self.acknowledged.lock().unwrap().len()
+    }
+
+    /// The keys acknowledged so far.
+    pub fn keys(&self) -> Vec<String> {
+        let acks = self.acknowledged.lock().unwrap();
+        acks.iter().map(|(k, _)| k.clone()).collect()
     }
 
     /// Stops writing; every acknowledged key, and the longest time between two
