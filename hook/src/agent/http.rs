@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::{self, Status};
+use super::poll::Agent;
 use super::stop::Request;
 
 const MAX_REQUEST: usize = 8 * 1024;
@@ -123,5 +124,31 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
             }
             let _ = stream.shutdown().await;
         });
+    }
+}
+
+/// What the port shows of the agent.
+impl Agent {
+    /// The status the HTTP port shows.
+    pub fn shown(&self) -> Arc<Mutex<Status>> {
+        self.shown.clone()
+    }
+
+    /// Shows `status` on the HTTP port.
+    pub fn show(&self, status: &Status) {
+        *self.shown.lock().expect("status lock") = status.clone();
+    }
+
+    /// Shows the last status as not Ready because of `why` (a hand-over under way).
+    pub(super) fn show_stopping(&self, why: String) {
+        self.shown.lock().expect("status lock").stopping = Some(why);
+    }
+
+    /// Shows the counters now, before the poll ends (a hand-over's outcome, before the hook
+    /// answers), and whether the pod stops serving.
+    pub(super) fn show_outcome(&self) {
+        let mut shown = self.shown.lock().expect("status lock");
+        shown.counters = self.counters.clone();
+        shown.stopping.clone_from(&self.stop.reason);
     }
 }

@@ -156,29 +156,6 @@ impl Agent {
         }
     }
 
-    /// The status the HTTP port shows.
-    pub fn shown(&self) -> Arc<Mutex<Status>> {
-        self.shown.clone()
-    }
-
-    /// Shows `status` on the HTTP port.
-    pub fn show(&self, status: &Status) {
-        *self.shown.lock().expect("status lock") = status.clone();
-    }
-
-    /// Shows the last status as not Ready because of `why` (a hand-over under way).
-    pub(super) fn show_stopping(&self, why: String) {
-        self.shown.lock().expect("status lock").stopping = Some(why);
-    }
-
-    /// Shows the counters now, before the poll ends (a hand-over's outcome, before the hook
-    /// answers), and whether the pod stops serving.
-    pub(super) fn show_outcome(&self) {
-        let mut shown = self.shown.lock().expect("status lock");
-        shown.counters = self.counters.clone();
-        shown.stopping.clone_from(&self.stop.reason);
-    }
-
     /// Re-reads the spec; on an error the previous one stays in force. The counters learn its
     /// databases, so each has its series before its first event.
     fn refresh_desired(&mut self) -> Result<Desired, String> {

@@ -345,10 +345,17 @@ impl Agent {
                 tracing::info!(%error, "could not ask the new primary's agent to poll now; it polls on its own");
             }
         }
-        let pod = host.split('.').next().unwrap_or(host).to_string();
+        // Its pod's name, to see its label: only in the StatefulSet form (a listed replica is
+        // an address, whose pod the agent does not know).
+        let pod = self
+            .config
+            .topology
+            .replica_pods
+            .is_some()
+            .then(|| host.split('.').next().unwrap_or(host).to_string());
         loop {
             if self
-                .serves_writes(host, &pod, names, url("/readyz"), &http)
+                .serves_writes(host, pod.as_deref(), names, url("/readyz"), &http)
                 .await
             {
                 return;
@@ -357,11 +364,12 @@ impl Agent {
         }
     }
 
-    /// Every database writable on `host`, its pod labelled primary, its agent calling it Ready.
+    /// Every database writable on `host`, its pod (when known) labelled primary, its agent
+    /// calling it Ready.
     async fn serves_writes(
         &mut self,
         host: &str,
-        pod: &str,
+        pod: Option<&str>,
         names: &[String],
         readyz: Option<String>,
         http: &reqwest::Client,
@@ -384,10 +392,13 @@ impl Agent {
         let Some(failover) = &self.failover else {
             return false;
         };
-        let labelled = matches!(
-            failover.kube().pod(pod).await,
-            Ok(Some(view)) if view.labels.get(ROLE_LABEL).map(String::as_str) == Some("primary")
-        );
+        let labelled = match pod {
+            Some(pod) => matches!(
+                failover.kube().pod(pod).await,
+                Ok(Some(view)) if view.labels.get(ROLE_LABEL).map(String::as_str) == Some("primary")
+            ),
+            None => true,
+        };
         let ready = match readyz {
             Some(url) => matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()),
             None => false,

@@ -520,6 +520,11 @@ impl KubeHandle {
         }
     }
 
+    /// Whether the pod exists.
+    pub fn exists(&self, ns: &str, name: &str) -> bool {
+        self.api().pods.contains_key(&(ns.into(), name.into()))
+    }
+
     /// Whether the kubelet calls the pod Ready (its Ready condition).
     pub fn ready(&self, ns: &str, name: &str) -> bool {
         self.api()
