@@ -17,6 +17,7 @@ mod pace;
 mod poll;
 mod roles;
 mod stop;
+mod stopping;
 mod survey;
 mod switchover;
 mod watch;

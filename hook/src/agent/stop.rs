@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use super::metrics::Status;
 use super::poll::Agent;
+use super::stopping::Stop;
 use crate::types::Role;
 
 /// What the HTTP port asks of the agent's loop.
@@ -22,41 +23,6 @@ pub enum Request {
     Stop(oneshot::Sender<String>),
     /// Poll now: another agent handed this pod the Lease (it still decides from the Lease).
     PollNow,
-}
-
-/// The stop of this pod, once asked.
-#[derive(Default)]
-pub(super) struct Stop {
-    /// When the first preStop came.
-    since: Option<Instant>,
-    /// Hooks of a primary waiting for the hand-over to end.
-    waiting: Vec<oneshot::Sender<String>>,
-    /// How it ended, for a hook that comes again.
-    answer: Option<String>,
-    /// Why the pod is not Ready while it stops; None while it keeps serving.
-    pub reason: Option<String>,
-    /// After the answer, a poll found the local immudb down: it stopped.
-    went_down: bool,
-}
-
-impl Stop {
-    /// A primary's hook waits for the hand-over.
-    pub fn pending(&self) -> bool {
-        !self.waiting.is_empty()
-    }
-
-    /// How long the pod has been stopping.
-    pub fn waited(&self) -> Duration {
-        self.since.map_or(Duration::ZERO, |since| since.elapsed())
-    }
-
-    /// The hand-over ended: every waiting hook gets `answer`.
-    pub fn answer(&mut self, answer: &str) {
-        for hook in self.waiting.drain(..) {
-            let _ = hook.send(answer.to_string());
-        }
-        self.answer = Some(answer.to_string());
-    }
 }
 
 /// A replica's drain: not Ready now, the hook's answer after `drain`.

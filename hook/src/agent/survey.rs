@@ -14,9 +14,7 @@ use super::poll::{defaultdb, Agent};
 use crate::client::{Client, Target};
 use crate::config::Topology;
 use crate::kube::{Kube, StatefulSetView};
-use crate::link::{Dial, Link};
 use crate::plan::switchover::{Me, Member, Revision};
-use crate::session::Logins;
 use crate::wait::SystemResolver;
 
 /// How long a peer may take to answer one look.
@@ -97,29 +95,6 @@ async fn version(topology: &Topology, host: &str, ip: IpAddr) -> Option<String> 
 async fn agent_ready(http: &reqwest::Client, ip: IpAddr, port: u16) -> bool {
     let url = format!("http://{}/readyz", SocketAddr::new(ip, port));
     matches!(http.get(&url).send().await, Ok(r) if r.status().is_success())
-}
-
-/// The admin's sessions on the other pods during a hand-over: opened on first use, closed
-/// when it ends.
-#[derive(Default)]
-pub(super) struct Peers {
-    links: BTreeMap<String, Link>,
-}
-
-impl Peers {
-    pub fn link(&mut self, host: &str, topology: &Topology, logins: &Logins) -> &mut Link {
-        self.links.entry(host.to_string()).or_insert_with(|| {
-            let resolver = Dial::Resolve(SystemResolver::new(topology));
-            Link::new(host, resolver, topology, logins)
-        })
-    }
-
-    pub async fn close(&mut self) {
-        for link in self.links.values_mut() {
-            link.close().await;
-        }
-        self.links.clear();
-    }
 }
 
 impl Agent {

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::counters::Switched;
 use super::failover::{position_of, ROLE_LABEL};
 use super::poll::{defaultdb, Agent};
-use super::survey::{Peers, Survey};
+use super::survey::Survey;
 use crate::config::spec::DatabaseReplication;
 use crate::kube::KubeError;
 use crate::plan::failover::{self, Position};
@@ -53,17 +53,6 @@ const LOOK_EVERY: Duration = Duration::from_millis(20);
 /// After a hand-over that a rollout asked for (not a stop) failed, none again for this long:
 /// each attempt fences the primary for a moment.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
-
-/// The hand-over's state across polls.
-#[derive(Default)]
-pub(super) struct Handover {
-    /// The admin's sessions on the other pods while a hand-over runs.
-    pub peers: Peers,
-    /// What the stopping primary last waited for, logged again only when it changes.
-    waiting_for: Option<String>,
-    /// No hand-over for a rollout before this (one failed).
-    not_before: Option<Instant>,
-}
 
 /// Why a hand-over stopped short, and whether the Lease had moved by then.
 struct Abandoned {
@@ -294,14 +283,10 @@ impl Agent {
             .connect()
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let reader = Session::open(&local, &admin, database, bound)
-            .await
-            .map_err(|(_, e)| failed(e))?
-            .counting(&self.logins);
-        let writer = Session::open(&remote, &admin, database, bound)
-            .await
-            .map_err(|(_, e)| failed(e))?
-            .counting(&self.logins);
+        // Each logs in at its first call, counted with the agent's other logins.
+        let on = [database.to_string()];
+        let reader = Session::new(&local, &admin, &on, bound).counting(&self.logins);
+        let writer = Session::new(&remote, &admin, &on, bound).counting(&self.logins);
         let (reader, writer) = (Arc::new(reader), Arc::new(writer));
         let copied = async {
             loop {
