@@ -68,6 +68,23 @@ async fn no_failover(release: &Release) {
     }
 }
 
+/// Stops the writer: every write it got acknowledged is on the primary `on`, no failover was
+/// counted, never two writable primaries. Prints the longest gap between acknowledgements.
+async fn nothing_lost_and_no_failover(release: &Release, writer: Writer, on: u8) {
+    let (acknowledged, longest) = writer.stop();
+    assert_eq!(
+        missing_on(release, on, &acknowledged),
+        Vec::<String>::new(),
+        "acknowledged writes missing on the primary"
+    );
+    no_failover(release).await;
+    release.no_two_primaries();
+    eprintln!(
+        "{} writes acknowledged; longest gap between two: {longest:?}",
+        acknowledged.len()
+    );
+}
+
 #[tokio::test]
 async fn a_planned_restart_of_the_primary_hands_over_first_and_loses_no_acknowledged_write() {
     let mut release = release(sync_spec(), &[]).await;
@@ -96,19 +113,8 @@ async fn a_planned_restart_of_the_primary_hands_over_first_and_loses_no_acknowle
         "{:?}",
         release.readyz(0).await
     );
-    let (acknowledged, longest) = writer.stop();
-    assert_eq!(
-        missing_on(&release, target, &acknowledged),
-        Vec::<String>::new(),
-        "acknowledged writes missing on the new primary"
-    );
     assert_eq!(release.transitions(), 1);
-    no_failover(&release).await;
-    release.no_two_primaries();
-    eprintln!(
-        "{} writes acknowledged; longest gap between two: {longest:?}",
-        acknowledged.len()
-    );
+    nothing_lost_and_no_failover(&release, writer, target).await;
 }
 
 #[tokio::test]
@@ -205,12 +211,9 @@ async fn a_hand_over_whose_target_dies_halfway_falls_back_to_keeping_the_lease()
     );
     let before = writer.count();
     assert!(eventually(WAIT, || async { writer.count() > before + 10 }).await);
-    let (acknowledged, _) = writer.stop();
-    assert_eq!(missing_on(&release, 0, &acknowledged), Vec::<String>::new());
     // It moved and came back: two transitions, neither a failover.
     assert_eq!(release.transitions(), 2);
-    no_failover(&release).await;
-    release.no_two_primaries();
+    nothing_lost_and_no_failover(&release, writer, 0).await;
 }
 
 #[tokio::test]
@@ -350,14 +353,7 @@ async fn a_helm_upgrade_moves_the_role_once_whichever_statefulset_the_primary_is
     assert_eq!(release.transitions(), 2, "the role moved once more");
     let handed: f64 = stopped.iter().filter_map(|s| s.metric(HANDED_OVER)).sum();
     assert_eq!(handed, 1.0);
-    let (acknowledged, longest) = writer.stop();
-    assert_eq!(
-        missing_on(&release, second, &acknowledged),
-        Vec::<String>::new()
-    );
-    no_failover(&release).await;
-    release.no_two_primaries();
-    eprintln!("longest gap between acknowledged writes: {longest:?}");
+    nothing_lost_and_no_failover(&release, writer, second).await;
 }
 
 #[tokio::test]
@@ -400,12 +396,5 @@ async fn an_upgrade_to_another_immudb_version_does_not_deadlock_and_moves_the_ro
         assert_eq!(node.with_state(|s| s.version.clone()), "1.11.2");
     }
     assert!(eventually(WAIT, || async { writer.count() > before + 10 }).await);
-    let (acknowledged, longest) = writer.stop();
-    assert_eq!(
-        missing_on(&release, second, &acknowledged),
-        Vec::<String>::new()
-    );
-    no_failover(&release).await;
-    release.no_two_primaries();
-    eprintln!("longest gap between acknowledged writes: {longest:?}");
+    nothing_lost_and_no_failover(&release, writer, second).await;
 }

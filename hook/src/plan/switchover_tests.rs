@@ -31,6 +31,11 @@ fn member(host: &str, revision: Revision, ready: bool, held: u64) -> Member {
     }
 }
 
+/// [`when`] at the start of a stop (or of a rollout's look).
+fn at_once(me: &Me, members: &[Member]) -> When {
+    when(me, members, Duration::ZERO, LIMIT)
+}
+
 fn me(revision: Revision, stopping: bool) -> Me {
     Me {
         version: "1.11.1".into(),
@@ -46,23 +51,10 @@ fn a_primary_stopped_outside_a_rollout_hands_over_at_once() {
         member("read-1", Revision::Settled, false, 5),
     ];
     assert!(matches!(
-        when(
-            &me(Revision::Settled, true),
-            &members,
-            Duration::ZERO,
-            LIMIT
-        ),
+        at_once(&me(Revision::Settled, true), &members),
         When::Now(_)
     ));
-    assert_eq!(
-        when(
-            &me(Revision::Settled, false),
-            &members,
-            Duration::ZERO,
-            LIMIT
-        ),
-        When::Stay
-    );
+    assert_eq!(at_once(&me(Revision::Settled, false), &members), When::Stay);
 }
 
 #[test]
@@ -92,12 +84,7 @@ fn a_stopping_primary_waits_until_the_rollout_reached_every_other_pod() {
     ));
     // Not stopping: a rollout of the others alone never moves the role.
     assert_eq!(
-        when(
-            &me(Revision::Outdated, false),
-            &members,
-            Duration::ZERO,
-            LIMIT
-        ),
+        at_once(&me(Revision::Outdated, false), &members),
         When::Stay
     );
 }
@@ -112,14 +99,11 @@ fn a_pod_its_statefulset_rolls_after_this_one_is_not_waited_for_and_not_preferre
     primary_0.position = None;
     let mut members = vec![read_0, primary_0];
     assert_eq!(
-        when(&stopping, &members, Duration::ZERO, LIMIT),
+        at_once(&stopping, &members),
         When::Wait("primary-0 is being recreated".into())
     );
     members[1] = member("primary-0", Revision::Updated, true, 7);
-    assert!(matches!(
-        when(&stopping, &members, Duration::ZERO, LIMIT),
-        When::Now(_)
-    ));
+    assert!(matches!(at_once(&stopping, &members), When::Now(_)));
     assert_eq!(
         target(&stopping, &members).unwrap().host,
         "primary-0",
@@ -150,33 +134,9 @@ fn a_pod_on_another_immudb_version_that_the_rollout_waits_for_gets_the_role_at_o
         "read-1 runs immudb 1.11.2 on the new revision and cannot follow this primary's 1.11.1: the rollout waits for it".into(),
     );
     // Stopping or not, as long as this pod is due to be restarted itself.
-    assert_eq!(
-        when(
-            &me(Revision::Outdated, true),
-            &members,
-            Duration::ZERO,
-            LIMIT
-        ),
-        expected
-    );
-    assert_eq!(
-        when(
-            &me(Revision::Outdated, false),
-            &members,
-            Duration::ZERO,
-            LIMIT
-        ),
-        expected
-    );
-    assert_eq!(
-        when(
-            &me(Revision::Settled, false),
-            &members,
-            Duration::ZERO,
-            LIMIT
-        ),
-        When::Stay
-    );
+    assert_eq!(at_once(&me(Revision::Outdated, true), &members), expected);
+    assert_eq!(at_once(&me(Revision::Outdated, false), &members), expected);
+    assert_eq!(at_once(&me(Revision::Settled, false), &members), When::Stay);
     // It is the target, though not Ready and behind: the rollout will restart read-0.
     let stopping = me(Revision::Outdated, true);
     assert_eq!(target(&stopping, &members).unwrap().host, "read-1");
