@@ -108,7 +108,7 @@ impl Agent {
             match failover.kube().statefulset(&name).await {
                 Ok(view) => Some(view),
                 Err(error) => {
-                    tracing::info!(statefulset = %name, %error, "cannot read the StatefulSet");
+                    tracing::debug!(statefulset = %name, %error, "cannot read the StatefulSet; no rollout seen");
                     None
                 }
             }
