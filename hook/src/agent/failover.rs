@@ -39,6 +39,12 @@ pub struct FailoverConfig {
     pub allow_data_loss: bool,
     /// The pods that may label themselves and so be elected (`ElectionRules::eligible`).
     pub eligible: BTreeSet<String>,
+    /// The primary StatefulSet, whose revision orders a rollout (`switchover`).
+    pub primary_statefulset: Option<String>,
+    /// How long a stopping primary waits for the rollout to reach every other pod.
+    pub rollout_wait: Duration,
+    /// The bound of a hand-over, after which the primary keeps the Lease through its restart.
+    pub switchover_timeout: Duration,
 }
 
 /// What the Lease makes this pod this poll.
@@ -389,6 +395,48 @@ impl Failover {
                 None,
             ),
         }
+    }
+
+    /// The Kubernetes API, for the hand-over's look at the release's pods.
+    pub(super) fn kube(&self) -> &Kube {
+        &self.kube
+    }
+
+    /// Renews the Lease now: a hand-over starts with a whole lease duration before anyone may
+    /// call it expired.
+    pub(super) async fn renew_now(&mut self, now: Duration) -> Result<(), KubeError> {
+        self.write(now, SystemTime::now()).await
+    }
+
+    /// The Lease as this pod hands it to `holder`: its acquireTime stays the last failover's, so
+    /// the cooldown counts from failovers, never from a planned hand-over.
+    fn handed(&self, holder: &str) -> Lease {
+        let mut next = self.lease_with(holder, SystemTime::now());
+        if let Some(current) = &self.lease {
+            next.spec
+                .acquire_time
+                .clone_from(&current.spec.acquire_time);
+        }
+        next
+    }
+
+    /// Hands the Lease to `to` (a switchover): an update on the version this pod last wrote, so
+    /// it fails when anyone changed the Lease since. This pod holds it no more.
+    pub(super) async fn hand_to(&mut self, to: &str) -> Result<(), KubeError> {
+        let written = self.kube.replace_lease(&self.handed(to)).await?;
+        self.memory.lost();
+        self.lease = Some(written);
+        Ok(())
+    }
+
+    /// Takes back a Lease this pod handed over, on the version it wrote: a Conflict means the
+    /// new holder renewed it (it took over).
+    pub(super) async fn take_back(&mut self, now: Duration) -> Result<(), KubeError> {
+        let me = self.config.me.clone();
+        let written = self.kube.replace_lease(&self.handed(&me)).await?;
+        self.memory.renewed(&written.metadata.resource_version, now);
+        self.lease = Some(written);
+        Ok(())
     }
 
     /// Gives the Lease up (a holder that cannot serve: its databases were lost with its volume),

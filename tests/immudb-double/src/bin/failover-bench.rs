@@ -3,202 +3,42 @@
 //! Service accepts again, and what failover adds to each poll of an agent. Prints a
 //! BENCHMARKS.md section on stdout. Usage: failover-bench <path to immudb-hook>
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use immudb_double::proto::immu_service_client::ImmuServiceClient;
-use immudb_double::proto::{KeyValue, OpenSessionRequest, SetRequest};
-use immudb_double::{Network, Node, NodeOptions};
-use kube_double::{KubeDouble, KubeHandle, Rule};
+use immudb_double::Network;
 
 mod support;
 
-const NS: &str = "db";
-const LEASE: &str = "bench-immudb-primary";
-const WRITE_SERVICE: &str = "bench-immudb-primary";
-const AGENT_PORT: u16 = 9498;
-const ADMIN: &str = "bench-admin";
+use support::release::{pod, Probes, Release, ADMIN, AGENT_PORT, NS};
+
 const DATABASES: usize = 10;
+/// This bench's addresses: 127.79.x.y.
+const BENCH: u8 = 79;
 
 fn ip(subnet: u8, node: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 79, subnet, node + 1))
+    support::ip(BENCH, subnet, node)
 }
 
-fn pod(node: u8) -> String {
-    match node {
-        0 => "bench-immudb-primary-0".into(),
-        n => format!("bench-immudb-read-{}", n - 1),
-    }
-}
+/// The kubelet probes every 20 ms: what the bench measures is the agents', not the probes'.
+const FAST_PROBES: Probes = Probes {
+    period: Duration::from_millis(20),
+};
 
-/// Three pods (a primary and two replicas), the API double and the write Service.
-struct Release {
+async fn start(
+    network: &Network,
+    dir: &Path,
     subnet: u8,
-    kube: KubeDouble,
-    nodes: Vec<Node>,
-    agents: Vec<Option<tokio::process::Child>>,
-}
-
-impl Release {
-    async fn start(subnet: u8, network: &Network, dir: &Path) -> Release {
-        let pods: Vec<String> = (0..3).map(pod).collect();
-        let names: Vec<&str> = pods.iter().map(String::as_str).collect();
-        let kube = KubeDouble::start(Rule::chart(LEASE, "bench-immudb-read", &names))
-            .await
-            .expect("start the API double");
-        let mut nodes = Vec::new();
-        for n in 0..3 {
-            let mut options = NodeOptions::new(
-                SocketAddr::new(ip(subnet, n), 3322),
-                SocketAddr::new(ip(subnet, n), 9497),
-            );
-            options.admin_password = ADMIN.into();
-            nodes.push(Node::start(options, network).await.expect("start a double"));
-            kube.add_pod(NS, &pod(n), &[], &ip(subnet, n).to_string());
-            // One token per agent, so the double can tell their calls apart.
-            kube.add_token(&format!("token-{n}"));
-            std::fs::write(dir.join(format!("token-{n}")), format!("token-{n}")).unwrap();
-        }
-        let selected = kube.selector(NS, "immudb/role", "primary");
-        network.alias(WRITE_SERVICE, move || selected().into_iter().next());
-        run_kubelet(kube.handle(), subnet);
-        Release {
-            subnet,
-            kube,
-            nodes,
-            agents: Vec::new(),
-        }
-    }
-
-    fn holder(&self) -> Option<String> {
-        let lease = self.kube.lease(NS, LEASE)?;
-        lease["spec"]["holderIdentity"].as_str().map(str::to_string)
-    }
-}
-
-/// The kubelet: each pod's readiness from its agent's /readyz.
-fn run_kubelet(kube: KubeHandle, subnet: u8) {
-    tokio::spawn(async move {
-        loop {
-            for n in 0..3 {
-                let url = format!("{}:{AGENT_PORT}", ip(subnet, n));
-                let ready = status(&url, "/readyz").await == Some(200);
-                kube.set_ready(NS, &pod(n), ready);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    failover: Option<(&str, &str)>,
+) -> Release {
+    Release::start((BENCH, subnet), network, dir, |o| o, failover, FAST_PROBES).await
 }
 
 async fn status(address: &str, path: &str) -> Option<u16> {
-    get(address, path).await.map(|(s, _)| s)
-}
-
-async fn get(address: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let connect = tokio::net::TcpStream::connect(address);
-    let mut stream = tokio::time::timeout(Duration::from_millis(500), connect)
+    support::get(&format!("{address}{path}"))
         .await
-        .ok()?
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_string();
-    Some((code, body))
-}
-
-/// The agent of pod `node`, failover on or off.
-fn agent(
-    hook: &str,
-    dir: &Path,
-    release: &Release,
-    node: u8,
-    failover: Option<(&str, &str)>,
-    interval: &str,
-) -> tokio::process::Child {
-    let replicas = [ip(release.subnet, 1), ip(release.subnet, 2)];
-    let mut command = support::hook_command(hook, dir, ip(release.subnet, 0), &replicas);
-    let me = ip(release.subnet, node);
-    command
-        .arg("agent")
-        .env(
-            "IMMUDB_AGENT_ROLE",
-            if node == 0 { "primary" } else { "replica" },
-        )
-        .env(
-            "IMMUDB_AGENT_LISTEN",
-            SocketAddr::new(me, AGENT_PORT).to_string(),
-        )
-        .env("IMMUDB_AGENT_LOCAL_ADDRESS", me.to_string())
-        .env("IMMUDB_AGENT_POLL_INTERVAL", interval)
-        .env("IMMUDB_HOOK_REPLICATION_PRIMARY_HOST", WRITE_SERVICE)
-        .kill_on_drop(true);
-    if let Some((lease_duration, cooldown)) = failover {
-        command
-            .env("IMMUDB_HOOK_LEASE_NAME", LEASE)
-            .env("IMMUDB_HOOK_KUBE_API_URL", release.kube.url())
-            .env(
-                "IMMUDB_HOOK_KUBE_TOKEN_FILE",
-                dir.join(format!("token-{node}")),
-            )
-            .env("IMMUDB_HOOK_NAMESPACE", NS)
-            .env("IMMUDB_AGENT_POD_NAME", pod(node))
-            .env("IMMUDB_AGENT_POD_HOST", me.to_string())
-            .env("IMMUDB_AGENT_LEASE_DURATION", lease_duration)
-            .env("IMMUDB_AGENT_FAILOVER_COOLDOWN", cooldown);
-    } else if node > 0 {
-        command.env(
-            "IMMUDB_HOOK_REPLICATION_PRIMARY_HOST",
-            ip(release.subnet, 0).to_string(),
-        );
-    }
-    command.spawn().expect("start an agent")
-}
-
-/// One write through the write Service (whichever pod it routes to now), acknowledged or not.
-async fn write(release: &Release, key: &[u8]) -> bool {
-    let Some(target) = release
-        .kube
-        .selected_ips(NS, "immudb/role", "primary")
-        .into_iter()
-        .next()
-    else {
-        return false;
-    };
-    let attempt = async {
-        let mut client = ImmuServiceClient::connect(format!("http://{target}:3322"))
-            .await
-            .ok()?;
-        let session = client
-            .open_session(OpenSessionRequest {
-                username: b"immudb".to_vec(),
-                password: ADMIN.as_bytes().to_vec(),
-                database_name: "db0".into(),
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .session_id;
-        let mut request = tonic::Request::new(SetRequest {
-            k_vs: vec![KeyValue {
-                key: key.to_vec(),
-                value: key.to_vec(),
-            }],
-            no_wait: false,
-        });
-        request
-            .metadata_mut()
-            .insert("sessionid", session.parse().ok()?);
-        client.set(request).await.ok()
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_millis(500), attempt).await,
-        Ok(Some(_))
-    )
+        .map(|(s, _)| s)
 }
 
 /// The primary is lost with its pod; returns the seconds until the write Service accepts a write.
@@ -209,21 +49,11 @@ async fn failover_trial(
     subnet: u8,
     (interval, lease_duration): (&str, &str),
 ) -> f64 {
-    let mut release = Release::start(subnet, network, dir).await;
-    for n in 0..3 {
-        let child = agent(
-            hook,
-            dir,
-            &release,
-            n,
-            Some((lease_duration, "2m")),
-            interval,
-        );
-        release.agents.push(Some(child));
-    }
+    let mut release = start(network, dir, subnet, Some((lease_duration, "2m"))).await;
+    release.poll_interval = interval.into();
+    release.start_agents(hook);
     let primary = ip(subnet, 0).to_string();
-    while !(release.holder().as_deref() == Some(primary.as_str())
-        && write(&release, b"before").await)
+    while !(release.holder().as_deref() == Some(primary.as_str()) && release.write(b"before").await)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -236,18 +66,12 @@ async fn failover_trial(
     let mut n = 0u32;
     loop {
         n += 1;
-        if write(&release, format!("after-{n}").as_bytes()).await {
+        if release.write(format!("after-{n}").as_bytes()).await {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     lost.elapsed().as_secs_f64()
-}
-
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 /// CPU per poll and API calls per poll of the primary's and a replica's agent over 10 s.
@@ -258,12 +82,9 @@ async fn poll_cost(
     subnet: u8,
     failover: bool,
 ) -> [(f64, f64); 2] {
-    let mut release = Release::start(subnet, network, dir).await;
-    let settings = failover.then_some(("1s", "2m"));
-    for n in 0..3 {
-        let child = agent(hook, dir, &release, n, settings, "200ms");
-        release.agents.push(Some(child));
-    }
+    let mut release = start(network, dir, subnet, failover.then_some(("1s", "2m"))).await;
+    release.poll_interval = "200ms".into();
+    release.start_agents(hook);
     // Every agent Ready: the databases exist everywhere and replicate.
     for n in 0..3 {
         let url = format!("{}:{AGENT_PORT}", ip(subnet, n));
@@ -280,15 +101,22 @@ async fn poll_cost(
             .expect("pid");
         let url = format!("{}:{AGENT_PORT}", ip(subnet, node));
         let polls = |body: Option<(u16, String)>| {
-            body.map_or(f64::NAN, |(_, b)| metric(&b, "immudb_agent_polls_total"))
+            body.map_or(f64::NAN, |(_, b)| {
+                support::metric(&b, "immudb_agent_polls_total")
+            })
         };
         let token = format!("token-{node}");
         let calls = || release.kube.calls().iter().filter(|c| c.0 == token).count() as f64;
         let calls_before = calls();
-        let (cpu_before, polls_before) =
-            (support::usage(pid).0, polls(get(&url, "/metrics").await));
+        let (cpu_before, polls_before) = (
+            support::usage(pid).0,
+            polls(support::get(&format!("{url}/metrics")).await),
+        );
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let (cpu_after, polls_after) = (support::usage(pid).0, polls(get(&url, "/metrics").await));
+        let (cpu_after, polls_after) = (
+            support::usage(pid).0,
+            polls(support::get(&format!("{url}/metrics")).await),
+        );
         let n = polls_after - polls_before;
         result[slot] = (
             (cpu_after - cpu_before) * 1000.0 / n,
