@@ -25,6 +25,23 @@ the Kubernetes API access of the agent and hook containers, and the checks.
 {{- toJson $names -}}
 {{- end -}}
 
+{{/* The longest hand-over the Lease allows, in ms: leaseDuration minus two of the agent's Kubernetes calls (half a poll, at most 2 s: agent/config.rs, lease_call_timeout). */}}
+{{- define "immudb.failover.longestSwitchoverMs" -}}
+{{- $lease := include "immudb.durationMs" .Values.failover.leaseDuration | int64 -}}
+{{- $call := min (div (include "immudb.durationMs" .Values.agent.pollInterval | int64) 2) 2000 -}}
+{{- sub $lease (mul 2 $call) -}}
+{{- end -}}
+
+{{/* failover.switchoverTimeout in ms; null: 10 s or the longest the Lease allows, whichever is shorter (as the agent's default). */}}
+{{- define "immudb.failover.switchoverMs" -}}
+{{- $set := .Values.failover.switchoverTimeout -}}
+{{- if kindIs "invalid" $set -}}
+{{- min 10000 (include "immudb.failover.longestSwitchoverMs" . | int64) -}}
+{{- else -}}
+{{- include "immudb.durationMs" $set -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Env of every hook container with failover: the primary is the Lease's holder. */}}
 {{- define "immudb.failover.hookEnv" -}}
 {{- if .Values.failover.enabled }}
@@ -50,7 +67,12 @@ Called with (dict "ctx" $ "role" "primary"|"read").
   (dict "name" "IMMUDB_AGENT_FAILOVER_COOLDOWN" "value" $values.failover.cooldown)
   (dict "name" "IMMUDB_AGENT_ALLOW_DATA_LOSS" "value" (toString $values.failover.allowDataLoss))
   (dict "name" "IMMUDB_AGENT_MAX_REPLICAS" "value" (include "immudb.failover.maxReplicas" .ctx))
+  (dict "name" "IMMUDB_AGENT_PRIMARY_STATEFULSET" "value" (include "immudb.primary.fullname" .ctx))
+  (dict "name" "IMMUDB_AGENT_ROLLOUT_WAIT" "value" $values.failover.rolloutWait)
 -}}
+{{- with $values.failover.switchoverTimeout }}
+{{- $env = append $env (dict "name" "IMMUDB_AGENT_SWITCHOVER_TIMEOUT" "value" .) -}}
+{{- end }}
 {{- toYaml $env -}}
 {{- else -}}
 []
@@ -121,6 +143,18 @@ app.kubernetes.io/component: {{ .role }}
 {{- $poll := include "immudb.durationMs" .Values.agent.pollInterval | int64 -}}
 {{- if lt $lease (mul 3 $poll) -}}
 {{- fail (printf "failover.leaseDuration=%v is shorter than 3 x agent.pollInterval=%v: the primary must get a second chance to renew before it stops serving writes" $f.leaseDuration .Values.agent.pollInterval) -}}
+{{- end -}}
+{{- $switchover := include "immudb.failover.switchoverMs" . | int64 -}}
+{{- if not (kindIs "invalid" $f.switchoverTimeout) -}}
+{{- $longest := include "immudb.failover.longestSwitchoverMs" . | int64 -}}
+{{- if or (eq $switchover 0) (gt $switchover $longest) -}}
+{{- fail (printf "failover.switchoverTimeout=%v must be above 0 and at most %vms, failover.leaseDuration=%v minus two of the agent's API calls: the other pods must not see the Lease expire during a hand-over" $f.switchoverTimeout $longest $f.leaseDuration) -}}
+{{- end -}}
+{{- end -}}
+{{- $rollout := include "immudb.durationMs" $f.rolloutWait | int64 -}}
+{{- $stopping := add $rollout $switchover 10000 -}}
+{{- if gt $stopping (mul (int64 .Values.terminationGracePeriodSeconds) 1000) -}}
+{{- fail (printf "failover.rolloutWait=%v + failover.switchoverTimeout (%vms) + 10s for immudb to stop exceed terminationGracePeriodSeconds=%v: the kubelet would kill the primary during its hand-over; raise terminationGracePeriodSeconds to at least %v or shorten the waits" $f.rolloutWait $switchover .Values.terminationGracePeriodSeconds (div (add $stopping 999) 1000)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

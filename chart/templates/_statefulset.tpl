@@ -88,6 +88,7 @@ spec:
           (dict "name" "IMMUDB_AGENT_MAX_LAG" "value" $values.agent.maxLag)
           (dict "name" "IMMUDB_AGENT_STALL_AFTER" "value" $values.agent.stallAfter)
           (dict "name" "IMMUDB_AGENT_DRIFT_GRACE" "value" $values.agent.driftGrace)
+          (dict "name" "IMMUDB_AGENT_DRAIN" "value" $values.agent.drain)
         }}
         {{- $agentEnv = concat $agentEnv (include "immudb.failover.agentEnv" (dict "ctx" $ctx "role" $role) | fromYamlArray) }}
         - {{- include "immudb.hook.container" (dict "ctx" $ctx "name" "agent" "args" (list "agent") "env" $agentEnv "resources" $values.agent.resources) | nindent 10 }}
@@ -219,6 +220,12 @@ spec:
             periodSeconds: {{ $values.readinessProbe.periodSeconds }}
             failureThreshold: {{ $values.readinessProbe.failureThreshold }}
           {{- end }}
+          {{- /* Before immudb gets SIGTERM the kubelet asks the agent, which still runs (a native sidecar stops after immudb): a replica drains, the primary hands its role over first (failover). By number: the image has no shell for an exec hook, and a port named only on a native sidecar is not resolved. */}}
+          lifecycle:
+            preStop:
+              httpGet:
+                path: /prestop
+                port: {{ $values.agent.port }}
           {{- if $values.livenessProbe.enabled }}
           livenessProbe:
             tcpSocket:

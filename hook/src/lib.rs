@@ -2,7 +2,7 @@
 //! the declared replication topology. `main.rs` is the thin command-line edge. Layers, top down:
 //! the command tree (`cli`), the subcommands (`converge` with `reconcile` and `node`, `verify`,
 //! `backup`, `agent`), the engine (`config`, `wait`, `client`, `link`, `session`, `holdings`,
-//! `report`, `scrape`, the pure `plan`) and the leaf types (`types`, `tls`, `retry`, `proto`); a file
+//! `report`, `scrape`, `transfer`, the pure `plan`) and the leaf types (`types`, `tls`, `retry`, `proto`); a file
 //! imports only its layer or those below, without cycles (`tests/layers.rs`).
 
 pub mod agent;
@@ -23,6 +23,7 @@ pub mod retry;
 pub mod scrape;
 pub mod session;
 pub mod tls;
+pub mod transfer;
 pub mod types;
 pub mod verify;
 pub mod wait;

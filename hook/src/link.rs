@@ -56,7 +56,9 @@ impl Link {
         self
     }
 
-    async fn connect(&self) -> Result<Client, RpcError> {
+    /// A connection to the server, dialled now: for sessions of their own (a copy's, bounded
+    /// per call, closed when it ends).
+    pub async fn connect(&self) -> Result<Client, RpcError> {
         let ip = match &self.dial {
             Dial::Fixed(ip) => *ip,
             Dial::Resolve(resolver) => {

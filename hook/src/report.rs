@@ -106,6 +106,11 @@ impl fmt::Display for Outcome {
 pub type Failed = (Failure, String);
 pub type StepResult<T> = Result<T, Failed>;
 
+/// A history that does not prove itself (a checksum, a chain, an entries hash).
+pub fn integrity(reason: impl Into<String>) -> Failed {
+    (Failure::Integrity, reason.into())
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
     pub role: Role,

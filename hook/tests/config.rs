@@ -1,5 +1,7 @@
 //! Invalid specs and flags are rejected before any server is touched, naming the key and the rule.
 
+use std::time::Duration;
+
 use clap::Parser;
 use immudb_hook::cli::{Cli, Command};
 
@@ -270,4 +272,31 @@ fn max_replicas_names_who_may_be_elected_and_is_never_below_the_replica_count() 
     ])
     .unwrap_err();
     assert!(listed.contains("needs the StatefulSet form"), "{listed}");
+}
+
+#[test]
+fn the_hand_over_s_bound_leaves_the_lease_two_api_calls_and_defaults_within_it() {
+    let timeout = |extra: &[&str]| {
+        let mut flags = vec!["--replicas=db-read-0.db-read-hl.ns.svc.cluster.local"];
+        flags.extend(extra);
+        agent_failover(&flags).map(|c| c.failover.unwrap().switchover_timeout)
+    };
+    // The defaults: a 15 s Lease, 5 s polls (2 s per API call): 10 s fits.
+    assert_eq!(timeout(&[]), Ok(Duration::from_secs(10)));
+    // A short Lease shortens the default: 6 s minus two 1 s calls.
+    assert_eq!(
+        timeout(&["--lease-duration=6s", "--poll-interval=2s"]),
+        Ok(Duration::from_secs(4))
+    );
+    assert_eq!(
+        timeout(&["--switchover-timeout=11s"]),
+        Ok(Duration::from_secs(11))
+    );
+    let refused = timeout(&["--switchover-timeout=12s"]).unwrap_err();
+    assert!(
+        refused.contains("--switchover-timeout")
+            && refused.contains("12s")
+            && refused.contains("the other pods must not see the Lease expire"),
+        "{refused}"
+    );
 }

@@ -114,6 +114,35 @@ async fn a_synchronous_write_commits_once_a_replica_holds_it_and_waits_without_o
 }
 
 #[tokio::test]
+async fn a_write_waiting_for_its_acknowledgement_ends_when_the_server_stops() {
+    let cluster = Cluster::new();
+    let mut nodes = sync_pair(&cluster).await;
+    drop(nodes.pop());
+    let writer = session(&nodes[0], "appdb").await;
+    let waiting = tokio::spawn(async move { writer.set(b"k", b"1").await });
+    assert!(eventually(WAIT, || async { positions(&nodes[0]) == (0, 1) }).await);
+    assert!(!waiting.is_finished(), "no replica acknowledges it");
+    // The process stops: its connections end, and the call with them.
+    nodes[0].isolate(true);
+    let ended = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("the call ends with the server")
+        .unwrap();
+    assert_eq!(ended.unwrap_err().code, tonic::Code::Unavailable);
+    // Back on its volume, it commits again once acknowledged (the syncer outlived the stop).
+    nodes[0].isolate(false);
+    let again = session(&nodes[0], "appdb").await;
+    again
+        .apply(
+            &update("appdb", ReplicationSettings::writable(None)),
+            &Secret::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.set(b"k", b"2").await.unwrap(), 2);
+}
+
+#[tokio::test]
 async fn promotion_with_only_replica_false_keeps_sync_as_immudb_does() {
     let cluster = Cluster::new();
     let mut nodes = sync_pair(&cluster).await;
@@ -337,8 +366,15 @@ async fn a_committed_divergence_is_refused_and_kept() {
         error()
     );
     assert!(nodes[0].with_state(|s| s.databases["appdb"].replicator.running));
-    // As a sync replica the primary refuses its committed state: the replicator stops for good,
-    // and allowTxDiscarding does not touch committed transactions.
+    // As a sync replica of a synchronous primary (only such a primary keeps replica states),
+    // the primary refuses its committed state: the replicator stops for good, and
+    // allowTxDiscarding does not touch committed transactions.
+    new.apply(
+        &update("appdb", ReplicationSettings::writable(Some(1))),
+        &Secret::default(),
+    )
+    .await
+    .unwrap();
     old.apply(&update("appdb", replica_of_new(true)), &Secret::default())
         .await
         .unwrap();
@@ -436,4 +472,66 @@ async fn a_replica_stays_connected_to_a_stopped_primary_until_its_replicator_res
         !replicator.hangs() && replicator.failures > 0,
         "{replicator:?}"
     );
+}
+
+/// What a hand-over of the primary role rests on (immudb 1.11.1 pkg/database/database.go,
+/// `ExportTxByID` and `AsReplica`; embedded/store/immustore.go, `ReplicateTx`): once the primary
+/// is fenced (a replica, sync kept) its synchronous replica's own fetches are refused, while a
+/// committed transaction can still be exported from it and replicated into the replica, which
+/// answers once the transaction is precommitted and synced and commits it when promoted.
+#[tokio::test]
+async fn a_fenced_primary_s_transaction_reaches_its_sync_replica_by_export_and_replicate_only() {
+    let cluster = Cluster::new();
+    let nodes = sync_pair(&cluster).await;
+    let writer = session(&nodes[0], "appdb").await;
+    writer.set(b"k", b"1").await.unwrap();
+    assert!(eventually(WAIT, || async { positions(&nodes[1]).1 == 1 }).await);
+    // The replica's replicator pauses; the primary commits one more on its own (as if another
+    // replica had acknowledged it).
+    nodes[1].with_state(|s| s.databases.get_mut("appdb").unwrap().stop_replicator());
+    nodes[0].with_state(|s| {
+        let db = s.databases.get_mut("appdb").unwrap();
+        db.ledger.commit(&[(b"k".to_vec(), b"2".to_vec())]);
+        db.ledger.allow_commit_up_to(2);
+    });
+    let fenced = ReplicationSettings {
+        replica: true,
+        sync_replication: true,
+        prefetch_tx_buffer_size: 100,
+        replication_commit_concurrency: 10,
+        allow_tx_discarding: true,
+        ..Default::default()
+    };
+    writer
+        .apply(&update("appdb", fenced), &Secret::default())
+        .await
+        .unwrap();
+    // The replicator runs again and asks the fenced primary: refused.
+    nodes[1].with_state(|s| s.databases.get_mut("appdb").unwrap().start_replicator());
+    assert!(
+        eventually(WAIT, || async {
+            nodes[1].with_state(|s| s.databases["appdb"].replicator.last_error.clone())
+                == Some(immudb_double::replicator::REPLICA_STATE_NOT_EXPECTED.to_string())
+        })
+        .await
+    );
+    assert_eq!(positions(&nodes[1]), (1, 1));
+
+    let exported = writer.export_tx(2).await.unwrap();
+    let replica = session(&nodes[1], "appdb").await;
+    let header = tokio::time::timeout(Duration::from_secs(2), replica.replicate_tx(&exported))
+        .await
+        .expect("a synchronous replica answers once the transaction is precommitted")
+        .unwrap();
+    assert_eq!(header.id, 2);
+    assert_eq!(positions(&nodes[1]), (1, 2), "precommitted, not committed");
+    replica
+        .apply(
+            &update("appdb", ReplicationSettings::writable(None)),
+            &Secret::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(positions(&nodes[1]), (2, 2), "promotion commits it");
+    assert_eq!(replica.get(b"k").await.unwrap(), b"2");
 }

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use immudb_hook::kube::{micro_time, Kube, KubeConfig, KubeError, Lease, LeaseSpec, ObjectMeta};
+use immudb_hook::kube::{
+    micro_time, Kube, KubeConfig, KubeError, Lease, LeaseSpec, ObjectMeta, PodView,
+};
 use kube_double::{KubeDouble, Rule};
 
 const NS: &str = "db";
@@ -13,6 +15,7 @@ async fn setup() -> (KubeDouble, Kube, tempfile::TempDir) {
     let double = KubeDouble::start(Rule::chart(
         LEASE,
         "db-immudb-read",
+        LEASE,
         &["db-immudb-primary-0", "db-immudb-read-0"],
     ))
     .await
@@ -155,12 +158,83 @@ async fn the_replica_statefulset_counts_the_pods_it_wants_and_those_still_there(
     assert_eq!(kube.statefulset_pods("db-immudb-read").await, Ok(3));
     double.scale_statefulset(NS, "db-immudb-read", 1, 1);
     assert_eq!(kube.statefulset_pods("db-immudb-read").await, Ok(1));
-    // Only the release's replica StatefulSet, and only read.
-    double.scale_statefulset(NS, "db-immudb-primary", 1, 1);
+    // Only the release's StatefulSets, and only read.
+    double.scale_statefulset(NS, "other", 1, 1);
     assert!(matches!(
-        kube.statefulset_pods("db-immudb-primary").await,
+        kube.statefulset_pods("other").await,
         Err(KubeError::Forbidden { status: 403, .. })
     ));
+}
+
+#[tokio::test]
+async fn a_rolling_update_shows_in_the_statefulset_s_revisions_and_each_pod_s_label() {
+    let (double, kube, _dir) = setup().await;
+    double.scale_statefulset(NS, "db-immudb-primary", 1, 1);
+    double.set_revisions(NS, "db-immudb-primary", "primary-1", "primary-1");
+    let primary = kube.statefulset(LEASE).await.unwrap();
+    assert_eq!(primary.update_revision.as_deref(), Some("primary-1"));
+    assert!(!primary.rolling());
+    // helm upgrade: a new template; the pod not rolled yet still runs the old revision.
+    double.set_revisions(NS, "db-immudb-primary", "primary-2", "primary-1");
+    assert!(kube.statefulset(LEASE).await.unwrap().rolling());
+    double.add_pod(
+        NS,
+        "db-immudb-primary-0",
+        &[("controller-revision-hash", "primary-1")],
+        "10.0.0.1",
+    );
+    let pod = kube.pod("db-immudb-primary-0").await.unwrap().unwrap();
+    assert_eq!(
+        pod,
+        PodView {
+            labels: [(
+                "controller-revision-hash".to_string(),
+                "primary-1".to_string()
+            )]
+            .into(),
+            revision: Some("primary-1".into()),
+            terminating: false,
+            ready: false
+        }
+    );
+    double.set_ready(NS, "db-immudb-primary-0", true);
+    double.terminate_pod(NS, "db-immudb-primary-0");
+    let pod = kube.pod("db-immudb-primary-0").await.unwrap().unwrap();
+    assert!(pod.terminating && pod.ready);
+    // A pod of the Role's list that does not exist (being recreated); one beyond it: refused.
+    assert_eq!(kube.pod("db-immudb-read-5").await, Err(KubeError::Forbidden {
+        what: "get pod db-immudb-read-5".into(),
+        status: 403,
+        message: "pods \"db-immudb-read-5\" is forbidden: User \"system:serviceaccount:db:immudb\" cannot get resource \"pods\" in API group \"\" in the namespace \"db\"".into(),
+    }));
+    double.remove_pod(NS, "db-immudb-read-0");
+    assert_eq!(kube.pod("db-immudb-read-0").await, Ok(None));
+}
+
+#[tokio::test]
+async fn a_service_keeps_its_terminating_pod_until_another_is_ready() {
+    let (double, _kube, _dir) = setup().await;
+    for (pod, ip) in [
+        ("db-immudb-primary-0", "10.0.0.1"),
+        ("db-immudb-read-0", "10.0.0.2"),
+    ] {
+        double.add_pod(NS, pod, &[("immudb/role", "primary")], ip);
+    }
+    double.set_ready(NS, "db-immudb-primary-0", true);
+    double.terminate_pod(NS, "db-immudb-primary-0");
+    assert_eq!(
+        double.selected_ips(NS, "immudb/role", "primary"),
+        vec!["10.0.0.1"],
+        "the only serving endpoint, terminating"
+    );
+    double.set_ready(NS, "db-immudb-read-0", true);
+    assert_eq!(
+        double.selected_ips(NS, "immudb/role", "primary"),
+        vec!["10.0.0.2"]
+    );
+    double.set_ready(NS, "db-immudb-read-0", false);
+    double.set_ready(NS, "db-immudb-primary-0", false);
+    assert!(double.selected_ips(NS, "immudb/role", "primary").is_empty());
 }
 
 #[tokio::test]

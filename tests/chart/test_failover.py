@@ -8,6 +8,7 @@ import pathlib
 import re
 
 import helm_python
+import pytest
 import yaml
 
 from conftest import CHART, CI_SCENARIOS, NAMESPACE, RELEASE, named, of_kind, pod_specs, render, render_raw
@@ -24,7 +25,12 @@ HOOK_CONTAINERS = {"agent", "hook", "test", "backup", "restore"}
 
 def expected_rules(replicas):
     pods = [f"{FULLNAME}-primary-0"] + [f"{FULLNAME}-read-{i}" for i in range(replicas)]
-    names = {"$LEASE": [f"{FULLNAME}-primary"], "$PODS": pods, "$READ_STATEFULSET": [f"{FULLNAME}-read"]}
+    names = {
+        "$LEASE": [f"{FULLNAME}-primary"],
+        "$PODS": pods,
+        "$READ_STATEFULSET": [f"{FULLNAME}-read"],
+        "$PRIMARY_STATEFULSET": [f"{FULLNAME}-primary"],
+    }
     rules = []
     for rule in ROLE_RULES:
         rule = dict(rule)
@@ -248,3 +254,53 @@ def test_turning_failover_on_for_a_running_release():
         ("NetworkPolicy", f"{FULLNAME}-primary"), ("NetworkPolicy", f"{FULLNAME}-read"),
         ("Job", f"{FULLNAME}-hook"), ("Pod", f"{FULLNAME}-verify"),
     }
+
+
+def test_every_immudb_container_asks_its_agent_before_it_stops():
+    for values in ({}, FAILOVER):
+        objects = render(values)
+        for role in ("primary", "read"):
+            spec = named(objects, "StatefulSet", f"{FULLNAME}-{role}")["spec"]["template"]["spec"]
+            immudb = spec["containers"][0]
+            # By number: a port named only on the agent, a native sidecar, is not resolved; no
+            # exec: the immudb image has no shell.
+            assert immudb["lifecycle"] == {"preStop": {"httpGet": {"path": "/prestop", "port": 9498}}}
+            agent = next(c for c in spec["initContainers"] if c["name"] == "agent")
+            env = {e["name"]: e.get("value") for e in agent["env"]}
+            assert env["IMMUDB_AGENT_DRAIN"] == "2s"
+            assert spec["terminationGracePeriodSeconds"] == 60
+
+
+def test_the_agents_know_the_hand_over_s_bounds_and_the_primary_statefulset():
+    objects = render(FAILOVER)
+    for role in ("primary", "read"):
+        spec = named(objects, "StatefulSet", f"{FULLNAME}-{role}")["spec"]["template"]["spec"]
+        agent = next(c for c in spec["initContainers"] if c["name"] == "agent")
+        env = {e["name"]: e.get("value") for e in agent["env"]}
+        assert env["IMMUDB_AGENT_PRIMARY_STATEFULSET"] == f"{FULLNAME}-primary"
+        assert env["IMMUDB_AGENT_ROLLOUT_WAIT"] == "40s"
+        # null: the agent's own default, 10 s or what the Lease allows.
+        assert "IMMUDB_AGENT_SWITCHOVER_TIMEOUT" not in env
+    set_explicitly = {**FAILOVER, "failover": {**FAILOVER["failover"], "switchoverTimeout": "5s"}}
+    spec = named(render(set_explicitly), "StatefulSet", f"{FULLNAME}-read")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in spec["initContainers"][0]["env"]}
+    assert env["IMMUDB_AGENT_SWITCHOVER_TIMEOUT"] == "5s"
+
+
+def test_a_short_lease_shortens_the_default_hand_over_and_its_grace_check():
+    # leaseDuration 6s, pollInterval 2s: two 1 s calls leave a 4 s hand-over; 40 + 4 + 10 fit 60.
+    values = {**FAILOVER, "agent": {"pollInterval": "2s"}, "failover": {**FAILOVER["failover"], "leaseDuration": "6s"}}
+    render(values)
+    with pytest.raises(helm_python.HelmError, match="failover.switchoverTimeout=5s must be above 0 and at most 4000ms"):
+        render({**values, "failover": {**values["failover"], "switchoverTimeout": "5s"}})
+
+
+def test_the_agents_of_immudb_pods_may_call_each_other_with_failover():
+    def agent_peers(values, role):
+        policy = named(render(values), "NetworkPolicy", f"{FULLNAME}-{role}")
+        (rule,) = [r for r in policy["spec"]["ingress"] if r["ports"] == [{"port": 9498, "protocol": "TCP"}]]
+        return {p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in rule["from"] if "podSelector" in p}
+
+    for role in ("primary", "read"):
+        assert {"primary", "read"} <= agent_peers(FAILOVER, role), role
+        assert not {"primary", "read"} & agent_peers({}, role), role

@@ -22,7 +22,7 @@ immudb_agent_ready immudb_agent_primary_reachable immudb_agent_replicating immud
 immudb_agent_lag_seconds immudb_agent_database_state immudb_agent_repairs_total immudb_agent_polls_total
 immudb_agent_poll_errors_total immudb_agent_logins_total immudb_agent_poll_duration_seconds immudb_agent_settings_unconfirmed
 immudb_agent_role immudb_agent_failovers_total immudb_agent_failover_lost_transactions_total
-immudb_agent_replicator_wakes_total
+immudb_agent_replicator_wakes_total immudb_agent_switchovers_total
 """.split()
 )
 AGENT_SOURCE = REPO / "hook" / "src" / "agent" / "metrics.rs"

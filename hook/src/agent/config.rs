@@ -66,6 +66,11 @@ pub struct AgentArgs {
     /// refresh a mounted ConfigMap, so a newer release's change is never undone.
     #[arg(long, env = "IMMUDB_AGENT_DRIFT_GRACE", default_value = "300s", value_parser = duration_flag)]
     pub drift_grace: Duration,
+    /// When the pod is stopped (GET /prestop, the immudb container's preStop hook), a replica
+    /// reports not Ready at once and answers after this long, so clients' new connections go to
+    /// the other replicas before immudb stops (endpoints propagate in about a second).
+    #[arg(long, env = "IMMUDB_AGENT_DRAIN", default_value = "2s", value_parser = duration_flag)]
+    pub drain: Duration,
     #[command(flatten)]
     pub failover: FailoverArgs,
 }
@@ -94,6 +99,20 @@ pub struct FailoverArgs {
     /// elections but get no label. Defaults to --replica-count; StatefulSet form only.
     #[arg(long, env = "IMMUDB_AGENT_MAX_REPLICAS")]
     pub max_replicas: Option<u32>,
+    /// The primary StatefulSet (its pod is --primary-host): the hand-over reads its revision to
+    /// order a rollout. Without it, that pod counts as never rolled.
+    #[arg(long, env = "IMMUDB_AGENT_PRIMARY_STATEFULSET")]
+    pub primary_statefulset: Option<String>,
+    /// A stopping primary waits this long at most until every other pod runs its StatefulSet's
+    /// new revision and is Ready, so that it hands the role over once per rollout.
+    #[arg(long, env = "IMMUDB_AGENT_ROLLOUT_WAIT", default_value = "40s", value_parser = duration_flag)]
+    pub rollout_wait: Duration,
+    /// The hand-over (fence, copy what the chosen replica lacks, move the Lease, the new primary
+    /// serving writes) must finish within this, else the primary keeps the Lease through its
+    /// restart. At most --lease-duration minus two API calls, so nobody sees the Lease expire
+    /// meanwhile; by default 10s or that, whichever is shorter.
+    #[arg(long, env = "IMMUDB_AGENT_SWITCHOVER_TIMEOUT", value_parser = duration_flag)]
+    pub switchover_timeout: Option<Duration>,
 }
 
 impl FailoverArgs {
@@ -129,6 +148,28 @@ impl FailoverArgs {
                 "must be at least 3 poll intervals: a primary gets a second chance to renew before it fences itself",
             );
         }
+        let call_timeout = lease_call_timeout(poll_interval);
+        let longest_switchover = self.lease_duration.saturating_sub(call_timeout * 2);
+        let switchover_timeout = self
+            .switchover_timeout
+            .unwrap_or_else(|| DEFAULT_SWITCHOVER_TIMEOUT.min(longest_switchover));
+        if switchover_timeout > longest_switchover {
+            return reject(
+                "--switchover-timeout",
+                format!("{switchover_timeout:?}"),
+                format!(
+                    "must leave two API calls ({:?}) of --lease-duration ({:?}): the other pods must not see the Lease expire during a hand-over",
+                    call_timeout * 2,
+                    self.lease_duration
+                ),
+            );
+        }
+        if switchover_timeout.is_zero() {
+            return reject("--switchover-timeout", "0", "must be at least 1ms");
+        }
+        if let Some(statefulset) = &self.primary_statefulset {
+            check_host("--primary-statefulset", statefulset)?;
+        }
         let eligible = self.eligible(topology)?;
         Ok(Some(FailoverConfig {
             kube: lookup.kube,
@@ -138,11 +179,14 @@ impl FailoverArgs {
             timing: Timing {
                 lease_duration: self.lease_duration,
                 poll_interval,
-                call_timeout: lease_call_timeout(poll_interval),
+                call_timeout,
                 cooldown: self.failover_cooldown,
             },
             allow_data_loss: self.allow_data_loss,
             eligible,
+            primary_statefulset: self.primary_statefulset.clone(),
+            rollout_wait: self.rollout_wait,
+            switchover_timeout,
         }))
     }
 
@@ -174,6 +218,9 @@ impl FailoverArgs {
     }
 }
 
+/// The hand-over's bound unless --switchover-timeout says otherwise.
+const DEFAULT_SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Waits before waking again a replicator the last wake did not move: each wake costs immudb a
 /// write into systemdb and a login on the primary.
 const WAKE_BACKOFF: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(300));
@@ -203,6 +250,8 @@ pub struct AgentConfig {
     pub local_address: IpAddr,
     pub poll_interval: Duration,
     pub watch_interval: Duration,
+    /// How long a stopping replica keeps serving after it reports not Ready.
+    pub drain: Duration,
     pub limits: Limits,
     /// Set with --lease-name: the role follows the Lease.
     pub failover: Option<FailoverConfig>,
@@ -248,6 +297,7 @@ impl AgentArgs {
             local_address: self.local_address,
             poll_interval: self.poll_interval,
             watch_interval: self.watch_interval,
+            drain: self.drain,
             limits: Limits {
                 progress: Bounds {
                     max_lag: self.max_lag,

@@ -94,6 +94,29 @@ impl Series for OfDatabase {
     }
 }
 
+/// How a hand-over of the primary role ended: a series of `immudb_agent_switchovers_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Switched {
+    /// The Lease moved to a replica, which then served writes.
+    HandedOver,
+    /// It could not finish in time: this pod kept the Lease through its restart.
+    KeptRole,
+}
+
+impl Series for Switched {
+    fn known(_databases: &[String]) -> Vec<Switched> {
+        vec![Switched::HandedOver, Switched::KeptRole]
+    }
+
+    fn labels(&self) -> String {
+        let outcome = match self {
+            Switched::HandedOver => "handed_over",
+            Switched::KeptRole => "kept_role",
+        };
+        format!("outcome=\"{outcome}\"")
+    }
+}
+
 /// Everything the agent counts across polls. A counter with labels is a `LabelledCounter`, so
 /// each of its series is exported from the start.
 #[derive(Clone, Debug, Default)]
@@ -106,6 +129,8 @@ pub struct Counters {
     pub logins: u64,
     /// Failovers this agent made: it took the Lease from another pod.
     pub failovers: u64,
+    /// Hand-overs of the primary role before a planned stop, by outcome.
+    pub switchovers: LabelledCounter<Switched>,
     /// Transactions those failovers lost (async), as last seen on the old primary.
     pub lost_transactions: LabelledCounter<OfDatabase>,
     /// Replicators woken from immudb's retry sleep, per database.

@@ -2,7 +2,7 @@
 //! whether this pod is the primary (it holds the Lease and renewed it in time) or a replica of
 //! the holder; when nobody holds it, it compares every pod's transactions and the most advanced
 //! takes it with an optimistic update (a conflict means another pod won), after cutting the old
-//! primary off (`election`, `handover`). It labels its own pod with its role, which the write and read
+//! primary off (`election`, `cutoff`). It labels its own pod with its role, which the write and read
 //! Services select.
 //!
 //! Every step that acts on the Lease measures the time since the last renew right before it acts:
@@ -10,8 +10,10 @@
 //! resume with a decision that is no longer true. A holder whose last renew is too old stops
 //! serving before it asks the API anything.
 
+mod cutoff;
 mod election;
-mod handover;
+
+pub use election::position_of;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -42,6 +44,12 @@ pub struct FailoverConfig {
     pub allow_data_loss: bool,
     /// The pods that may label themselves and so be elected (`ElectionRules::eligible`).
     pub eligible: BTreeSet<String>,
+    /// The primary StatefulSet, whose revision orders a rollout (`switchover`).
+    pub primary_statefulset: Option<String>,
+    /// How long a stopping primary waits for the rollout to reach every other pod.
+    pub rollout_wait: Duration,
+    /// The bound of a hand-over, after which the primary keeps the Lease through its restart.
+    pub switchover_timeout: Duration,
 }
 
 /// What the Lease makes this pod this poll.
@@ -297,6 +305,50 @@ impl Failover {
     pub async fn others(&self, topology: &Topology) -> Result<Topology, KubeError> {
         let every = locate::every_pod(topology, &self.kube).await?;
         Ok(locate::with_primary(&every, &self.config.me))
+    }
+
+    /// The Kubernetes API, for the hand-over's look at the release's pods.
+    pub(super) fn kube(&self) -> &Kube {
+        &self.kube
+    }
+
+    /// Renews the Lease now: a hand-over starts with a whole lease duration before anyone may
+    /// call it expired.
+    pub(super) async fn renew_now(&mut self) -> Result<(), KubeError> {
+        self.write(SystemTime::now()).await
+    }
+
+    /// The Lease as this pod hands it to `holder`: its acquireTime stays the last failover's, so
+    /// the cooldown counts from failovers, never from a planned hand-over.
+    fn handed(&self, holder: &str) -> Lease {
+        let mut next = self.lease_with(holder, SystemTime::now());
+        if let Some(current) = &self.lease {
+            next.spec
+                .acquire_time
+                .clone_from(&current.spec.acquire_time);
+        }
+        next
+    }
+
+    /// Hands the Lease to `to` (a switchover): an update on the version this pod last wrote, so
+    /// it fails when anyone changed the Lease since. This pod holds it no more.
+    pub(super) async fn hand_to(&mut self, to: &str) -> Result<(), KubeError> {
+        let written = self.kube.replace_lease(&self.handed(to)).await?;
+        self.memory.lost();
+        self.lease = Some(written);
+        Ok(())
+    }
+
+    /// Takes back a Lease this pod handed over, on the version it wrote: a Conflict means the
+    /// new holder renewed it (it took over).
+    pub(super) async fn take_back(&mut self) -> Result<(), KubeError> {
+        let me = self.config.me.clone();
+        let sent = self.now();
+        let written = self.kube.replace_lease(&self.handed(&me)).await?;
+        self.memory
+            .renewed(&written.metadata.resource_version, sent);
+        self.lease = Some(written);
+        Ok(())
     }
 
     /// Gives the Lease up (a holder that cannot serve: its databases were lost with its volume),

@@ -1,14 +1,19 @@
 //! The agent's HTTP port: `/readyz` for the immudb container's readiness probe, `/livez` for the
-//! agent's liveness, `/metrics` for Prometheus. GET only, one request per connection: the
-//! kubelet and Prometheus need no more.
+//! agent's liveness, `/metrics` for Prometheus, `/prestop` for the immudb container's preStop
+//! hook (answered once the pod may stop: `stop`), `/poll` for a primary handing this pod the
+//! Lease (the agent polls now and still decides from the Lease itself). GET only (the kubelet's
+//! httpGet hooks send GET), one request per connection: the kubelet and Prometheus need no more.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::{self, Status};
+use super::poll::Agent;
+use super::stop::Request;
 
 const MAX_REQUEST: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,6 +25,8 @@ pub struct Shared {
     pub last_poll: Arc<Mutex<Instant>>,
     /// `/livez` fails when no poll finished for this long: the loop is stuck.
     pub stuck_after: Duration,
+    /// To the agent's loop: `/prestop` and `/poll`.
+    pub requests: mpsc::UnboundedSender<Request>,
 }
 
 fn response(status: &str, content_type: &str, body: &str) -> String {
@@ -83,6 +90,24 @@ async fn request_line(stream: &mut TcpStream) -> Option<(String, String)> {
     Some((method, path))
 }
 
+/// Passes `/prestop` and `/poll` to the agent's loop; the preStop's answer waits for the loop's
+/// (the kubelet bounds the hook by the pod's termination grace period).
+async fn ask_the_loop(shared: &Shared, path: &str) -> String {
+    if path == "/poll" {
+        let _ = shared.requests.send(Request::PollNow);
+        return response("200 OK", "text/plain", "polling\n");
+    }
+    let (reply, answer) = oneshot::channel();
+    let body = match shared.requests.send(Request::Stop(reply)) {
+        Ok(()) => answer
+            .await
+            .unwrap_or_else(|_| "the agent is stopping".into()),
+        Err(_) => "the agent is stopping".into(),
+    };
+    tracing::info!(answer = %body, "answered the preStop hook");
+    response("200 OK", "text/plain", &format!("{body}\n"))
+}
+
 pub async fn serve(listener: TcpListener, shared: Shared) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
@@ -91,10 +116,39 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
         let shared = shared.clone();
         tokio::spawn(async move {
             if let Some((method, path)) = request_line(&mut stream).await {
-                let reply = answer(&shared, &method, &path);
+                let reply = match (method.as_str(), path.as_str()) {
+                    ("GET", "/prestop" | "/poll") => ask_the_loop(&shared, &path).await,
+                    _ => answer(&shared, &method, &path),
+                };
                 let _ = stream.write_all(reply.as_bytes()).await;
             }
             let _ = stream.shutdown().await;
         });
+    }
+}
+
+/// What the port shows of the agent.
+impl Agent {
+    /// The status the HTTP port shows.
+    pub fn shown(&self) -> Arc<Mutex<Status>> {
+        self.shown.clone()
+    }
+
+    /// Shows `status` on the HTTP port.
+    pub fn show(&self, status: &Status) {
+        *self.shown.lock().expect("status lock") = status.clone();
+    }
+
+    /// Shows the last status as not Ready because of `why` (a hand-over under way).
+    pub(super) fn show_stopping(&self, why: String) {
+        self.shown.lock().expect("status lock").stopping = Some(why);
+    }
+
+    /// Shows the counters now, before the poll ends (a hand-over's outcome, before the hook
+    /// answers), and whether the pod stops serving.
+    pub(super) fn show_outcome(&self) {
+        let mut shown = self.shown.lock().expect("status lock");
+        shown.counters = self.counters.clone();
+        shown.stopping.clone_from(&self.stop.reason);
     }
 }

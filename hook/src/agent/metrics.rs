@@ -17,6 +17,9 @@ pub struct Status {
     pub role: Option<Role>,
     /// Why the last poll could not assess (the local server down, ...).
     pub error: Option<String>,
+    /// The pod is being stopped and no longer serves (a replica draining, a primary handing its
+    /// role over or done with it): not Ready, whatever the assessment says.
+    pub stopping: Option<String>,
     pub last_poll_seconds: f64,
     pub counters: Counters,
     /// With failover, a primary's verdict holds until then (its last renew of the Lease plus
@@ -27,7 +30,8 @@ pub struct Status {
 
 impl Status {
     pub fn ready(&self) -> bool {
-        self.error.is_none()
+        self.stopping.is_none()
+            && self.error.is_none()
             && self.assessment.as_ref().is_some_and(|a| a.ready)
             && !self.serving_lapsed()
     }
@@ -39,6 +43,9 @@ impl Status {
 
     /// One line per reason the pod is not Ready, for the probe's body and the log.
     pub fn not_ready_reasons(&self) -> Vec<String> {
+        if let Some(stopping) = &self.stopping {
+            return vec![stopping.clone()];
+        }
         if let Some(error) = &self.error {
             return vec![error.clone()];
         }
@@ -171,6 +178,13 @@ pub fn render(status: &Status) -> String {
         "Failovers this agent made: it took the Lease from a primary that stopped renewing it.",
     );
     let _ = writeln!(text, "immudb_agent_failovers_total {}", counters.failovers);
+    labelled_counter(
+        &mut text,
+        "immudb_agent_switchovers_total",
+        "Planned hand-overs of the primary role this agent made before its pod stopped: handed_over (the Lease moved to a replica that then served writes), kept_role (it could not finish in time; the pod kept the Lease through its restart). Never failovers.",
+        &counters.switchovers,
+        &counters.databases,
+    );
     labelled_counter(
         &mut text,
         "immudb_agent_failover_lost_transactions_total",
@@ -316,6 +330,22 @@ mod tests {
         let text = render(&status);
         assert!(text.contains("immudb_agent_database_state{db=\"appdb\",state=\"stalled\"} 1\n"));
         assert!(text.contains("immudb_agent_replicator_wakes_total{db=\"appdb\"} 0\n"));
+    }
+
+    #[test]
+    fn a_stopping_pod_is_not_ready_and_says_why_first() {
+        let mut status = before_any_event();
+        status.assessment = Some(Assessment {
+            ready: true,
+            ..Default::default()
+        });
+        assert!(status.ready());
+        status.stopping = Some("stopping: draining".into());
+        assert!(!status.ready());
+        assert_eq!(status.not_ready_reasons(), ["stopping: draining"]);
+        let text = render(&status);
+        assert!(text.contains("immudb_agent_switchovers_total{outcome=\"handed_over\"} 0\n"));
+        assert!(text.contains("immudb_agent_switchovers_total{outcome=\"kept_role\"} 0\n"));
     }
 
     #[test]

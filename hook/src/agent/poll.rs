@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -11,6 +12,7 @@ use super::config::{other_pod_limit, AgentConfig, AgentRole};
 use super::counters::{Counters, Repaired};
 use super::failover::Failover;
 use super::metrics::Status;
+use super::stopping::{Handover, Stop};
 use crate::client::{Client, RpcError};
 use crate::config::{Desired, Topology};
 use crate::holdings::held_by_replicas;
@@ -59,6 +61,12 @@ pub struct Agent {
     /// What the watch ticks look at until the next poll: set by a replica's poll that reached
     /// a primary.
     pub(super) watching: Option<Watching>,
+    /// The pod's stop, once the preStop hook asked (`stop`).
+    pub(super) stop: Stop,
+    /// The hand-over's state across polls (`switchover`).
+    pub(super) handover: Handover,
+    /// The status the HTTP port shows: set after each poll and tick, and during a hand-over.
+    pub(super) shown: Arc<Mutex<Status>>,
 }
 
 /// A replica's databases and how the agent reaches the primary, for the watch ticks.
@@ -146,6 +154,9 @@ impl Agent {
             failover,
             role,
             watching: None,
+            stop: Stop::default(),
+            handover: Handover::default(),
+            shown: Arc::new(Mutex::new(Status::default())),
         }
     }
 
@@ -198,6 +209,7 @@ impl Agent {
                 status.error = Some(error);
             }
         }
+        self.settle_stop(&mut status);
         self.log_readiness(&status);
         self.log_unconfirmed_settings(&status);
         self.counters.logins = self.logins.count();

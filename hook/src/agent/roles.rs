@@ -50,7 +50,14 @@ impl Agent {
         };
         let (verdict, takeover) = failover.decide(&ask).await;
         match verdict {
-            Verdict::Primary => self.serve(spec, takeover, now).await,
+            Verdict::Primary => {
+                let served = self.serve(spec, takeover, now).await?;
+                // A planned stop, or a rollout waiting for this pod: hand the role over first.
+                match self.switch_over(spec, &names).await {
+                    Some(primary) => self.follow(spec, &names, Some(primary), None, now).await,
+                    None => Ok(served),
+                }
+            }
             Verdict::Replica { primary, why } => self.follow(spec, &names, primary, why, now).await,
         }
     }

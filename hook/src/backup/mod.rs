@@ -11,24 +11,18 @@ pub mod catalog;
 pub mod catch_up;
 pub mod config;
 pub mod destination;
-pub mod pipeline;
 pub mod rebuild;
 pub mod replay_target;
 pub mod restore;
 pub mod run;
 pub mod storage;
-pub mod tx_client;
 pub mod walk;
 
 use crate::report::{Failure, Line, Outcome, Report};
 use crate::types::Role;
 use storage::{Storage, StorageError};
 
-pub use crate::report::{Failed, StepResult};
-
-pub fn integrity(reason: impl Into<String>) -> Failed {
-    (Failure::Integrity, reason.into())
-}
+pub use crate::report::{integrity, Failed, StepResult};
 
 pub fn storage_failed(error: StorageError) -> Failed {
     (Failure::Storage, error.to_string())

@@ -8,17 +8,17 @@
 use std::sync::Arc;
 
 use futures::future::join_all;
-use immudb_txlog::{hex, Chain, ExportedTx};
+use immudb_txlog::{hex, Chain};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::config::RebuildConfig;
-use super::pipeline::{ReadAhead, ReplicatePipeline};
 use super::replay_target;
-use super::tx_client::State;
 use super::{all_failed, integrity, line, StepResult};
+use crate::client::transactions::State;
 use crate::report::{Failure, Report};
 use crate::session::{Bound, Session};
+use crate::transfer::{self, Depth};
 use crate::types::{Role, Setting};
 use crate::wait::{self, joined, node_span, spawn_waits, ReadyNode};
 
@@ -197,8 +197,8 @@ async fn rebuild_database(
     result
 }
 
-/// Streams 1..=state.tx_id from the replica into the primary: exportTx read ahead, each
-/// transaction chain-checked (entries against eH included) in order, replicateTx pipelined.
+/// Streams 1..=state.tx_id from the replica into the primary (`transfer::copy`); the copy must
+/// end at the replica's state.
 async fn copy(
     config: &RebuildConfig,
     primary: &ReadyNode,
@@ -211,42 +211,29 @@ async fn copy(
     let bound = Bound::EachCall(config.timeout);
     let reader = Arc::new(Session::open(&replica.client, &config.admin, database, bound).await?);
     let writer = Arc::new(Session::open(&primary.client, &config.admin, database, bound).await?);
-    let result = async {
-        let mut reads = ReadAhead::new(1, state.tx_id, config.read_ahead, |id| {
-            let reader = reader.clone();
-            async move {
-                reader
-                    .call("exportTx", |c| async move { c.export_tx(id).await })
-                    .await
-            }
-        });
-        let mut pipeline = ReplicatePipeline::new(writer.clone(), depth);
-        let mut chain = Chain::genesis();
-        while let Some(read) = reads.next().await {
-            let (id, message) = read.map_err(|(f, reason)| (f, format!("{source}: {reason}")))?;
-            let tx = ExportedTx::from_message(&message).map_err(|e| {
-                integrity(format!(
-                    "tx {id} from {source}: a malformed transaction: {e}"
-                ))
-            })?;
-            let alh = chain
-                .append(&tx)
-                .map_err(|e| integrity(format!("{source}: {e}")))?;
-            pipeline.send(id, alh, message).await?;
-        }
-        pipeline.finish().await?;
-        if chain.last_alh != state.alh {
-            return Err(integrity(format!(
-                "{source}: tx {} has Alh {}, but CurrentState said {}",
-                state.tx_id,
-                hex(&chain.last_alh),
-                hex(&state.alh)
-            )));
-        }
-        Ok(())
-    }
+    let depth = Depth {
+        read_ahead: config.read_ahead,
+        replicate: depth,
+    };
+    let copied = transfer::copy(
+        &reader,
+        &writer,
+        Chain::genesis(),
+        state.tx_id,
+        depth,
+        source,
+    )
     .await;
     reader.close().await;
     writer.close().await;
-    result
+    let chain = copied?;
+    if chain.last_alh != state.alh {
+        return Err(integrity(format!(
+            "{source}: tx {} has Alh {}, but CurrentState said {}",
+            state.tx_id,
+            hex(&chain.last_alh),
+            hex(&state.alh)
+        )));
+    }
+    Ok(())
 }

@@ -12,15 +12,15 @@ use tracing::Instrument;
 
 use super::audit::{self, Audit};
 use super::config::{RestoreConfig, RestoreTarget};
-use super::pipeline::ReplicatePipeline;
 use super::replay_target;
 use super::storage::Storage;
-use super::tx_client::State;
 use super::walk::walk;
 use super::{all_failed, integrity, line, storage_failed, StepResult};
+use crate::client::transactions::State;
 use crate::plan::{ObservedDatabase, ReplicationSettings};
 use crate::report::{Failure, Report};
 use crate::session::{Bound, Session};
+use crate::transfer::ReplicatePipeline;
 use crate::types::{Role, Setting};
 use crate::wait::node_span;
 use crate::wait::{self, ReadyNode, SystemResolver};

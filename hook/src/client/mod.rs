@@ -4,6 +4,7 @@
 //! types, `proto`, `retry`, `tls` and the leaf `types`.
 
 pub mod convert;
+pub mod transactions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backups;
+pub mod release;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};

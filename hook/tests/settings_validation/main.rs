@@ -2,15 +2,15 @@
 //! double's copy of immudb 1.11.1's settings rules (`immudb_double::options`: `overwriteWith` and
 //! `Validate` of pkg/server/db_options.go) in the order a cluster's life sends them, each applied
 //! to what the step before left. The hook's own code plans and builds each request
-//! (`plan`, `client::convert`, `backup::tx_client`); it is encoded with the hook's generated
+//! (`plan`, `client::convert`, `client::transactions`); it is encoded with the hook's generated
 //! types and decoded into the double's (two generations of the same .proto, so the wire is
 //! checked too), and the result is read back as the hook reads DatabaseListV2. Every step must be
 //! accepted and leave the settings it intends.
 
 mod server;
 
-use immudb_hook::backup::tx_client::replay_target_request;
 use immudb_hook::client::convert::{self, SettingsRequest};
+use immudb_hook::client::transactions::replay_target_request;
 use immudb_hook::config::spec::Context;
 use immudb_hook::config::{DatabaseReplication, Desired, Spec};
 use immudb_hook::plan::failover::{self, is_fenced};

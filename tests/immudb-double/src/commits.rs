@@ -175,18 +175,34 @@ impl Drop for CallInFlight {
     }
 }
 
-/// Waits until `ready` gives a value for loaded database `name`. An unloaded or missing
-/// database (or a stopped node) ends the wait with immudb's "already closed".
+/// Waits until `ready` gives a value for loaded database `name`, for a call: an unloaded or
+/// missing database ends the wait with immudb's "already closed", a stopped node with
+/// Unavailable (its process's connections end).
 pub(crate) async fn wait_until<T>(
     state: &Weak<Mutex<State>>,
     name: &str,
+    ready: impl FnMut(&Database) -> Option<T>,
+) -> Result<T, tonic::Status> {
+    wait_for(state, name, ready, true).await
+}
+
+/// [`wait_until`]; `calls` false for the syncer, which outlives a stop of its node (the node
+/// returns with its volume and syncs again).
+async fn wait_for<T>(
+    state: &Weak<Mutex<State>>,
+    name: &str,
     mut ready: impl FnMut(&Database) -> Option<T>,
+    calls: bool,
 ) -> Result<T, tonic::Status> {
     let closed = || unknown(CLOSED);
+    let stopped = || tonic::Status::unavailable("the server is stopped");
     loop {
         let changed = {
             let state = state.upgrade().ok_or_else(closed)?;
             let state = state.lock().expect("double state lock");
+            if calls && state.isolated {
+                return Err(stopped());
+            }
             let db = state.databases.get(name).filter(|db| db.loaded);
             let db = db.ok_or_else(closed)?;
             if let Some(value) = ready(db) {
@@ -200,6 +216,9 @@ pub(crate) async fn wait_until<T>(
         {
             let state = state.upgrade().ok_or_else(closed)?;
             let state = state.lock().expect("double state lock");
+            if calls && state.isolated {
+                return Err(stopped());
+            }
             let db = state.databases.get(name).filter(|db| db.loaded);
             if let Some(value) = ready(db.ok_or_else(closed)?) {
                 return Ok(value);
@@ -209,13 +228,34 @@ pub(crate) async fn wait_until<T>(
     }
 }
 
-/// Waits until transaction `id` of `name` is durable.
+/// Waits until transaction `id` of `name` is committed.
 pub(crate) async fn committed(
     state: &Weak<Mutex<State>>,
     name: &str,
     id: u64,
 ) -> Result<(), tonic::Status> {
     wait_until(state, name, |db| (db.ledger.tx_count() >= id).then_some(())).await
+}
+
+/// What replicateTx waits for before it answers (immudb 1.11.1 embedded/store/immustore.go,
+/// `(*ImmuStore).ReplicateTx`): its transaction durable, and committed too unless the database
+/// commits on an external allowance (synchronous replication), which only its primary gives, or
+/// a promotion: a synchronous replica answers once the transaction is precommitted and synced.
+pub(crate) async fn replicated(
+    state: &Weak<Mutex<State>>,
+    name: &str,
+    id: u64,
+) -> Result<(), tonic::Status> {
+    wait_until(state, name, |db| {
+        let ledger = &db.ledger;
+        let done = if ledger.uses_allowance() {
+            ledger.durable_id() >= id
+        } else {
+            ledger.tx_count() >= id
+        };
+        done.then_some(())
+    })
+    .await
 }
 
 /// The syncer of one database: batches every precommitted transaction into one fsync.
@@ -232,10 +272,15 @@ async fn sync_loop(
         Some(state.databases.get(&name)?.ledger.precommitted_id())
     };
     loop {
-        let pending = wait_until(&state, &name, |db| {
-            let durable = db.ledger.durable_id();
-            (db.ledger.precommitted_id() > durable).then_some(durable)
-        })
+        let pending = wait_for(
+            &state,
+            &name,
+            |db| {
+                let durable = db.ledger.durable_id();
+                (db.ledger.precommitted_id() > durable).then_some(durable)
+            },
+            false,
+        )
         .await;
         let Ok(durable) = pending else { return };
         // Give more transactions time to precommit while they keep coming.

@@ -124,6 +124,11 @@ impl Ledger {
         self.recommit();
     }
 
+    /// Whether commits wait for an external allowance (synchronous replication is on).
+    pub fn uses_allowance(&self) -> bool {
+        self.allowance.is_some()
+    }
+
     /// Raises the commit allowance to `id` (acknowledgements, or a primary's permission).
     pub fn allow_commit_up_to(&mut self, id: u64) {
         if let Some(allowance) = &mut self.allowance {

@@ -253,13 +253,20 @@ impl Node {
 
     /// Cuts the node off (true) as a lost node is, keeping its data, or brings it back
     /// (false) as the same pod returning with its volume: while cut off, every call answers
-    /// Unavailable, no replicator reaches it and its own replicators pause.
+    /// Unavailable (calls waiting for a commit too), the metrics port answers nothing, no
+    /// replicator reaches it and its own replicators pause.
     pub fn isolate(&self, cut: bool) {
         let (host, port) = (self.options.grpc.ip().to_string(), self.options.grpc.port());
         self.faults
             .stopped
             .store(cut, std::sync::atomic::Ordering::SeqCst);
-        self.state.lock().expect("double state lock").isolated = cut;
+        let mut state = self.state.lock().expect("double state lock");
+        state.isolated = cut;
+        // Calls waiting for a commit end now, as a stopped process's connections do.
+        for db in state.databases.values() {
+            db.commits.notify();
+        }
+        drop(state);
         if cut {
             self.network.unregister(&host, port);
         } else {
@@ -352,6 +359,10 @@ async fn answer_health<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut stream: S,
     state: &Mutex<State>,
 ) {
+    // A stopped server's port answers nothing.
+    if state.lock().expect("double state lock").isolated {
+        return;
+    }
     let mut buffer = [0u8; 1024];
     let n = stream.read(&mut buffer).await.unwrap_or(0);
     let request = String::from_utf8_lossy(&buffer[..n]);

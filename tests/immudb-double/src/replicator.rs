@@ -188,6 +188,9 @@ enum Fetch {
     Failed(String),
 }
 
+/// immudb's answer to a synchronous replica's fetch from a database that keeps no replica
+/// states (immudb 1.11.1 pkg/database/database.go, `(*db).ExportTxByID`).
+pub const REPLICA_STATE_NOT_EXPECTED: &str = "illegal state: replica state was NOT expected";
 const COMMIT_DIVERGED: &str = "replica commit state diverged from primary's";
 const PRECOMMIT_DIVERGED: &str = "replica precommit state diverged from primary's";
 
@@ -261,11 +264,15 @@ fn fetch(
             drained: last == source.tx_count(),
         };
     }
+    // immudb keeps replica states only on a writable database with sync acks (immudb 1.11.1
+    // pkg/database/database.go, `(*db).AsReplica`) and refuses a fetch that carries one
+    // otherwise (`(*db).ExportTxByID`), before it looks at the state: a synchronous replica
+    // cannot fetch from a primary that was fenced (made a replica).
+    if !source.replication.sync_replication || source.replication.replica {
+        return Fetch::Failed(REPLICA_STATE_NOT_EXPECTED.into());
+    }
     if let Some(diverged) = check_report(&source.ledger, report) {
         return diverged;
-    }
-    if !source.replication.sync_replication || source.replication.replica {
-        return Fetch::Failed("primary is not running with synchronous replication".into());
     }
     let have = report.precommitted.0;
     source.acks.insert(report.uuid.clone(), have);

@@ -227,7 +227,7 @@ pub async fn replicate_tx(
         header
     };
     drop(slot);
-    commits::committed(&weak, &db_name, header.id).await?;
+    commits::replicated(&weak, &db_name, header.id).await?;
     Ok(Response::new(header_to_proto(&header)))
 }
 

@@ -2,9 +2,11 @@
 //! failover depends on it: bearer tokens (401 for an unknown one), RBAC from the chart's Role
 //! (403), Leases (coordination.k8s.io/v1) with a resourceVersion bumped on every write and
 //! optimistic concurrency (409 on a stale version or an existing name, 404 for a missing one),
-//! pods whose labels change by JSON merge patch, and StatefulSets to read (their replica counts).
-//! A test adds the release's pods, scales its StatefulSet, reads the labels the agents set, and
-//! can cut one client off (its calls hang, as behind a partition).
+//! pods whose labels change by JSON merge patch (and that are read, with their revision label,
+//! Ready condition and deletionTimestamp), and StatefulSets to read (their replica counts and
+//! revisions). A test adds the release's pods, scales its StatefulSets, rolls them to a new
+//! revision, marks pods terminating, reads the labels the agents set, and can cut one client
+//! off (its calls hang, as behind a partition).
 
 pub mod objects;
 pub mod rbac;
@@ -476,18 +478,52 @@ impl KubeHandle {
     }
 
     /// A StatefulSet asked for `replicas` pods (as `kubectl scale` or an HPA sets it) that has
-    /// `created` of them, as its controller reports them in `status.replicas`.
+    /// `created` of them, as its controller reports them in `status.replicas`; its revisions
+    /// are kept.
     pub fn scale_statefulset(&self, ns: &str, name: &str, replicas: u32, created: u32) {
+        self.change_statefulset(ns, name, |statefulset| {
+            statefulset["spec"]["replicas"] = replicas.into();
+            statefulset["status"]["replicas"] = created.into();
+        });
+    }
+
+    /// The StatefulSet's revisions, as its controller reports them: `update` is the template's
+    /// (a pod created from it carries it in `controller-revision-hash`), `current` the one the
+    /// pods not yet rolled run; they differ while a rolling update is under way.
+    pub fn set_revisions(&self, ns: &str, name: &str, update: &str, current: &str) {
+        self.change_statefulset(ns, name, |statefulset| {
+            statefulset["status"]["updateRevision"] = update.into();
+            statefulset["status"]["currentRevision"] = current.into();
+        });
+    }
+
+    fn change_statefulset(&self, ns: &str, name: &str, change: impl FnOnce(&mut Value)) {
         let mut api = self.api();
         let version = api.bump();
-        let statefulset = json!({
-            "apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": name, "namespace": ns, "resourceVersion": version},
-            "spec": {"replicas": replicas, "serviceName": format!("{name}-hl")},
-            "status": {"replicas": created},
-        });
-        api.statefulsets
-            .insert((ns.into(), name.into()), statefulset);
+        let statefulset = api
+            .statefulsets
+            .entry((ns.into(), name.into()))
+            .or_insert_with(|| {
+                json!({
+                    "apiVersion": "apps/v1", "kind": "StatefulSet",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"replicas": 1, "serviceName": format!("{name}-hl")},
+                    "status": {"replicas": 0},
+                })
+            });
+        statefulset["metadata"]["resourceVersion"] = version.into();
+        change(statefulset);
+    }
+
+    /// The pod is being deleted: `metadata.deletionTimestamp` is set, as the API server does
+    /// before the kubelet stops its containers.
+    pub fn terminate_pod(&self, ns: &str, name: &str) {
+        let mut api = self.api();
+        let version = api.bump();
+        if let Some(pod) = api.pods.get_mut(&(ns.into(), name.into())) {
+            pod["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z".into();
+            pod["metadata"]["resourceVersion"] = version.into();
+        }
     }
 
     /// The kubelet's verdict from the pod's readiness probe: a Service routes to Ready pods only.
@@ -497,6 +533,24 @@ impl KubeHandle {
             let status = if ready { "True" } else { "False" };
             pod["status"]["conditions"] = json!([{"type": "Ready", "status": status}]);
         }
+    }
+
+    /// Whether the pod exists.
+    pub fn exists(&self, ns: &str, name: &str) -> bool {
+        self.api().pods.contains_key(&(ns.into(), name.into()))
+    }
+
+    /// Whether the kubelet calls the pod Ready (its Ready condition).
+    pub fn ready(&self, ns: &str, name: &str) -> bool {
+        self.api()
+            .pods
+            .get(&(ns.into(), name.into()))
+            .is_some_and(|pod| {
+                pod["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
     }
 
     /// A pod deleted (its node lost): the Service stops selecting it.
@@ -516,7 +570,10 @@ impl KubeHandle {
             .collect()
     }
 
-    /// The IPs of the pods a Service selecting `key=value` routes to: labelled and Ready.
+    /// The IPs of the pods a Service selecting `key=value` routes to, as kube-proxy picks them
+    /// from the EndpointSlices: labelled, Ready and not terminating; when there are none, the
+    /// Ready ones that are terminating (KEP-1669, GA in Kubernetes 1.28: a pod keeps serving
+    /// while its preStop hook runs, until another is Ready).
     pub fn selected_ips(&self, ns: &str, key: &str, value: &str) -> Vec<String> {
         self.selector(ns, key, value)()
     }
@@ -538,12 +595,24 @@ impl KubeHandle {
                         .any(|c| c["type"] == "Ready" && c["status"] == "True")
                 })
             };
-            api.pods
+            let serving: Vec<&Value> = api
+                .pods
                 .iter()
                 .filter(|((pod_ns, _), pod)| {
                     *pod_ns == ns && pod["metadata"]["labels"][&key] == value.as_str() && ready(pod)
                 })
-                .filter_map(|(_, pod)| pod["status"]["podIP"].as_str().map(str::to_string))
+                .map(|(_, pod)| pod)
+                .collect();
+            let terminating = |pod: &&Value| !pod["metadata"]["deletionTimestamp"].is_null();
+            let running: Vec<&Value> = serving
+                .iter()
+                .copied()
+                .filter(|p| !terminating(p))
+                .collect();
+            let chosen = if running.is_empty() { serving } else { running };
+            chosen
+                .into_iter()
+                .filter_map(|pod| pod["status"]["podIP"].as_str().map(str::to_string))
                 .collect()
         }
     }

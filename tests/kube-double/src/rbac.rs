@@ -29,9 +29,15 @@ fn strings(value: &Value, key: &str) -> Vec<String> {
 }
 
 impl Rule {
-    /// The chart's rules for a release whose Lease is `lease`, whose replica StatefulSet is
-    /// `statefulset` and whose pods that may label themselves are `pods`.
-    pub fn chart(lease: &str, statefulset: &str, pods: &[&str]) -> Vec<Rule> {
+    /// The chart's rules for a release whose Lease is `lease`, whose StatefulSets are
+    /// `read_statefulset` and `primary_statefulset` and whose pods that may label themselves
+    /// are `pods`.
+    pub fn chart(
+        lease: &str,
+        read_statefulset: &str,
+        primary_statefulset: &str,
+        pods: &[&str],
+    ) -> Vec<Rule> {
         let rules: Value = serde_json::from_str(CHART_ROLE).expect("chart-role.json is JSON");
         rules
             .as_array()
@@ -45,7 +51,8 @@ impl Rule {
                     .into_iter()
                     .flat_map(|name| match name.as_str() {
                         "$LEASE" => vec![lease.to_string()],
-                        "$READ_STATEFULSET" => vec![statefulset.to_string()],
+                        "$READ_STATEFULSET" => vec![read_statefulset.to_string()],
+                        "$PRIMARY_STATEFULSET" => vec![primary_statefulset.to_string()],
                         "$PODS" => pods.iter().map(|p| p.to_string()).collect(),
                         _ => vec![name],
                     })
@@ -81,7 +88,12 @@ mod tests {
 
     #[test]
     fn the_chart_role_allows_exactly_the_failover_calls() {
-        let rules = Rule::chart("db-primary", "db-read", &["db-primary-0", "db-read-0"]);
+        let rules = Rule::chart(
+            "db-primary",
+            "db-read",
+            "db-primary",
+            &["db-primary-0", "db-read-0"],
+        );
         let lease = |verb, name| allowed(&rules, "coordination.k8s.io", "leases", verb, name);
         assert!(lease("create", None));
         assert!(lease("get", Some("db-primary")));
@@ -92,11 +104,14 @@ mod tests {
         let pod = |verb, name| allowed(&rules, "", "pods", verb, name);
         assert!(pod("patch", Some("db-read-0")));
         assert!(!pod("patch", Some("other-0")));
-        assert!(!pod("get", Some("db-read-0")));
+        assert!(pod("get", Some("db-read-0")));
+        assert!(!pod("get", Some("other-0")));
         assert!(!pod("list", None));
+        assert!(!pod("delete", Some("db-read-0")));
         let statefulset = |verb, name| allowed(&rules, "apps", "statefulsets", verb, name);
         assert!(statefulset("get", Some("db-read")));
-        assert!(!statefulset("get", Some("db-primary")));
+        assert!(statefulset("get", Some("db-primary")));
+        assert!(!statefulset("get", Some("other")));
         assert!(!statefulset("patch", Some("db-read")));
         assert!(!statefulset("list", None));
         assert!(!allowed(&rules, "", "secrets", "get", Some("db-auth")));

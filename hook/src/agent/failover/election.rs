@@ -1,5 +1,5 @@
 //! The election: what every pod holds (asked concurrently, each call bounded), who is the most
-//! advanced (`plan::failover::elect`), and, when this pod is, the handover before it takes the
+//! advanced (`plan::failover::elect`), and, when this pod is, the cut-off before it takes the
 //! Lease.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,8 +13,8 @@ use crate::client::{Client, RpcError};
 use crate::config::Topology;
 use crate::kube::KubeError;
 use crate::link::{Dial, Link};
+use crate::plan::cutoff::{cutoff, Cutoff};
 use crate::plan::failover::{self, elect, Election, ElectionRules, Peer, Position, TxPosition};
-use crate::plan::handover::{handover, Handover};
 use crate::types::Credentials;
 use crate::wait::SystemResolver;
 
@@ -133,7 +133,7 @@ impl Failover {
     }
 
     /// Compares every pod's position; when this pod is the most advanced it cuts the previous
-    /// holder off (`plan::handover`), compares again what the pods that answered hold now, and
+    /// holder off (`plan::cutoff`), compares again what the pods that answered hold now, and
     /// takes the Lease.
     pub(super) async fn elect(
         &mut self,
@@ -165,11 +165,11 @@ impl Failover {
         if let Some(verdict) = Failover::declined(election, &previous) {
             return (verdict, None);
         }
-        let handover = handover(previous.as_deref(), &me, &peers);
-        let mine = if handover == Handover::default() {
+        let cutoff = cutoff(previous.as_deref(), &me, &peers);
+        let mine = if cutoff == Cutoff::default() {
             mine
         } else {
-            if let Err(why) = self.hand_over(&handover, ask.admin).await {
+            if let Err(why) = self.cut_off(&cutoff, ask.admin).await {
                 return (replica(previous, why), None);
             }
             // They can acknowledge nothing more on the old primary: decide on what they hold

@@ -7,48 +7,33 @@
 //! replicators retry as immudb's do (2 s, 4 s, 8 s ... after failures in a row). Prints a
 //! BENCHMARKS.md section on stdout. Usage: failover-bench <path to immudb-hook>
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use immudb_double::proto::immu_service_client::ImmuServiceClient;
-use immudb_double::proto::{KeyValue, OpenSessionRequest, SetRequest};
 use immudb_double::replicator::Backoff;
-use immudb_double::{Network, Node};
-use kube_double::{KubeDouble, KubeHandle, Rule};
-use tonic::transport::Channel;
+use immudb_double::{Network, Node, NodeOptions};
 
 mod support;
 
-const NS: &str = "db";
-const LEASE: &str = "bench-immudb-primary";
-const WRITE_SERVICE: &str = "bench-immudb-primary";
-const READ_STATEFULSET: &str = "bench-immudb-read";
-const AGENT_PORT: u16 = 9498;
-const ADMIN: &str = "bench-admin";
+use support::release::{
+    add_pod, pod, pod_host, session, set, Probes, Release, ADMIN, AGENT_PORT, NS,
+};
+
 const DATABASES: usize = 10;
+/// This bench's addresses: 127.79.x.y.
+const BENCH: u8 = 79;
 /// Writes the new primary takes while the old one is away.
 const WRITES_WHILE_AWAY: usize = 50;
 
 fn ip(subnet: u8, node: u8) -> IpAddr {
-    support::ip(79, subnet, node)
+    support::ip(BENCH, subnet, node)
 }
 
-fn pod(node: u8) -> String {
-    match node {
-        0 => "bench-immudb-primary-0".into(),
-        n => format!("{READ_STATEFULSET}-{}", n - 1),
-    }
-}
-
-/// The pod's DNS name in its headless Service, as the chart gives it: its identity in the Lease.
-fn pod_host(node: u8) -> String {
-    let service = match node {
-        0 => "bench-immudb-primary-hl".to_string(),
-        _ => format!("{READ_STATEFULSET}-hl"),
-    };
-    format!("{}.{service}.{NS}.svc.cluster.local", pod(node))
-}
+/// The kubelet probes every 20 ms: what the bench measures is the agents', not the probes'.
+const FAST_PROBES: Probes = Probes {
+    period: Duration::from_millis(20),
+};
 
 /// How the agents run.
 #[derive(Clone, Copy)]
@@ -60,236 +45,69 @@ struct Mode {
     sync: bool,
 }
 
-/// Three pods (a primary and two replicas), the API double and the write Service.
-struct Release {
-    subnet: u8,
-    kube: KubeDouble,
-    nodes: Vec<Node>,
-    agents: Vec<Option<tokio::process::Child>>,
-    hosts_file: std::path::PathBuf,
+impl Mode {
+    /// The directory with the files of this mode's spec.
+    fn dir(&self, dir: &Path) -> PathBuf {
+        dir.join(if self.sync { "sync" } else { "async" })
+    }
 }
 
-impl Release {
-    async fn start(subnet: u8, network: &Network, dir: &Path) -> Release {
-        let pods: Vec<String> = (0..3).map(pod).collect();
-        let names: Vec<&str> = pods.iter().map(String::as_str).collect();
-        let kube = KubeDouble::start(Rule::chart(LEASE, READ_STATEFULSET, &names))
-            .await
-            .expect("start the API double");
-        kube.scale_statefulset(NS, READ_STATEFULSET, 2, 2);
-        let mut nodes = Vec::new();
-        let mut hosts = String::from("127.0.0.1 localhost\n");
-        for n in 0..3 {
-            let mut options = support::node_options(ip(subnet, n), ADMIN);
-            options.replication_retry = Backoff::IMMUDB;
-            nodes.push(Node::start(options, network).await.expect("start a double"));
-            kube.add_pod(NS, &pod(n), &[], &ip(subnet, n).to_string());
-            // One token per agent, so the double can tell their calls apart.
-            kube.add_token(&format!("token-{n}"));
-            std::fs::write(dir.join(format!("token-{n}")), format!("token-{n}")).unwrap();
-            hosts.push_str(&format!("{} {}\n", ip(subnet, n), pod_host(n)));
-            // The cluster's DNS, for the doubles' replicators too.
-            let address = ip(subnet, n).to_string();
-            network.alias(&pod_host(n), move || Some(address.clone()));
-        }
-        let hosts_file = dir.join(format!("hosts-{subnet}"));
-        std::fs::write(&hosts_file, hosts).unwrap();
-        let selected = kube.selector(NS, "immudb/role", "primary");
-        network.alias(WRITE_SERVICE, move || selected().into_iter().next());
-        run_kubelet(kube.handle(), subnet);
-        Release {
-            subnet,
-            kube,
-            nodes,
-            agents: Vec::new(),
-            hosts_file,
-        }
-    }
+async fn status(ip: IpAddr, path: &str) -> Option<u16> {
+    support::get(&format!("{ip}:{AGENT_PORT}{path}"))
+        .await
+        .map(|(s, _)| s)
+}
 
-    fn holder(&self) -> Option<String> {
-        let lease = self.kube.lease(NS, LEASE)?;
-        lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+/// A release whose agents all run in `mode`, every agent Ready, a write taken.
+async fn settled_release(
+    hook: &str,
+    dir: &Path,
+    network: &Network,
+    subnet: u8,
+    mode: Mode,
+) -> Release {
+    let immudb_backoff = |mut options: NodeOptions| {
+        options.replication_retry = Backoff::IMMUDB;
+        options
+    };
+    let lease = mode.lease_duration.map(|lease| (lease, "2m"));
+    let dir = mode.dir(dir);
+    let mut release = Release::start(
+        (BENCH, subnet),
+        network,
+        &dir,
+        immudb_backoff,
+        lease,
+        FAST_PROBES,
+    )
+    .await;
+    release.poll_interval = mode.poll_interval.into();
+    release.name_pods_as_the_chart(network);
+    if !mode.sync {
+        release
+            .env
+            .push(("IMMUDB_AGENT_ALLOW_DATA_LOSS".into(), "true".into()));
     }
-
-    fn agent_url(&self, node: u8, path: &str) -> String {
-        format!("{}:{AGENT_PORT}{path}", ip(self.subnet, node))
-    }
-
-    async fn ready(&self, node: u8) -> bool {
-        support::get(&self.agent_url(node, "/readyz"))
-            .await
-            .is_some_and(|(status, _)| status == 200)
-    }
-
-    /// Every agent Ready, and with failover the primary StatefulSet's pod holding the Lease.
-    async fn settle(&self, failover: bool) {
-        let primary = pod_host(0);
-        loop {
-            let mut settled = !failover || self.holder().as_deref() == Some(primary.as_str());
-            for n in 0..3 {
-                settled &= self.ready(n).await;
-            }
-            if settled {
-                return;
-            }
+    release.start_agents(hook);
+    for n in 0..3 {
+        while status(release.ip(n), "/readyz").await != Some(200) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-
-    /// Whether db0 on `node` is read-only (a replica).
-    fn read_only(&self, node: u8) -> bool {
-        self.nodes[node as usize].with_state(|s| s.databases["db0"].replication.replica)
+    while !release.write(b"before").await {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-
-    fn tx_count(&self, node: u8) -> u64 {
-        self.nodes[node as usize].with_state(|s| s.databases["db0"].tx_count())
-    }
-}
-
-/// The kubelet: each pod's readiness from its agent's /readyz, probed every 20 ms (a probe
-/// that gets no answer within 500 ms fails).
-fn run_kubelet(kube: KubeHandle, subnet: u8) {
-    for n in 0..3 {
-        let kube = kube.clone();
-        tokio::spawn(async move {
-            let url = format!("{}:{AGENT_PORT}/readyz", ip(subnet, n));
-            loop {
-                let ready = matches!(
-                    tokio::time::timeout(Duration::from_millis(500), support::get(&url)).await,
-                    Ok(Some((200, _)))
-                );
-                kube.set_ready(NS, &pod(n), ready);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-    }
-}
-
-/// The agent of pod `node`.
-fn agent(hook: &str, dir: &Path, release: &Release, node: u8, mode: Mode) -> tokio::process::Child {
-    let me = ip(release.subnet, node);
-    let mut command = support::hook_command(hook, dir, ip(release.subnet, 0), &[]);
-    command
-        .arg("agent")
-        .env_remove("IMMUDB_HOOK_REPLICAS")
-        .env("IMMUDB_HOOK_PRIMARY_HOST", pod_host(0))
-        .env("IMMUDB_HOOK_REPLICA_STATEFULSET", READ_STATEFULSET)
-        .env(
-            "IMMUDB_HOOK_REPLICA_SERVICE",
-            format!("{READ_STATEFULSET}-hl"),
-        )
-        .env("IMMUDB_HOOK_REPLICA_COUNT", "2")
-        .env("IMMUDB_HOOK_NAMESPACE", NS)
-        .env("IMMUDB_HOOK_HOSTS_FILE", &release.hosts_file)
-        .env("IMMUDB_HOOK_RESOLV_CONF", dir.join("resolv.conf"))
-        .env(
-            "IMMUDB_HOOK_SPEC_FILE",
-            dir.join(if mode.sync {
-                "spec-sync.json"
-            } else {
-                "spec-async.json"
-            }),
-        )
-        .env(
-            "IMMUDB_AGENT_ROLE",
-            if node == 0 { "primary" } else { "replica" },
-        )
-        .env(
-            "IMMUDB_AGENT_LISTEN",
-            SocketAddr::new(me, AGENT_PORT).to_string(),
-        )
-        .env("IMMUDB_AGENT_LOCAL_ADDRESS", me.to_string())
-        .env("IMMUDB_AGENT_POLL_INTERVAL", mode.poll_interval)
-        .kill_on_drop(true);
-    match mode.lease_duration {
-        Some(lease_duration) => {
-            command
-                .env("IMMUDB_HOOK_REPLICATION_PRIMARY_HOST", WRITE_SERVICE)
-                .env("IMMUDB_HOOK_LEASE_NAME", LEASE)
-                .env("IMMUDB_HOOK_KUBE_API_URL", release.kube.url())
-                .env(
-                    "IMMUDB_HOOK_KUBE_TOKEN_FILE",
-                    dir.join(format!("token-{node}")),
-                )
-                .env("IMMUDB_AGENT_POD_NAME", pod(node))
-                .env("IMMUDB_AGENT_POD_HOST", pod_host(node))
-                .env("IMMUDB_AGENT_LEASE_DURATION", lease_duration)
-                .env("IMMUDB_AGENT_FAILOVER_COOLDOWN", "2m");
-            if !mode.sync {
-                command.env("IMMUDB_AGENT_ALLOW_DATA_LOSS", "true");
-            }
-        }
-        None => {
-            command.env("IMMUDB_HOOK_REPLICATION_PRIMARY_HOST", pod_host(0));
-        }
-    }
-    command.spawn().expect("start an agent")
-}
-
-/// A session on db0 of `node`, as a client connected straight to that pod holds one.
-async fn direct_session(
-    release: &Release,
-    node: u8,
-) -> Option<(ImmuServiceClient<Channel>, String)> {
-    let target = ip(release.subnet, node);
-    let mut client = ImmuServiceClient::connect(format!("http://{target}:3322"))
-        .await
-        .ok()?;
-    let session = client
-        .open_session(OpenSessionRequest {
-            username: b"immudb".to_vec(),
-            password: ADMIN.as_bytes().to_vec(),
-            database_name: "db0".into(),
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .session_id;
-    Some((client, session))
-}
-
-/// One write on `session`, acknowledged within `timeout` or not.
-async fn set(
-    (client, session): &mut (ImmuServiceClient<Channel>, String),
-    key: &[u8],
-    timeout: Duration,
-) -> bool {
-    let mut request = tonic::Request::new(SetRequest {
-        k_vs: vec![KeyValue {
-            key: key.to_vec(),
-            value: key.to_vec(),
-        }],
-        no_wait: false,
-    });
-    let Ok(id) = session.parse() else {
-        return false;
-    };
-    request.metadata_mut().insert("sessionid", id);
-    matches!(
-        tokio::time::timeout(timeout, client.set(request)).await,
-        Ok(Ok(_))
-    )
-}
-
-/// One write through the write Service (whichever pod it routes to now), acknowledged or not.
-async fn write(release: &Release, key: &[u8]) -> bool {
-    let routed = release.kube.selected_ips(NS, "immudb/role", "primary");
-    let Some(node) = (0..3).find(|&n| routed.contains(&ip(release.subnet, n).to_string())) else {
-        return false;
-    };
-    let timeout = Duration::from_millis(500);
-    match tokio::time::timeout(timeout, direct_session(release, node)).await {
-        Ok(Some(mut session)) => set(&mut session, key, timeout).await,
-        _ => false,
-    }
+    // Let the replicas settle into their polling rhythm.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    release
 }
 
 /// Writes through the write Service until one is acknowledged; the seconds since `since`.
-async fn first_write_after(release: &Release, since: Instant, name: &str) -> f64 {
+async fn first_write_after(release: &Release, since: Instant) -> f64 {
     let mut n = 0u32;
     loop {
         n += 1;
-        if write(release, format!("{name}-{n}").as_bytes()).await {
+        if release.write(format!("after-{n}").as_bytes()).await {
             return since.elapsed().as_secs_f64();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -304,6 +122,11 @@ async fn until(since: Instant, mut condition: impl FnMut() -> bool) -> f64 {
     since.elapsed().as_secs_f64()
 }
 
+/// Whether db0 on `node` is read-only (a replica).
+fn read_only(node: &Node) -> bool {
+    node.with_state(|s| s.databases["db0"].replication.replica)
+}
+
 /// From now on, the seconds from `since` until db0 of `node` is read-only, looked at every
 /// millisecond in the background.
 fn read_only_after(node: &Node, since: Instant) -> tokio::task::JoinHandle<f64> {
@@ -316,8 +139,11 @@ fn read_only_after(node: &Node, since: Instant) -> tokio::task::JoinHandle<f64> 
     })
 }
 
+fn tx_count(release: &Release, node: u8) -> u64 {
+    release.nodes[node as usize].with_state(|s| s.databases["db0"].tx_count())
+}
+
 /// What one trial measured, in seconds.
-#[derive(Default)]
 struct Trial {
     /// The primary lost or paused → the first write the write Service accepts.
     failover: f64,
@@ -330,37 +156,15 @@ struct Trial {
     acknowledged_after_resume: usize,
 }
 
-/// A release whose agents all run in `mode`, settled on the primary StatefulSet's pod.
-async fn settled_release(
-    hook: &str,
-    dir: &Path,
-    network: &Network,
-    subnet: u8,
-    mode: Mode,
-) -> Release {
-    let mut release = Release::start(subnet, network, dir).await;
-    for n in 0..3 {
-        let child = agent(hook, dir, &release, n, mode);
-        release.agents.push(Some(child));
-    }
-    release.settle(mode.lease_duration.is_some()).await;
-    let mut primary = direct_session(&release, 0).await.expect("a session on db0");
-    while !set(&mut primary, b"before", Duration::from_millis(500)).await {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Let the replicas settle into their polling rhythm.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    release
-}
-
-/// Waits until the new primary's agent and the returning pod's are Ready and the returning pod
-/// holds everything the new primary holds.
+/// The seconds from `since` until the returning pod's agent is Ready and the pod holds
+/// everything the new primary holds.
 async fn rejoined(release: &Release, since: Instant) -> f64 {
     let elected = (1..3)
         .find(|&n| release.holder() == Some(pod_host(n)))
         .expect("a replica holds the Lease");
     loop {
-        if release.ready(0).await && release.tx_count(0) >= release.tx_count(elected) {
+        let ready = status(release.ip(0), "/readyz").await == Some(200);
+        if ready && tx_count(release, 0) >= tx_count(release, elected) {
             return since.elapsed().as_secs_f64();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -374,18 +178,16 @@ async fn lost_trial(hook: &str, dir: &Path, network: &Network, subnet: u8, mode:
     release.agents[0] = None;
     release.nodes[0].isolate(true);
     release.kube.remove_pod(NS, &pod(0));
-    let failover = first_write_after(&release, lost, "after").await;
+    let failover = first_write_after(&release, lost).await;
     for n in 0..WRITES_WHILE_AWAY {
-        write(&release, format!("while-away-{n}").as_bytes()).await;
+        release.write(format!("while-away-{n}").as_bytes()).await;
     }
     // The same pod back on its volume: immudb opens its databases writable, its agent starts.
     let back = Instant::now();
-    release
-        .kube
-        .add_pod(NS, &pod(0), &[], &ip(subnet, 0).to_string());
+    add_pod(&release.kube, 0, release.ip(0));
     release.nodes[0].isolate(false);
-    release.agents[0] = Some(agent(hook, dir, &release, 0, mode));
-    let read_only = until(back, || release.read_only(0)).await;
+    release.agents[0] = Some(release.agent(hook, 0));
+    let read_only = until(back, || read_only(&release.nodes[0])).await;
     let ready = Some(rejoined(&release, back).await);
     Trial {
         failover,
@@ -408,16 +210,18 @@ fn signal(release: &Release, node: u8, signal: &str) {
 }
 
 /// The whole primary pod stops (immudb and agent) past the lease, then resumes; a client
-/// connected straight to it writes from the moment it resumes until its writes are refused.
+/// connected straight to it writes from the moment it resumes until it is read-only.
 async fn paused_trial(hook: &str, dir: &Path, network: &Network, subnet: u8, mode: Mode) -> Trial {
     let release = settled_release(hook, dir, network, subnet, mode).await;
-    let mut direct = direct_session(&release, 0).await.expect("a session on db0");
+    let direct = session(&release.ip(0).to_string(), "db0")
+        .await
+        .expect("a session on db0");
     let paused = Instant::now();
     release.nodes[0].pause(true);
     signal(&release, 0, "STOP");
-    let failover = first_write_after(&release, paused, "after").await;
+    let failover = first_write_after(&release, paused).await;
     for n in 0..WRITES_WHILE_AWAY {
-        write(&release, format!("while-away-{n}").as_bytes()).await;
+        release.write(format!("while-away-{n}").as_bytes()).await;
     }
     let resumed = Instant::now();
     let fenced = read_only_after(&release.nodes[0], resumed);
@@ -425,10 +229,11 @@ async fn paused_trial(hook: &str, dir: &Path, network: &Network, subnet: u8, mod
     signal(&release, 0, "CONT");
     let mut acknowledged = 0;
     let mut n = 0;
-    while !release.read_only(0) {
+    while !read_only(&release.nodes[0]) {
         n += 1;
         let key = format!("after-resume-{n}");
-        if set(&mut direct, key.as_bytes(), Duration::from_millis(200)).await {
+        let write = tokio::time::timeout(Duration::from_millis(200), set(&direct, key.as_bytes()));
+        if matches!(write.await, Ok(Some(()))) {
             acknowledged += 1;
         }
     }
@@ -466,7 +271,7 @@ async fn poll_cost(
             .as_ref()
             .and_then(|c| c.id())
             .expect("pid");
-        let url = release.agent_url(node, "/metrics");
+        let url = format!("{}:{AGENT_PORT}/metrics", ip(subnet, node));
         let polls = |body: Option<(u16, String)>| {
             body.map_or(f64::NAN, |(_, b)| {
                 support::metric(&b, "immudb_agent_polls_total")
@@ -492,18 +297,18 @@ fn seconds(trials: &[Trial], of: impl Fn(&Trial) -> f64) -> String {
     values.join(", ")
 }
 
-fn ready(trials: &[Trial]) -> String {
-    let values: Vec<String> = trials
-        .iter()
-        .map(|t| t.ready.map_or("diverged".into(), |s| format!("{s:.1}")))
-        .collect();
-    values.join(", ")
-}
-
 fn milliseconds(trials: &[Trial], of: impl Fn(&Trial) -> f64) -> String {
     let values: Vec<String> = trials
         .iter()
         .map(|t| format!("{:.0}", of(t) * 1000.0))
+        .collect();
+    values.join(", ")
+}
+
+fn ready(trials: &[Trial]) -> String {
+    let values: Vec<String> = trials
+        .iter()
+        .map(|t| t.ready.map_or("diverged".into(), |s| format!("{s:.1}")))
         .collect();
     values.join(", ")
 }
@@ -514,23 +319,24 @@ async fn main() {
         .nth(1)
         .expect("usage: failover-bench <path to immudb-hook>");
     let dir = std::env::temp_dir().join(format!("failover-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("admin"), ADMIN).unwrap();
-    std::fs::write(dir.join("replication"), "bench-replication").unwrap();
-    // No nameserver answers: names resolve through each release's hosts file.
-    std::fs::write(
-        dir.join("resolv.conf"),
-        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-    )
-    .unwrap();
     let names: Vec<String> = (0..DATABASES).map(|i| format!("db{i}")).collect();
-    let sync = format!(
-        "{{\"databases\": {names:?}, \"replication\": {{\"sync\": {{\"enabled\": true, \"acks\": 1}}, \"allowTxDiscarding\": true}}}}"
-    );
-    let asynchronous =
-        format!("{{\"databases\": {names:?}, \"replication\": {{\"allowTxDiscarding\": true}}}}");
-    std::fs::write(dir.join("spec-sync.json"), sync).unwrap();
-    std::fs::write(dir.join("spec-async.json"), asynchronous).unwrap();
+    for sync in [true, false] {
+        let replication = match sync {
+            true => r#"{"sync": {"enabled": true, "acks": 1}, "allowTxDiscarding": true}"#,
+            false => r#"{"allowTxDiscarding": true}"#,
+        };
+        let mode = Mode {
+            poll_interval: "",
+            lease_duration: None,
+            sync,
+        };
+        let files = mode.dir(&dir);
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::write(files.join("admin"), ADMIN).unwrap();
+        std::fs::write(files.join("replication"), "bench-replication").unwrap();
+        let spec = format!("{{\"databases\": {names:?}, \"replication\": {replication}}}");
+        std::fs::write(files.join("spec.json"), spec).unwrap();
+    }
     let network = Network::default();
 
     println!("\n## Failover\n");
@@ -564,17 +370,17 @@ async fn main() {
     }
     println!("\nA failover takes the lease duration counted from the last renew an agent saw (up to one poll before the loss), up to one poll until an agent notices, the election (each pod asked what it holds; the winner then takes the old primary's pod out of the write Service and restarts the other replica's replicators), the promotion, the kubelet's next readiness probe of the new primary, and the other replica's next connection attempt (it must acknowledge the write; immudb's replicator tries again 2 s after its first failure and 4 s after its second, so a trial whose new primary is not routed to by then takes about 6 s longer). The returning pod is read-only within its agent's first poll (immudb answers at once here) and Ready once its replicators caught up.\n");
 
-    println!("Primary paused (immudb and agent stopped, connections kept open) past the lease, then resumed; a client with a session open on it writes from the moment it resumes (writes of 200 ms at most, one after the other) until it is refused:\n");
+    println!("Primary paused (immudb and agent stopped, connections kept open) past the lease, then resumed; a client with a session open on it writes from the moment it resumes (writes of 200 ms at most, one after the other) until it is read-only:\n");
     println!("| replication / agent.pollInterval / failover.leaseDuration | paused → first write accepted | resumed → read-only (ms) | writes acknowledged after the resume | resumed → Ready as a replica |\n| --- | --- | --- | --- | --- |");
     for sync in [true, false] {
-        for (interval, lease, count, note) in settings {
+        for (interval, lease, _, note) in settings {
             let mode = Mode {
                 poll_interval: interval,
                 lease_duration: Some(lease),
                 sync,
             };
             let mut trials = Vec::new();
-            for _ in 0..count.min(2) {
+            for _ in 0..2 {
                 trials.push(paused_trial(&hook, &dir, &network, subnet, mode).await);
                 subnet += 1;
             }

@@ -1,4 +1,7 @@
-//! What the benches share: the hook's command line for a cluster of doubles.
+//! What the benches share: the hook's command line for a cluster of doubles, and a release for
+//! the failover benches.
+
+pub mod release;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;

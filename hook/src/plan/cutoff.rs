@@ -1,5 +1,5 @@
-//! What the winner of an election does before it takes the Lease, so that the old primary gets
-//! no acknowledgement once another pod holds it.
+//! The cut-off: what the winner of an election does before it takes the Lease, so that the old
+//! primary gets no acknowledgement once another pod holds it.
 //!
 //! A primary that stopped for a while (SIGSTOP, a long GC pause, a frozen VM) keeps its
 //! connections: its kernel still acknowledges TCP. immudb's replicator keeps its stream to the
@@ -18,9 +18,10 @@
 
 use super::failover::Peer;
 
-/// The winner's steps before it takes the Lease.
+/// The winner's steps before it takes the Lease (a failover, unlike a planned stop's
+/// switchover, where the primary itself hands the Lease over).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Handover {
+pub struct Cutoff {
     /// The previous holder's pod, whose role label is removed (None: nobody held the Lease,
     /// this pod did, or its address names no pod).
     pub unlabel: Option<String>,
@@ -28,11 +29,11 @@ pub struct Handover {
     pub restarts: Vec<(String, Vec<String>)>,
 }
 
-/// The handover from `previous` (the Lease's last holder) to `me`, given what `peers` answered.
+/// The cut-off from `previous` (the Lease's last holder) to `me`, given what `peers` answered.
 /// Nothing when no other pod held the Lease: a fresh install, or a holder that gave it up.
-pub fn handover(previous: Option<&str>, me: &str, peers: &[Peer]) -> Handover {
+pub fn cutoff(previous: Option<&str>, me: &str, peers: &[Peer]) -> Cutoff {
     let Some(previous) = previous.filter(|previous| *previous != me) else {
-        return Handover::default();
+        return Cutoff::default();
     };
     let unlabel = pod_of(previous).map(str::to_string);
     let restarts = peers
@@ -43,7 +44,7 @@ pub fn handover(previous: Option<&str>, me: &str, peers: &[Peer]) -> Handover {
             (!databases.is_empty()).then(|| (peer.host.clone(), databases))
         })
         .collect();
-    Handover { unlabel, restarts }
+    Cutoff { unlabel, restarts }
 }
 
 /// The pod a StatefulSet pod's address names (`NAME-i.SERVICE.NAMESPACE.svc.DOMAIN`): its first
@@ -81,8 +82,8 @@ mod tests {
             peer(OTHER, Some(&["appdb", "chart_canary"])),
         ];
         assert_eq!(
-            handover(Some(OLD), ME, &peers),
-            Handover {
+            cutoff(Some(OLD), ME, &peers),
+            Cutoff {
                 unlabel: Some("db-immudb-primary-0".into()),
                 restarts: vec![(OTHER.into(), vec!["appdb".into(), "chart_canary".into()])],
             }
@@ -93,18 +94,15 @@ mod tests {
     fn a_pod_without_replicators_restarts_nothing() {
         // A fenced former primary follows nobody: it has no replicator.
         let peers = [peer(OLD, Some(&[])), peer(OTHER, Some(&["appdb"]))];
-        let handover = handover(Some(OLD), ME, &peers);
-        assert_eq!(
-            handover.restarts,
-            vec![(OTHER.into(), vec!["appdb".into()])]
-        );
+        let cut = cutoff(Some(OLD), ME, &peers);
+        assert_eq!(cut.restarts, vec![(OTHER.into(), vec!["appdb".into()])]);
     }
 
     #[test]
     fn without_another_previous_holder_there_is_nobody_to_cut_off() {
         let peers = [peer(OTHER, Some(&["appdb"]))];
-        assert_eq!(handover(None, ME, &peers), Handover::default());
-        assert_eq!(handover(Some(ME), ME, &peers), Handover::default());
+        assert_eq!(cutoff(None, ME, &peers), Cutoff::default());
+        assert_eq!(cutoff(Some(ME), ME, &peers), Cutoff::default());
     }
 
     #[test]

@@ -20,8 +20,7 @@ use std::sync::Arc;
 use immudb_txlog::{hex, Hash, TxHeader};
 use tokio::task::JoinHandle;
 
-use super::integrity;
-use crate::report::{Failure, StepResult};
+use crate::report::{integrity, Failure, StepResult};
 use crate::retry::Retried;
 use crate::session::{step_failed, Session};
 

@@ -1,20 +1,13 @@
 //! Failover end to end: agents against immudb doubles and the Kubernetes API double, configured
-//! as the chart configures them (the StatefulSet form, pods named by their DNS names, which the
-//! hosts file resolves). The write Service is a name the immudb double resolves, at every
-//! connection, to the pod labelled primary and Ready, as Kubernetes routes a Service (a
-//! replicator keeps the connection it made). A background check samples every live node all the
-//! time: never two writable primaries, never two pods behind the write Service. A paused primary
-//! is in `paused.rs`.
+//! as the chart configures them (`common::release`: the StatefulSet form, the write Service
+//! following the pod labelled primary, a sampler that never sees two writable primaries).
 
-#[path = "../common/mod.rs"]
 mod common;
-mod harness;
-mod paused;
 
 use std::time::Duration;
 
+use common::release::*;
 use common::*;
-use harness::*;
 use immudb_hook::client::Client;
 
 #[tokio::test]
@@ -360,6 +353,50 @@ async fn a_primary_back_on_an_empty_volume_hands_the_lease_to_a_replica_and_copi
     write(&release, "after").await;
 }
 
+/// The hook binary (the Job, `helm test`) with the release's env and `--lease-name`.
+async fn hook_binary(release: &Release, subcommand: &[&str]) -> (Option<i32>, String, String) {
+    hook_binary_with(release, &[], subcommand).await
+}
+
+/// [`hook_binary`] with more env.
+async fn hook_binary_with(
+    release: &Release,
+    env: &[(&str, &str)],
+    subcommand: &[&str],
+) -> (Option<i32>, String, String) {
+    let cluster = &release.cluster;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_immudb-hook"))
+        .envs(env.iter().copied())
+        .env("IMMUDB_HOOK_PRIMARY_HOST", pod_host(0))
+        .env("IMMUDB_HOOK_REPLICA_STATEFULSET", READ_STATEFULSET)
+        .env("IMMUDB_HOOK_REPLICA_SERVICE", "db-immudb-read-hl")
+        .env("IMMUDB_HOOK_REPLICA_COUNT", REPLICA_COUNT.to_string())
+        .env("IMMUDB_HOOK_REPLICATION_PRIMARY_HOST", WRITE_SERVICE)
+        .env("IMMUDB_HOOK_NAMESPACE", NS)
+        .env("IMMUDB_HOOK_LEASE_NAME", LEASE)
+        .env("IMMUDB_HOOK_KUBE_API_URL", release.kube.url())
+        .env("IMMUDB_HOOK_KUBE_TOKEN_FILE", cluster.path("token-1"))
+        .env("IMMUDB_HOOK_ADMIN_PASSWORD_FILE", cluster.path("admin"))
+        .env(
+            "IMMUDB_HOOK_REPLICATION_PASSWORD_FILE",
+            cluster.path("replication"),
+        )
+        .env("IMMUDB_HOOK_SPEC_FILE", cluster.write_spec(&sync_spec()))
+        .env("IMMUDB_HOOK_HOSTS_FILE", cluster.path("hosts"))
+        .env("IMMUDB_HOOK_RESOLV_CONF", cluster.path("resolv.conf"))
+        .env("IMMUDB_HOOK_TIMEOUT_SECONDS", "20")
+        .args(subcommand)
+        .output()
+        .await
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
 #[tokio::test]
 async fn after_a_failover_the_job_and_helm_test_find_the_primary_through_the_lease() {
     let mut release = Release::start("1h").await;
@@ -415,7 +452,7 @@ async fn after_a_failover_the_job_and_helm_test_find_the_primary_through_the_lea
 
 #[tokio::test]
 async fn a_pod_added_by_kubectl_scale_up_to_max_replicas_labels_itself_and_serves_reads() {
-    let mut release = Release::start("1h").await;
+    let mut release = Release::start_bounded("1h", sync_spec(), &[], REPLICA_COUNT + 1).await;
     assert!(eventually(WAIT, || release.settled_on(0)).await);
     let tx = write(&release, "before-scale").await;
     // kubectl scale --replicas=3: read-2 is beyond replicaCount, within maxReplicas.

@@ -1,20 +1,20 @@
-//! The winner's handover before it takes the Lease (`plan::handover` decides what): the
+//! The winner's cut-off before it takes the Lease (`plan::cutoff` decides what): the
 //! previous holder's pod leaves the write Service, and the replicators of every pod that
 //! answered restart, so no stream of theirs still reaches the previous primary.
 
 use super::{Failover, ROLE_LABEL};
 use crate::kube::KubeError;
-use crate::plan::handover::Handover;
+use crate::plan::cutoff::Cutoff;
 use crate::types::Credentials;
 
 impl Failover {
-    /// Applies `handover`; Err names the step that failed (the election waits for the next poll).
-    pub(super) async fn hand_over(
+    /// Applies `cutoff`; Err names the step that failed (the election waits for the next poll).
+    pub(super) async fn cut_off(
         &mut self,
-        handover: &Handover,
+        cutoff: &Cutoff,
         admin: &Credentials,
     ) -> Result<(), String> {
-        if let Some(pod) = &handover.unlabel {
+        if let Some(pod) = &cutoff.unlabel {
             match self.kube.label_pod(pod, ROLE_LABEL, None).await {
                 // A deleted pod is in no Service.
                 Ok(()) | Err(KubeError::NotFound(_)) => {
@@ -27,7 +27,7 @@ impl Failover {
                 }
             }
         }
-        let restarts = &handover.restarts;
+        let restarts = &cutoff.restarts;
         let hosts = restarts.iter().map(|(host, _)| host.clone()).collect();
         let answers = self
             .ask_peers(&hosts, admin, |host, session| {

@@ -1,11 +1,12 @@
-//! The transaction calls backups need, on the shared immudb [`Client`]: a header by id, the
+//! The transaction calls that move histories (backups, restores, rebuild-primary and the
+//! agent's hand-over of the primary role), on the shared immudb [`Client`]: a header by id, the
 //! current state, a transaction exported and replicated as chunked stream messages, and the
 //! settings of a replay target (`plan::replay`).
 
 use immudb_txlog::{Hash, TxHeader, TxMetadata};
 
-use crate::client::convert;
-use crate::client::{Client, RpcError, SettingsRequest};
+use super::convert;
+use super::{Client, RpcError, SettingsRequest};
 use crate::plan::replay;
 use crate::plan::{ReplicationSettings, StorageSettings};
 use crate::proto;
@@ -80,17 +81,41 @@ impl Client {
     }
 
     pub async fn current_state(&self) -> Result<State, RpcError> {
-        let request = self.request(());
-        let state = self
-            .rpc()
-            .current_state(request)
-            .await
-            .map_err(|s| RpcError::from_status("CurrentState", s))?
-            .into_inner();
+        let state = self.immutable_state().await?;
         Ok(State {
             tx_id: state.tx_id,
             alh: hash("CurrentState", state.tx_hash, "txHash")?,
         })
+    }
+
+    /// The last precommitted transaction and its Alh (the committed one when nothing waits for
+    /// a commit): where a transaction replicated into the database must follow on.
+    pub async fn precommitted_state(&self) -> Result<State, RpcError> {
+        let state = self.immutable_state().await?;
+        if state.precommitted_tx_id <= state.tx_id {
+            return Ok(State {
+                tx_id: state.tx_id,
+                alh: hash("CurrentState", state.tx_hash, "txHash")?,
+            });
+        }
+        Ok(State {
+            tx_id: state.precommitted_tx_id,
+            alh: hash(
+                "CurrentState",
+                state.precommitted_tx_hash,
+                "precommittedTxHash",
+            )?,
+        })
+    }
+
+    async fn immutable_state(&self) -> Result<proto::ImmutableState, RpcError> {
+        let request = self.request(());
+        Ok(self
+            .rpc()
+            .current_state(request)
+            .await
+            .map_err(|s| RpcError::from_status("CurrentState", s))?
+            .into_inner())
     }
 
     /// One transaction as the stream message exportTx sends (`u64 len || exported tx`).

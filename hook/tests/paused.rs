@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::*;
-use crate::harness::*;
+mod common;
+
+use common::release::*;
+use common::*;
 use immudb_hook::client::Client;
 
 /// Calls to a stopped pod wait rather than fail: an agent's call to it ends after a poll interval
@@ -23,14 +25,14 @@ fn appdb_is_replica(node: &immudb_double::Node) -> bool {
 
 #[tokio::test]
 async fn a_paused_primary_acknowledges_nothing_after_it_resumes_and_rejoins() {
-    let release = Release::start_setup(Setup {
+    let harness = Harness {
         processes: vec![0],
         // The chart's kubelet needs 3 failed probes 10 s apart, longer than the lease: the
         // stopped pod is still Ready when another pod takes over.
         probe_failure_threshold: 1000,
-        ..Setup::new("1h")
-    })
-    .await;
+    };
+    let release =
+        Release::start_harnessed("1h", sync_spec(), &[], REPLICA_COUNT + 1, harness).await;
     assert!(eventually(WAIT, || release.settled_on(0)).await);
     let mut acknowledged = Vec::new();
     for i in 0..5 {
@@ -115,12 +117,13 @@ async fn a_paused_primary_acknowledges_nothing_after_it_resumes_and_rejoins() {
 async fn a_primary_agent_resumed_past_its_fence_time_stops_serving_before_it_asks_the_api() {
     // A poll every second, a 4 s lease: the fence is due 2.5 s after a renew (4 s less a poll
     // and half a poll for the API call).
-    let release = Release::start_setup(Setup {
+    let harness = Harness {
         processes: vec![0],
-        flags: vec!["--poll-interval=1s", "--lease-duration=4s"],
-        ..Setup::new("1h")
-    })
-    .await;
+        ..Harness::default()
+    };
+    let flags = ["--poll-interval=1s", "--lease-duration=4s"];
+    let release =
+        Release::start_harnessed("1h", sync_spec(), &flags, REPLICA_COUNT + 1, harness).await;
     assert!(eventually(WAIT, || release.settled_on(0)).await);
     write(&release, "before").await;
     let fenced = Arc::new(AtomicBool::new(false));
