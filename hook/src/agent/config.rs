@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::failover::FailoverConfig;
 use crate::config::{
     check_host, read_password, reject, spec, ConfigError, Desired, Spec, Topology, TopologyArgs,
 };
-use crate::kube::{LeaseArgs, LeaseLookup};
+use crate::kube::{KubeConfig, LeaseArgs, LeaseLookup};
 use crate::plan::failover::Timing;
 use crate::plan::health::Limits;
 use crate::plan::progress::Bounds;
@@ -236,6 +235,27 @@ pub fn other_pod_limit(poll_interval: Duration) -> Duration {
 /// A Kubernetes call's deadline: half a poll, at most 2 s.
 pub fn lease_call_timeout(poll_interval: Duration) -> Duration {
     (poll_interval / 2).min(Duration::from_secs(2))
+}
+
+/// The agent's failover settings, when `--lease` names a Lease.
+#[derive(Clone, Debug)]
+pub struct FailoverConfig {
+    pub kube: KubeConfig,
+    pub lease: String,
+    /// This pod's name, for its label.
+    pub pod_name: String,
+    /// This pod's address: its identity in the Lease and what the others dial.
+    pub me: String,
+    pub timing: Timing,
+    pub allow_data_loss: bool,
+    /// The pods that may label themselves and so be elected (`ElectionRules::eligible`).
+    pub eligible: BTreeSet<String>,
+    /// The primary StatefulSet, whose revision orders a rollout (`switchover`).
+    pub primary_statefulset: Option<String>,
+    /// How long a stopping primary waits for the rollout to reach every other pod.
+    pub rollout_wait: Duration,
+    /// The bound of a hand-over, after which the primary keeps the Lease through its restart.
+    pub switchover_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]

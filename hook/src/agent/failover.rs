@@ -13,13 +13,12 @@
 mod cutoff;
 mod election;
 
-pub use election::position_of;
-
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::config::FailoverConfig;
 use crate::config::Topology;
-use crate::kube::{micro_time, Kube, KubeConfig, KubeError, Lease, LeaseSpec, ObjectMeta};
+use crate::kube::{micro_time, Kube, KubeError, Lease, LeaseSpec, ObjectMeta};
 use crate::link::Link;
 use crate::locate;
 use crate::plan::failover::{lease_step, observe, LeaseMemory, LeaseStep, Timing};
@@ -31,26 +30,6 @@ pub const ROLE_LABEL: &str = "immudb/role";
 /// The primary sets its role label again this often: the winner of a failover removes the
 /// previous holder's, which may renew after all when its election failed.
 const LABEL_REFRESH: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Debug)]
-pub struct FailoverConfig {
-    pub kube: KubeConfig,
-    pub lease: String,
-    /// This pod's name, for its label.
-    pub pod_name: String,
-    /// This pod's address: its identity in the Lease and what the others dial.
-    pub me: String,
-    pub timing: Timing,
-    pub allow_data_loss: bool,
-    /// The pods that may label themselves and so be elected (`ElectionRules::eligible`).
-    pub eligible: BTreeSet<String>,
-    /// The primary StatefulSet, whose revision orders a rollout (`switchover`).
-    pub primary_statefulset: Option<String>,
-    /// How long a stopping primary waits for the rollout to reach every other pod.
-    pub rollout_wait: Duration,
-    /// The bound of a hand-over, after which the primary keeps the Lease through its restart.
-    pub switchover_timeout: Duration,
-}
 
 /// What the Lease makes this pod this poll.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -32,8 +32,9 @@ use immudb_txlog::Chain;
 use tokio::time::Instant;
 
 use super::counters::Switched;
-use super::failover::{position_of, ROLE_LABEL};
+use super::failover::ROLE_LABEL;
 use super::poll::{defaultdb, Agent};
+use super::position::position_of;
 use super::survey::Survey;
 use crate::config::spec::DatabaseReplication;
 use crate::kube::KubeError;

@@ -9,42 +9,15 @@ use futures::future::join_all;
 
 use super::{replica, Ask, Failover, Takeover, Verdict};
 use crate::agent::config::other_pod_limit;
+use crate::agent::position::position_of;
 use crate::client::{Client, RpcError};
 use crate::config::Topology;
 use crate::kube::KubeError;
 use crate::link::{Dial, Link};
 use crate::plan::cutoff::{cutoff, Cutoff};
-use crate::plan::failover::{self, elect, Election, ElectionRules, Peer, Position, TxPosition};
+use crate::plan::failover::{self, elect, Election, ElectionRules, Peer, Position};
 use crate::types::Credentials;
 use crate::wait::SystemResolver;
-
-/// What `session`'s server holds of `databases`: each one's transactions, and whether one of
-/// them is writable.
-pub async fn position_of(session: &Client, databases: &[String]) -> Result<Position, RpcError> {
-    let listed = session.list_databases().await?;
-    let mut position = Position::default();
-    for name in databases {
-        let Some(db) = listed.iter().find(|d| &d.name == name) else {
-            position
-                .transactions
-                .insert(name.clone(), TxPosition::default());
-            continue;
-        };
-        position.writable |= !db.replication.replica;
-        position.fenced |= failover::is_fenced(db);
-        if db.replication.replica && !failover::is_fenced(db) {
-            position.replicating.insert(name.clone());
-        }
-        let held = if db.loaded {
-            session.use_database(name).await?;
-            session.position().await?.0
-        } else {
-            TxPosition::default()
-        };
-        position.transactions.insert(name.clone(), held);
-    }
-    Ok(position)
-}
 
 impl Failover {
     /// Links to every other pod of `others`; a pod scaled away is asked no more.
