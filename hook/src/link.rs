@@ -1,10 +1,13 @@
 //! One server the agent talks to across polls: how to dial it and its one `Session`, opened at
 //! the first call and kept (a login costs immudb about 100 ms of CPU). When the server does not
 //! answer, the session is dropped, which closes it in the background, and the next call dials
-//! again: a restarted pod may have a new address. A refused call keeps the session.
+//! again: a restarted pod may have a new address. A refused call keeps the session. A link may
+//! bound each call as a whole (`within`): a server that stopped (SIGSTOP, a frozen VM, a node
+//! whose packets are dropped) neither fails nor answers, and every RPC would wait its own timeout.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use crate::client::{Client, RpcError, Target};
 use crate::config::Topology;
@@ -29,6 +32,8 @@ pub struct Link {
     topology: Topology,
     logins: Logins,
     session: Option<Session>,
+    /// Each call, all its RPCs together, ends after this long at most.
+    limit: Option<Duration>,
 }
 
 impl Link {
@@ -41,7 +46,14 @@ impl Link {
             topology: topology.clone(),
             logins: logins.clone(),
             session: None,
+            limit: None,
         }
+    }
+
+    /// Every call ends after `limit` at most: a DeadlineExceeded, which drops the session.
+    pub fn within(mut self, limit: Duration) -> Link {
+        self.limit = Some(limit);
+        self
     }
 
     /// A connection to the server, dialled now: for sessions of their own (a copy's, bounded
@@ -91,8 +103,36 @@ impl Link {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
+        let result = match self.limit {
+            Some(limit) => tokio::time::timeout(limit, self.attempt(who, databases, attempt))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RpcError {
+                        call: "session",
+                        code: tonic::Code::DeadlineExceeded,
+                        message: format!("no answer within {} ms", limit.as_millis()),
+                    })
+                }),
+            None => self.attempt(who, databases, attempt).await,
+        };
+        if result.as_ref().is_err_and(RpcError::unanswered) {
+            self.reset();
+        }
+        result
+    }
+
+    async fn attempt<T, F, Fut>(
+        &mut self,
+        who: &Credentials,
+        databases: &[String],
+        attempt: F,
+    ) -> Result<T, RpcError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, RpcError>>,
+    {
         let session = self.session(who, databases).await?;
-        let result = session.retry(attempt).await.map_err(|error| match error {
+        session.retry(attempt).await.map_err(|error| match error {
             Retried::Failed(error) => error,
             // A session bound to one attempt has no deadline; kept total for the types.
             Retried::Deadline { last } => RpcError {
@@ -100,11 +140,7 @@ impl Link {
                 code: tonic::Code::DeadlineExceeded,
                 message: last.unwrap_or_default(),
             },
-        });
-        if result.as_ref().is_err_and(RpcError::unanswered) {
-            self.reset();
-        }
-        result
+        })
     }
 
     /// Drops the session (closing it in the background); the next call dials again.

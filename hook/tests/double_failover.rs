@@ -393,6 +393,87 @@ async fn a_committed_divergence_is_refused_and_kept() {
     );
 }
 
+/// A stopped primary (SIGSTOP, a long GC pause, a frozen VM) as immudb meets it: calls to it
+/// wait instead of failing; a synchronous replica's stream to it hangs and stays with it while
+/// the write Service routes elsewhere, so the resumed primary gets its writes acknowledged;
+/// restarting the replica's replicator (what the agent's wake does) ends the hung stream, and
+/// the new one connects through the Service, never to the stopped pod again.
+#[tokio::test]
+async fn a_replica_stays_connected_to_a_stopped_primary_until_its_replicator_restarts() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::new();
+    let nodes = start_all(&cluster, 1).await;
+    let routed = Arc::new(Mutex::new(Some(cluster.host(0))));
+    let service = routed.clone();
+    cluster
+        .network
+        .alias("write-service", move || service.lock().unwrap().clone());
+    let config = cluster.converge_config(
+        &cluster.replica_hosts(1),
+        20,
+        sync_spec(),
+        &["--replication-primary-host=write-service"],
+    );
+    assert_eq!(converge(&config).await.exit_code(), 0);
+    let writer = session(&nodes[0], "appdb").await;
+    assert_eq!(writer.set(b"k", b"1").await.unwrap(), 1);
+
+    // The primary stops: a call waits rather than fails, and so does its metrics port.
+    nodes[0].pause(true);
+    let call = tokio::time::timeout(Duration::from_millis(300), writer.get(b"k")).await;
+    assert!(call.is_err(), "a stopped server does not answer: {call:?}");
+    let metrics = tokio::time::timeout(
+        Duration::from_millis(300),
+        tokio::net::TcpStream::connect(nodes[0].options.metrics),
+    );
+    let mut stream = metrics.await.unwrap().expect("its kernel accepts");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_millis(300), stream.read_to_end(&mut answer));
+    assert!(read.await.is_err(), "the metrics port waits too");
+
+    // The Service no longer routes to it; the replica's stream hangs there, counting no failure.
+    *routed.lock().unwrap() = None;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let replicator = nodes[1].with_state(|s| s.databases["appdb"].replicator.clone());
+    assert!(replicator.running && replicator.hangs(), "{replicator:?}");
+    assert_eq!(replicator.failures, 0);
+
+    // It resumes: the replica's stream continues with it and acknowledges a new write.
+    nodes[0].pause(false);
+    let acknowledged = tokio::time::timeout(WAIT, writer.set(b"k", b"2")).await;
+    assert_eq!(
+        acknowledged.unwrap().unwrap(),
+        2,
+        "the old stream acknowledged it"
+    );
+    assert_eq!(positions(&nodes[1]).1, 2);
+
+    // Stopped again, the replicator restarted while its fetch hangs: the new one connects
+    // through the Service (to nobody), so the resumed primary's next write is never acknowledged.
+    nodes[0].pause(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let replica = session(&nodes[1], "appdb").await;
+    tokio::time::timeout(Duration::from_secs(2), replica.wake_replicator("appdb"))
+        .await
+        .expect("the restart does not wait for the hung fetch")
+        .unwrap();
+    nodes[0].pause(false);
+    let unacknowledged = tokio::time::timeout(Duration::from_millis(500), writer.set(b"k", b"3"));
+    assert!(unacknowledged.await.is_err(), "no replica acknowledges it");
+    assert_eq!(positions(&nodes[0]), (2, 3));
+    assert_eq!(positions(&nodes[1]).1, 2);
+    let replicator = nodes[1].with_state(|s| s.databases["appdb"].replicator.clone());
+    assert!(
+        !replicator.hangs() && replicator.failures > 0,
+        "{replicator:?}"
+    );
+}
+
 /// What a hand-over of the primary role rests on (immudb 1.11.1 pkg/database/database.go,
 /// `ExportTxByID` and `AsReplica`; embedded/store/immustore.go, `ReplicateTx`): once the primary
 /// is fenced (a replica, sync kept) its synchronous replica's own fetches are refused, while a

@@ -279,3 +279,42 @@ async fn a_session_the_server_lost_is_reopened_once_for_many_concurrent_calls() 
         assert_eq!(sessions(&node).2, 0);
     }
 }
+
+/// A server that stopped (SIGSTOP, a frozen VM) neither fails nor answers: a link bounded with
+/// `within` ends the call at its limit instead of each RPC's own timeout (10 s), drops the
+/// session, and logs in again once the server answers.
+#[tokio::test]
+async fn a_call_to_a_stopped_server_ends_at_the_links_limit_and_the_next_one_logs_in_again() {
+    use immudb_hook::link::{Dial, Link};
+    use immudb_hook::session::Logins;
+    let cluster = Cluster::new();
+    let node = cluster.start_node(0).await;
+    let topology = cluster
+        .cli(&[], 20, "verify", &["--database=appdb"])
+        .topology
+        .topology()
+        .unwrap();
+    let logins = Logins::default();
+    let mut link = Link::new(
+        &cluster.host(0),
+        Dial::Fixed(cluster.ip(0)),
+        &topology,
+        &logins,
+    )
+    .within(Duration::from_millis(300));
+    let defaultdb = ["defaultdb".to_string()];
+    let list = |c: Client| async move { c.list_databases().await };
+    assert!(link.call(&admin(), &defaultdb, list).await.is_ok());
+    node.pause(true);
+    let stopped = tokio::time::timeout(SHORT, link.call(&admin(), &defaultdb, list))
+        .await
+        .expect("the call ends though the server never answers");
+    assert_eq!(stopped.unwrap_err().code, tonic::Code::DeadlineExceeded);
+    node.pause(false);
+    assert!(link.call(&admin(), &defaultdb, list).await.is_ok());
+    assert_eq!(
+        logins.count(),
+        2,
+        "the session was dropped and opened again"
+    );
+}

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::failover::FailoverConfig;
 use crate::config::{
     check_host, read_password, reject, spec, ConfigError, Desired, Spec, Topology, TopologyArgs,
 };
-use crate::kube::{LeaseArgs, LeaseLookup};
+use crate::kube::{KubeConfig, LeaseArgs, LeaseLookup};
 use crate::plan::failover::Timing;
 use crate::plan::health::Limits;
 use crate::plan::progress::Bounds;
@@ -225,9 +224,38 @@ const DEFAULT_SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// write into systemdb and a login on the primary.
 const WAKE_BACKOFF: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(300));
 
+/// How long the agent waits for another pod (the primary, a peer in an election) in one call,
+/// all its RPCs together: a poll interval, 1 to 10 s. A pod that stopped (SIGSTOP, a long GC
+/// pause, a frozen VM, a node whose packets are dropped) neither fails nor answers, and waiting
+/// longer would hold up the agent's next look at the Lease.
+pub fn other_pod_limit(poll_interval: Duration) -> Duration {
+    poll_interval.clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
 /// A Kubernetes call's deadline: half a poll, at most 2 s.
 pub fn lease_call_timeout(poll_interval: Duration) -> Duration {
     (poll_interval / 2).min(Duration::from_secs(2))
+}
+
+/// The agent's failover settings, when `--lease` names a Lease.
+#[derive(Clone, Debug)]
+pub struct FailoverConfig {
+    pub kube: KubeConfig,
+    pub lease: String,
+    /// This pod's name, for its label.
+    pub pod_name: String,
+    /// This pod's address: its identity in the Lease and what the others dial.
+    pub me: String,
+    pub timing: Timing,
+    pub allow_data_loss: bool,
+    /// The pods that may label themselves and so be elected (`ElectionRules::eligible`).
+    pub eligible: BTreeSet<String>,
+    /// The primary StatefulSet, whose revision orders a rollout (`switchover`).
+    pub primary_statefulset: Option<String>,
+    /// How long a stopping primary waits for the rollout to reach every other pod.
+    pub rollout_wait: Duration,
+    /// The bound of a hand-over, after which the primary keeps the Lease through its restart.
+    pub switchover_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]

@@ -1,51 +1,35 @@
 //! Failover in the agent: each poll it reads the release's Lease and decides (`plan::failover`)
 //! whether this pod is the primary (it holds the Lease and renewed it in time) or a replica of
 //! the holder; when nobody holds it, it compares every pod's transactions and the most advanced
-//! takes it with an optimistic update (a conflict means another pod won). It labels its own pod
-//! with its role, which the write and read Services select.
+//! takes it with an optimistic update (a conflict means another pod won), after cutting the old
+//! primary off (`election`, `cutoff`). It labels its own pod with its role, which the write and read
+//! Services select.
+//!
+//! Every step that acts on the Lease measures the time since the last renew right before it acts:
+//! the process may have been stopped for a while (SIGSTOP, a long GC pause, a frozen VM) and
+//! resume with a decision that is no longer true. A holder whose last renew is too old stops
+//! serving before it asks the API anything.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime};
+mod cutoff;
+mod election;
 
-use futures::future::join_all;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::client::{Client, RpcError};
+use super::config::FailoverConfig;
 use crate::config::Topology;
-use crate::kube::{micro_time, Kube, KubeConfig, KubeError, Lease, LeaseSpec, ObjectMeta};
-use crate::link::{Dial, Link};
+use crate::kube::{micro_time, Kube, KubeError, Lease, LeaseSpec, ObjectMeta};
+use crate::link::Link;
 use crate::locate;
-use crate::plan::failover::{
-    self, elect, lease_step, observe, Election, ElectionRules, LeaseMemory, LeaseStep, Peer,
-    Position, Timing, TxPosition,
-};
+use crate::plan::failover::{lease_step, observe, LeaseMemory, LeaseStep, Timing};
 use crate::session::{Logins, Session};
 use crate::types::{Credentials, Role};
-use crate::wait::SystemResolver;
 
 /// The label the Services select: `primary` on the Lease's holder, `replica` on every other pod.
 pub const ROLE_LABEL: &str = "immudb/role";
-/// How long a peer may take to say what it holds during an election.
-const ASK_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Clone, Debug)]
-pub struct FailoverConfig {
-    pub kube: KubeConfig,
-    pub lease: String,
-    /// This pod's name, for its label.
-    pub pod_name: String,
-    /// This pod's address: its identity in the Lease and what the others dial.
-    pub me: String,
-    pub timing: Timing,
-    pub allow_data_loss: bool,
-    /// The pods that may label themselves and so be elected (`ElectionRules::eligible`).
-    pub eligible: BTreeSet<String>,
-    /// The primary StatefulSet, whose revision orders a rollout (`switchover`).
-    pub primary_statefulset: Option<String>,
-    /// How long a stopping primary waits for the rollout to reach every other pod.
-    pub rollout_wait: Duration,
-    /// The bound of a hand-over, after which the primary keeps the Lease through its restart.
-    pub switchover_timeout: Duration,
-}
+/// The primary sets its role label again this often: the winner of a failover removes the
+/// previous holder's, which may renew after all when its election failed.
+const LABEL_REFRESH: Duration = Duration::from_secs(60);
 
 /// What the Lease makes this pod this poll.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +66,8 @@ pub struct Takeover {
 pub struct Failover {
     pub config: FailoverConfig,
     kube: Kube,
+    /// The agent's start, which the Lease's times count from.
+    clock: Instant,
     memory: LeaseMemory,
     lease: Option<Lease>,
     /// Sessions on the other pods, kept while an election lasts (a login costs ~100 ms of CPU)
@@ -89,9 +75,9 @@ pub struct Failover {
     peers: BTreeMap<String, Link>,
     /// The agent's login count, which the peers' sessions add to.
     logins: Logins,
-    /// The role label as last set on the pod (or, beyond failover.maxReplicas, last reported
-    /// as not settable).
-    labelled: Option<Role>,
+    /// The role label as last set on the pod, and when (or, beyond failover.maxReplicas, last
+    /// reported as not settable).
+    labelled: Option<(Role, Instant)>,
     /// Each database's transactions on the primary as last seen, for what a failover lost.
     pub last_seen_on_primary: BTreeMap<String, u64>,
 }
@@ -103,37 +89,14 @@ fn replica(primary: Option<String>, why: impl Into<String>) -> Verdict {
     }
 }
 
-/// What `session`'s server holds of `databases`: each one's transactions, and whether one of
-/// them is writable.
-pub async fn position_of(session: &Client, databases: &[String]) -> Result<Position, RpcError> {
-    let listed = session.list_databases().await?;
-    let mut position = Position::default();
-    for name in databases {
-        let Some(db) = listed.iter().find(|d| &d.name == name) else {
-            position
-                .transactions
-                .insert(name.clone(), TxPosition::default());
-            continue;
-        };
-        position.writable |= !db.replication.replica;
-        position.fenced |= failover::is_fenced(db);
-        let held = if db.loaded {
-            session.use_database(name).await?;
-            session.position().await?.0
-        } else {
-            TxPosition::default()
-        };
-        position.transactions.insert(name.clone(), held);
-    }
-    Ok(position)
-}
-
 impl Failover {
-    pub fn new(config: FailoverConfig, logins: &Logins) -> Failover {
+    /// `clock`: the agent's start.
+    pub fn new(config: FailoverConfig, logins: &Logins, clock: Instant) -> Failover {
         Failover {
             logins: logins.clone(),
             kube: Kube::new(config.kube.clone()),
             config,
+            clock,
             memory: LeaseMemory::default(),
             lease: None,
             peers: BTreeMap::new(),
@@ -146,25 +109,66 @@ impl Failover {
         &self.config.timing
     }
 
+    /// Now on the agent's clock, read afresh before every step that acts on the Lease. (The
+    /// monotonic clock runs while the process is stopped; see the README for a frozen VM.)
+    fn now(&self) -> Duration {
+        self.clock.elapsed()
+    }
+
+    /// Ok while this pod holds the Lease and its last renew is recent enough to act as primary
+    /// (`Timing::fence_after`); else why not.
+    pub fn serving(&self) -> Result<(), String> {
+        let now = self.now();
+        match self.memory.renewed_at() {
+            None => Err("this pod does not hold the Lease".into()),
+            Some(_) if !self.memory.fence_due(now, self.timing()) => Ok(()),
+            Some(sent) => Err(format!(
+                "the Lease was last renewed {:.1} s ago (this process was stopped or too slow); it may have expired",
+                now.saturating_sub(sent).as_secs_f64()
+            )),
+        }
+    }
+
+    /// Until when this pod may say it is Ready as the primary without renewing again.
+    pub fn serving_until(&self) -> Option<Instant> {
+        self.memory
+            .serving_until(self.timing())
+            .map(|until| self.clock + until)
+    }
+
     fn holder(&self) -> Option<String> {
         self.lease
             .as_ref()
             .and_then(|l| l.holder().map(str::to_string))
     }
 
+    /// Why this pod, which held the Lease, may no longer act as primary (its last renew is too
+    /// old: the process was stopped or too slow); it then holds the Lease no more, as far as it
+    /// knows, until it renews it. The agent fences its databases before it reads the Lease again:
+    /// after a pause the API may take a while to answer, and another pod may hold the Lease.
+    pub fn lapsed(&mut self) -> Option<String> {
+        if !self.memory.holds() {
+            return None;
+        }
+        let why = self.serving().err()?;
+        self.memory.lost();
+        Some(why)
+    }
+
     /// This poll's role.
-    pub async fn decide(&mut self, now: Duration, ask: &Ask<'_>) -> (Verdict, Option<Takeover>) {
+    pub async fn decide(&mut self, ask: &Ask<'_>) -> (Verdict, Option<Takeover>) {
         let wall = SystemTime::now();
         let lease = match self.kube.get_lease(&self.config.lease).await {
             Ok(lease) => lease,
-            Err(error) => return (self.unreadable(now, &error), None),
+            Err(error) => return (self.unreadable(&error), None),
         };
         self.lease = lease;
         let record = self.lease.as_ref().map(Lease::record);
         let timing = *self.timing();
+        let now = self.now();
         let state = observe(record.as_ref(), &mut self.memory, now, &timing);
         match lease_step(&self.config.me, &state, record.as_ref(), wall, &timing) {
-            LeaseStep::Renew => (self.renew(now, wall).await, None),
+            LeaseStep::Renew => (self.renew(wall).await, None),
             LeaseStep::Follow { primary } => {
                 self.memory.lost();
                 self.peers.clear();
@@ -186,15 +190,15 @@ impl Failover {
             }
             LeaseStep::Elect { previous } => {
                 self.memory.lost();
-                self.elect(now, wall, previous, ask).await
+                self.elect(wall, previous, ask).await
             }
         }
     }
 
     /// The Lease could not be read: a holder keeps serving until its fence is due.
-    fn unreadable(&mut self, now: Duration, error: &KubeError) -> Verdict {
+    fn unreadable(&mut self, error: &KubeError) -> Verdict {
         tracing::warn!(%error, "cannot read the Lease");
-        if self.memory.holds() && !self.memory.fence_due(now, self.timing()) {
+        if self.memory.holds() && self.serving().is_ok() {
             return Verdict::Primary;
         }
         if self.memory.holds() {
@@ -241,9 +245,10 @@ impl Failover {
         }
     }
 
-    /// Writes the Lease with this pod as holder; `sent` is when the write was sent.
-    async fn write(&mut self, sent: Duration, wall: SystemTime) -> Result<(), KubeError> {
+    /// Writes the Lease with this pod as holder; a success counts from just before it was sent.
+    async fn write(&mut self, wall: SystemTime) -> Result<(), KubeError> {
         let next = self.lease_with(&self.config.me.clone(), wall);
+        let sent = self.now();
         let written = match &self.lease {
             Some(_) => self.kube.replace_lease(&next).await?,
             None => self.kube.create_lease(&next).await?,
@@ -254,14 +259,14 @@ impl Failover {
         Ok(())
     }
 
-    async fn renew(&mut self, now: Duration, wall: SystemTime) -> Verdict {
-        match self.write(now, wall).await {
+    async fn renew(&mut self, wall: SystemTime) -> Verdict {
+        match self.write(wall).await {
             Ok(()) => Verdict::Primary,
             Err(KubeError::Conflict(_)) => {
                 self.memory.lost();
                 replica(None, "another pod changed the Lease; reading it again")
             }
-            Err(error) if self.memory.fence_due(now, self.timing()) => {
+            Err(error) if self.serving().is_err() => {
                 self.memory.lost();
                 tracing::error!(%error, "fenced: the Lease could not be renewed in time; this pod stops serving writes");
                 replica(None, format!("fenced: could not renew the Lease: {error}"))
@@ -281,122 +286,6 @@ impl Failover {
         Ok(locate::with_primary(&every, &self.config.me))
     }
 
-    /// What every other pod of `others` holds, asked concurrently; None for those that do not
-    /// answer.
-    async fn peer_positions(&mut self, others: &Topology, ask: &Ask<'_>) -> Vec<Peer> {
-        let (admin, databases) = (ask.admin, ask.databases);
-        let members: BTreeSet<&String> = others.replicas.iter().collect();
-        // A pod scaled away is asked no more.
-        self.peers.retain(|host, _| members.contains(host));
-        for host in members {
-            self.peers.entry(host.clone()).or_insert_with(|| {
-                let resolver = Dial::Resolve(SystemResolver::new(others));
-                Link::new(host, resolver, others, &self.logins)
-            });
-        }
-        let defaultdb = ["defaultdb".to_string()];
-        let defaultdb = &defaultdb;
-        let asks = self.peers.iter_mut().map(|(host, link)| async move {
-            let ask = link.call(admin, defaultdb, |session| async move {
-                position_of(&session, databases).await
-            });
-            let position = match tokio::time::timeout(ASK_TIMEOUT, ask).await {
-                Ok(Ok(position)) => Some(position),
-                Ok(Err(error)) => {
-                    tracing::info!(peer = %host, %error, "the pod did not say what it holds");
-                    None
-                }
-                // The call was cut short: its session may be in any state, start again.
-                Err(_) => {
-                    link.reset();
-                    None
-                }
-            };
-            Peer {
-                host: host.clone(),
-                position,
-            }
-        });
-        join_all(asks).await
-    }
-
-    async fn elect(
-        &mut self,
-        now: Duration,
-        wall: SystemTime,
-        previous: Option<String>,
-        ask: &Ask<'_>,
-    ) -> (Verdict, Option<Takeover>) {
-        let databases = ask.databases;
-        let mine = ask
-            .local
-            .retry(|session| async move { position_of(&session, databases).await })
-            .await;
-        let mine = match mine {
-            Ok(mine) => mine,
-            Err(error) => {
-                return (
-                    replica(
-                        previous,
-                        format!("cannot read this pod's position: {error}"),
-                    ),
-                    None,
-                )
-            }
-        };
-        let others = match self.others(ask.topology).await {
-            Ok(others) => others,
-            Err(error) => {
-                let why = format!("cannot count the release's pods: {error}");
-                return (replica(previous, why), None);
-            }
-        };
-        let peers = self.peer_positions(&others, ask).await;
-        let rules = ElectionRules {
-            acks: ask.acks,
-            allow_data_loss: self.config.allow_data_loss,
-            preferred: ask.topology.primary.clone(),
-            eligible: self.config.eligible.clone(),
-        };
-        match elect(&self.config.me, &mine, previous.as_deref(), &peers, &rules) {
-            Election::Take => {}
-            Election::Defer { to } => {
-                return (
-                    replica(
-                        previous,
-                        format!("{to} holds at least as much; it takes the Lease"),
-                    ),
-                    None,
-                )
-            }
-            Election::Wait(why) => return (replica(previous, why), None),
-        }
-        match self.write(now, wall).await {
-            Ok(()) => {
-                self.peers.clear();
-                let failed_over = previous.filter(|p| *p != self.config.me);
-                let lost = match &failed_over {
-                    Some(_) => {
-                        failover::lost_transactions(&self.last_seen_on_primary, &mine.transactions)
-                    }
-                    None => BTreeMap::new(),
-                };
-                let takeover = Takeover {
-                    previous: failed_over,
-                    lost,
-                };
-                (Verdict::Primary, Some(takeover))
-            }
-            Err(KubeError::Conflict(_)) => {
-                (replica(previous, "another pod took the Lease first"), None)
-            }
-            Err(error) => (
-                replica(previous, format!("could not take the Lease: {error}")),
-                None,
-            ),
-        }
-    }
-
     /// The Kubernetes API, for the hand-over's look at the release's pods.
     pub(super) fn kube(&self) -> &Kube {
         &self.kube
@@ -404,8 +293,8 @@ impl Failover {
 
     /// Renews the Lease now: a hand-over starts with a whole lease duration before anyone may
     /// call it expired.
-    pub(super) async fn renew_now(&mut self, now: Duration) -> Result<(), KubeError> {
-        self.write(now, SystemTime::now()).await
+    pub(super) async fn renew_now(&mut self) -> Result<(), KubeError> {
+        self.write(SystemTime::now()).await
     }
 
     /// The Lease as this pod hands it to `holder`: its acquireTime stays the last failover's, so
@@ -431,10 +320,12 @@ impl Failover {
 
     /// Takes back a Lease this pod handed over, on the version it wrote: a Conflict means the
     /// new holder renewed it (it took over).
-    pub(super) async fn take_back(&mut self, now: Duration) -> Result<(), KubeError> {
+    pub(super) async fn take_back(&mut self) -> Result<(), KubeError> {
         let me = self.config.me.clone();
+        let sent = self.now();
         let written = self.kube.replace_lease(&self.handed(&me)).await?;
-        self.memory.renewed(&written.metadata.resource_version, now);
+        self.memory
+            .renewed(&written.metadata.resource_version, sent);
         self.lease = Some(written);
         Ok(())
     }
@@ -458,8 +349,12 @@ impl Failover {
 
     /// Labels the pod with `role` unless it already carries it; a failure is retried next poll.
     /// A pod beyond failover.maxReplicas may not (the Role does not name it): it says so once.
+    /// The primary's label is set again every [`LABEL_REFRESH`].
     pub async fn label(&mut self, role: Role) {
-        if self.labelled == Some(role) {
+        let current = |(labelled, at): &(Role, Instant)| {
+            *labelled == role && (role != Role::Primary || at.elapsed() < LABEL_REFRESH)
+        };
+        if self.labelled.as_ref().is_some_and(current) {
             return;
         }
         if !self.config.eligible.contains(&self.config.me) {
@@ -467,7 +362,7 @@ impl Failover {
                 pod = %self.config.pod_name,
                 "this pod is beyond failover.maxReplicas: it replicates and counts in elections, but may not set its role label, so no Service routes to it and it is never elected; raise failover.maxReplicas"
             );
-            self.labelled = Some(role);
+            self.labelled = Some((role, Instant::now()));
             return;
         }
         let value = role.to_string();
@@ -477,8 +372,11 @@ impl Failover {
             .await
         {
             Ok(()) => {
-                tracing::info!(pod = %self.config.pod_name, role = %value, "labelled the pod");
-                self.labelled = Some(role);
+                let changed = self.labelled.is_none_or(|(labelled, _)| labelled != role);
+                if changed {
+                    tracing::info!(pod = %self.config.pod_name, role = %value, "labelled the pod");
+                }
+                self.labelled = Some((role, Instant::now()));
             }
             Err(error) => tracing::warn!(%error, "could not label the pod"),
         }

@@ -1,6 +1,7 @@
 //! The agent's own metrics, in Prometheus's text format.
 
 use std::fmt::Write;
+use std::time::Instant;
 
 use super::counters::{Counters, LabelledCounter, Series};
 use crate::plan::health::{Assessment, DatabaseHealth, State};
@@ -21,6 +22,10 @@ pub struct Status {
     pub stopping: Option<String>,
     pub last_poll_seconds: f64,
     pub counters: Counters,
+    /// With failover, a primary's verdict holds until then (its last renew of the Lease plus
+    /// the fence time): whoever asks later, also after the process was stopped and resumed
+    /// before its next poll, hears not Ready.
+    pub serving_until: Option<Instant>,
 }
 
 impl Status {
@@ -28,6 +33,12 @@ impl Status {
         self.stopping.is_none()
             && self.error.is_none()
             && self.assessment.as_ref().is_some_and(|a| a.ready)
+            && !self.serving_lapsed()
+    }
+
+    fn serving_lapsed(&self) -> bool {
+        self.serving_until
+            .is_some_and(|until| Instant::now() >= until)
     }
 
     /// One line per reason the pod is not Ready, for the probe's body and the log.
@@ -37,6 +48,12 @@ impl Status {
         }
         if let Some(error) = &self.error {
             return vec![error.clone()];
+        }
+        if self.serving_lapsed() {
+            return vec![
+                "the Lease was not renewed in time since the last poll; not serving until one renews it"
+                    .into(),
+            ];
         }
         let Some(assessment) = &self.assessment else {
             return vec!["no poll has finished yet".into()];
@@ -329,6 +346,26 @@ mod tests {
         let text = render(&status);
         assert!(text.contains("immudb_agent_switchovers_total{outcome=\"handed_over\"} 0\n"));
         assert!(text.contains("immudb_agent_switchovers_total{outcome=\"kept_role\"} 0\n"));
+    }
+
+    #[test]
+    fn a_primary_is_ready_only_until_its_last_renew_is_too_old() {
+        let mut status = before_any_event();
+        status.assessment = Some(Assessment {
+            ready: true,
+            ..Default::default()
+        });
+        let now = Instant::now();
+        status.serving_until = Some(now + std::time::Duration::from_secs(60));
+        assert!(status.ready());
+        // Read later than that (the process stopped before its next poll): not Ready, and why.
+        status.serving_until = Some(now);
+        assert!(!status.ready());
+        assert_eq!(
+            status.not_ready_reasons(),
+            ["the Lease was not renewed in time since the last poll; not serving until one renews it"]
+        );
+        assert!(render(&status).contains("immudb_agent_ready 0\n"));
     }
 
     #[test]

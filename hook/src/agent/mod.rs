@@ -15,6 +15,7 @@ mod http;
 pub mod metrics;
 mod pace;
 mod poll;
+mod position;
 mod roles;
 mod stop;
 mod stopping;

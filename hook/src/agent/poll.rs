@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use super::config::{AgentConfig, AgentRole};
+use super::config::{other_pod_limit, AgentConfig, AgentRole};
 use super::counters::{Counters, Repaired};
 use super::failover::Failover;
 use super::metrics::Status;
@@ -122,7 +122,8 @@ impl Agent {
             Dial::Resolve(SystemResolver::new(topology)),
             topology,
             &logins,
-        );
+        )
+        .within(other_pod_limit(config.poll_interval));
         // The local metrics port is plaintext on replicas, the only agents that read it.
         let http = crate::tls::http_client_builder(None, SCRAPE_TIMEOUT)
             .build()
@@ -131,10 +132,14 @@ impl Agent {
             AgentRole::Primary => Role::Primary,
             AgentRole::Replica => Role::Replica,
         };
-        let failover = config.failover.clone().map(|f| Failover::new(f, &logins));
+        let started = Instant::now();
+        let failover = config
+            .failover
+            .clone()
+            .map(|f| Failover::new(f, &logins, started));
         Agent {
             config,
-            started: Instant::now(),
+            started,
             local,
             primary,
             logins,
@@ -183,9 +188,14 @@ impl Agent {
         let span = tracing::info_span!("poll", ?role);
         self.watching = None;
         let outcome = self.poll_role().instrument(span).await;
+        let serving_until = match (&self.failover, self.role) {
+            (Some(failover), Role::Primary) => failover.serving_until(),
+            _ => None,
+        };
         let mut status = Status {
             last_poll_seconds: started.elapsed().as_secs_f64(),
             role: Some(self.role),
+            serving_until,
             ..Default::default()
         };
         match outcome {

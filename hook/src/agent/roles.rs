@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::config::other_pod_limit;
 use super::counters::OfDatabase;
 use super::failover::{Ask, Takeover, Verdict};
 use super::poll::{defaultdb, poll_failed, Agent};
@@ -13,7 +14,7 @@ use crate::config::spec::DatabaseReplication;
 use crate::link::{Dial, Link};
 use crate::plan::failover::{self, History, Rejoin};
 use crate::plan::health::{Assessment, Repair, State};
-use crate::plan::ReplicaDesired;
+use crate::plan::{Action, Observed, ReplicaDesired};
 use crate::types::{Credentials, Role};
 use crate::wait::SystemResolver;
 
@@ -26,15 +27,20 @@ impl Agent {
         let names: Vec<String> = spec.databases.iter().map(|d| d.name.clone()).collect();
         let topology = self.config.topology.clone();
         let admin = self.config.admin.clone();
+        let failover = self
+            .failover
+            .as_mut()
+            .expect("a failover poll has failover");
+        if let Some(why) = failover.lapsed() {
+            tracing::error!(%why, "fenced: this pod stops serving writes before it reads the Lease again");
+            self.fence(spec).await?;
+        }
         let local = self
             .local
             .session(&admin, &defaultdb())
             .await
             .map_err(|e| poll_failed("local immudb", e))?;
-        let failover = self
-            .failover
-            .as_mut()
-            .expect("a failover poll has failover");
+        let failover = self.failover.as_mut().expect("failover");
         let ask = Ask {
             local,
             databases: &names,
@@ -42,7 +48,7 @@ impl Agent {
             admin: &admin,
             acks: spec.sync_acks,
         };
-        let (verdict, takeover) = failover.decide(now, &ask).await;
+        let (verdict, takeover) = failover.decide(&ask).await;
         match verdict {
             Verdict::Primary => {
                 let served = self.serve(spec, takeover, now).await?;
@@ -87,13 +93,17 @@ impl Agent {
             self.record_takeover(takeover);
         }
         let desired = spec.primary_desired();
-        let observed = self
-            .on_local(|s| async move { s.observe(false).await })
+        let promotions = self
+            .plan_local(
+                |observed| failover::promotions(&desired, observed),
+                Repair::Promoted,
+            )
             .await?;
-        let promotions: Vec<_> = failover::promotions(&desired, &observed)
-            .into_iter()
-            .map(|action| (action, Repair::Promoted))
-            .collect();
+        // The age of the last renew is measured again right before each step that acts as the
+        // primary (its databases turn writable, the write Service routes to it, it writes, it
+        // reports Ready): the process may have been stopped since the Lease was renewed, and
+        // another pod may hold it now.
+        self.still_serving("promotion")?;
         if !self
             .apply_all(&promotions, &spec.replication.password)
             .await
@@ -103,9 +113,11 @@ impl Agent {
                 "a database could not be made writable",
             ));
         }
+        self.still_serving("labelling")?;
         let failover = self.failover.as_mut().expect("failover");
         failover.label(Role::Primary).await;
         let assessment = self.assess_primary(&desired, now).await?;
+        self.still_serving("repair")?;
         self.repair(&assessment, &spec.replication.password).await;
         if assessment
             .databases
@@ -115,7 +127,14 @@ impl Agent {
             let failover = self.failover.as_mut().expect("failover");
             failover.release().await;
         }
+        self.still_serving("readiness")?;
         Ok((assessment, true))
+    }
+
+    /// Err when this pod's last renew of the Lease is too old for `step` to act as primary.
+    fn still_serving(&self, step: &str) -> Result<(), String> {
+        let failover = self.failover.as_ref().expect("failover");
+        failover.serving().map_err(|why| poll_failed(step, why))
     }
 
     async fn follow(
@@ -127,32 +146,16 @@ impl Agent {
         now: Duration,
     ) -> Result<(Assessment, bool), String> {
         self.role = Role::Replica;
-        let failover = self.failover.as_mut().expect("failover");
-        failover.label(Role::Replica).await;
-        let me = failover.config.me.clone();
         if let Some(why) = &why {
             tracing::info!(%why, "no primary to take over from yet");
         }
+        let fenced = self.fence(spec).await;
+        // Read-only first, then out of the write Service: the API may be slow to answer.
+        let failover = self.failover.as_mut().expect("failover");
+        failover.label(Role::Replica).await;
+        fenced?;
+        let me = failover.config.me.clone();
         let desired = spec.replica_desired(self.config.topology.grpc_port);
-        let observed = self
-            .on_local(|s| async move { s.observe(false).await })
-            .await?;
-        let fences: Vec<_> = failover::fences(&desired, &observed)
-            .into_iter()
-            .map(|action| (action, Repair::Fenced))
-            .collect();
-        if !fences.is_empty() {
-            tracing::warn!(
-                databases = fences.len(),
-                "this pod does not hold the Lease: making its writable databases read-only"
-            );
-        }
-        if !self.apply_all(&fences, &spec.replication.password).await {
-            return Err(poll_failed(
-                "fence",
-                "a writable database could not be made read-only",
-            ));
-        }
         let primary = primary.filter(|p| *p != me);
         if let Some(host) = &primary {
             self.point_at(host);
@@ -177,12 +180,53 @@ impl Agent {
         Ok((assessment, view.is_some()))
     }
 
+    /// What `plan` makes of the local immudb as it is now, each action counted as `reason`.
+    async fn plan_local(
+        &mut self,
+        plan: impl FnOnce(&Observed) -> Vec<Action>,
+        reason: Repair,
+    ) -> Result<Vec<(Action, Repair)>, String> {
+        let observed = self
+            .on_local(|s| async move { s.observe(false).await })
+            .await?;
+        Ok(plan(&observed)
+            .into_iter()
+            .map(|action| (action, reason))
+            .collect())
+    }
+
+    /// Makes every writable database read-only (`failover::fences`): this pod does not hold the
+    /// Lease, or no longer knows that it does.
+    async fn fence(&mut self, spec: &DatabaseReplication) -> Result<(), String> {
+        let desired = spec.replica_desired(self.config.topology.grpc_port);
+        let fences = self
+            .plan_local(
+                |observed| failover::fences(&desired, observed),
+                Repair::Fenced,
+            )
+            .await?;
+        if !fences.is_empty() {
+            tracing::warn!(
+                databases = fences.len(),
+                "this pod does not hold the Lease: making its writable databases read-only"
+            );
+        }
+        if !self.apply_all(&fences, &spec.replication.password).await {
+            return Err(poll_failed(
+                "fence",
+                "a writable database could not be made read-only",
+            ));
+        }
+        Ok(())
+    }
+
     /// The primary link dials `host` from now on; the old one's session is closed.
     fn point_at(&mut self, host: &str) {
         if self.primary.host != host {
             let topology = &self.config.topology;
             let resolver = Dial::Resolve(SystemResolver::new(topology));
-            self.primary = Link::new(host, resolver, topology, &self.logins);
+            let limit = other_pod_limit(self.config.poll_interval);
+            self.primary = Link::new(host, resolver, topology, &self.logins).within(limit);
         }
     }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use super::failover::position_of;
 use super::poll::{defaultdb, Agent};
+use super::position::position_of;
 use crate::client::{Client, Target};
 use crate::config::Topology;
 use crate::kube::{Kube, StatefulSetView};

@@ -32,8 +32,9 @@ use immudb_txlog::Chain;
 use tokio::time::Instant;
 
 use super::counters::Switched;
-use super::failover::{position_of, ROLE_LABEL};
+use super::failover::ROLE_LABEL;
 use super::poll::{defaultdb, Agent};
+use super::position::position_of;
 use super::survey::Survey;
 use crate::config::spec::DatabaseReplication;
 use crate::kube::KubeError;
@@ -198,10 +199,9 @@ impl Agent {
         names: &[String],
         target: &Member,
     ) -> Result<(), Abandoned> {
-        let now = self.started.elapsed();
         let failover = self.failover.as_mut().expect("a hand-over has failover");
         failover
-            .renew_now(now)
+            .renew_now()
             .await
             .map_err(|e| abandoned(format!("renewing the Lease first: {e}")))?;
         self.show_stopping(format!("handing the primary role over to {}", target.host));
@@ -422,9 +422,8 @@ impl Agent {
     async fn keep_role(&mut self, spec: &DatabaseReplication, abandoned: Abandoned) -> String {
         let why = abandoned.why;
         if abandoned.lease_moved {
-            let now = self.started.elapsed();
             let failover = self.failover.as_mut().expect("a hand-over has failover");
-            match failover.take_back(now).await {
+            match failover.take_back().await {
                 Ok(()) => tracing::warn!("switchover: took the Lease back"),
                 Err(KubeError::Conflict(_)) => {
                     tracing::warn!(%why, "switchover: the new primary renewed the Lease after the bound; it is the primary");

@@ -72,6 +72,16 @@ impl LeaseMemory {
         self.renewed.is_some()
     }
 
+    /// When the last successful renew (or acquisition) was sent.
+    pub fn renewed_at(&self) -> Option<Duration> {
+        self.renewed
+    }
+
+    /// Until when a holder may act as primary: its last renew plus [`Timing::fence_after`].
+    pub fn serving_until(&self, timing: &Timing) -> Option<Duration> {
+        self.renewed.map(|sent| sent + timing.fence_after())
+    }
+
     /// This pod no longer holds the Lease.
     pub fn lost(&mut self) {
         self.renewed = None;
@@ -80,8 +90,7 @@ impl LeaseMemory {
     /// A holder must stop acting as primary: it has not renewed for [`Timing::fence_after`]
     /// (or never did since the agent started).
     pub fn fence_due(&self, now: Duration, timing: &Timing) -> bool {
-        self.renewed
-            .is_none_or(|sent| now.saturating_sub(sent) >= timing.fence_after())
+        self.serving_until(timing).is_none_or(|until| now >= until)
     }
 }
 
@@ -191,6 +200,9 @@ pub struct Position {
     /// compared with the current one's yet. It acknowledged nothing (primaries do not) and its
     /// counts may belong to a history that split off: never a candidate.
     pub fenced: bool,
+    /// The declared databases that follow a primary: each has a replicator, whose stream may
+    /// still reach the old primary.
+    pub replicating: BTreeSet<String>,
 }
 
 /// A pod of the release other than this one, and its position when it answered.

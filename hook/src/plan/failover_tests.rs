@@ -36,6 +36,10 @@ fn position(counts: &[(&str, u64)], writable: bool) -> Position {
             .collect(),
         writable,
         fenced: false,
+        replicating: match writable {
+            true => BTreeSet::new(),
+            false => counts.iter().map(|(db, _)| db.to_string()).collect(),
+        },
     }
 }
 
@@ -176,6 +180,18 @@ fn an_agent_that_never_renewed_since_it_started_is_fenced() {
     assert!(!memory.fence_due(at(18), &TIMING));
     memory.lost();
     assert!(memory.fence_due(at(18), &TIMING));
+}
+
+#[test]
+fn a_holder_serves_until_the_fence_time_after_its_last_renew_was_sent() {
+    let mut memory = LeaseMemory::default();
+    assert_eq!(memory.serving_until(&TIMING), None);
+    memory.renewed("3", at(10));
+    assert_eq!(memory.renewed_at(), Some(at(10)));
+    // 15 s lease, less a poll (5 s) and a call (2 s).
+    assert_eq!(memory.serving_until(&TIMING), Some(at(18)));
+    memory.lost();
+    assert_eq!(memory.serving_until(&TIMING), None);
 }
 
 #[test]

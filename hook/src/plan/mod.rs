@@ -1,10 +1,12 @@
 //! The pure part of the hook: what a node should look like, what it looks like, and the actions
 //! that close the gap (`health` decides the agent's state and repairs, `lag` measures replicas,
-//! `failover` follows the Lease, `switchover` hands it over before a planned stop, `replay`
-//! prepares a restore's or a rebuild's target).
+//! `failover` follows the Lease, `cutoff` cuts the old primary off before a failover,
+//! `switchover` hands the Lease over before a planned stop, `replay` prepares a restore's or a
+//! rebuild's target).
 //! No I/O here, so every rule is unit-tested. It may import only the leaf `types`; the engine
 //! and the subcommands import it, never the other way round.
 
+pub mod cutoff;
 pub mod failover;
 pub mod health;
 pub mod lag;

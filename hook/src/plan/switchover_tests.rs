@@ -15,6 +15,7 @@ fn position(held: u64) -> Position {
         .into(),
         writable: false,
         fenced: false,
+        replicating: ["appdb".to_string()].into(),
     }
 }
 

@@ -104,19 +104,20 @@ impl Cluster {
         subcommand: &str,
         extra: &[&str],
     ) -> Cli {
-        self.cli_with(replicas, timeout_s, &[], subcommand, extra)
+        let args = self.args_with(replicas, timeout_s, &[], subcommand, extra);
+        Cli::try_parse_from(args).expect("valid command line")
     }
 
-    /// [`Cluster::cli`] with `global` flags before the subcommand (`--primary-host` among them
-    /// replaces node 0's address).
-    pub fn cli_with(
+    /// The hook's command line, program name first, with `global` flags before the subcommand
+    /// (`--primary-host` among them replaces node 0's address).
+    pub fn args_with(
         &self,
         replicas: &[String],
         timeout_s: u64,
         global: &[&str],
         subcommand: &str,
         extra: &[&str],
-    ) -> Cli {
+    ) -> Vec<String> {
         let mut args: Vec<String> = vec!["immudb-hook".into()];
         // A test that names the primary by its pod's DNS name gives --primary-host itself.
         if !global
@@ -145,7 +146,7 @@ impl Cluster {
             ));
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        Cli::try_parse_from(args).expect("valid command line")
+        args
     }
 
     /// `converge` with `spec` and `extra` flags.
@@ -210,19 +211,42 @@ pub fn target(node: &Node) -> Target {
 
 pub const AGENT_PORT: u16 = 9498;
 
-/// An agent running in the test's runtime; dropping it stops it.
+/// A running agent; dropping it stops it.
 pub struct RunningAgent {
     pub address: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    run: Run,
+}
+
+/// An agent in the test's runtime, or the hook binary as a child process (which a test can
+/// stop and resume with signals).
+enum Run {
+    Task(tokio::task::JoinHandle<()>),
+    Process(tokio::process::Child),
 }
 
 impl Drop for RunningAgent {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Run::Task(task) = &self.run {
+            task.abort();
+        }
+        // A child is killed on drop.
     }
 }
 
 impl RunningAgent {
+    /// Sends `signal` (`"STOP"`, `"CONT"`, ...) to the agent's process.
+    pub fn signal(&self, signal: &str) {
+        let Run::Process(child) = &self.run else {
+            panic!("only an agent run as a process takes signals");
+        };
+        let pid = child.id().expect("the agent runs").to_string();
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal}");
+    }
+
     /// GET `path` on the agent's port: (status code, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
         let url = format!("http://{}{path}", self.address);
@@ -260,20 +284,65 @@ impl Cluster {
         spec: serde_json::Value,
         extra: &[&str],
     ) -> RunningAgent {
-        self.agent_with(node, replicas, spec, &[], extra)
+        let args = self.agent_args(node, replicas, spec, &[], extra);
+        self.agent_task(node, &args)
     }
 
-    /// [`Cluster::agent`] with `global` flags before the subcommand.
-    pub fn agent_with(
+    /// The agent of node `node` with the command line `args` ([`Cluster::agent_args`]) in the
+    /// test's runtime.
+    pub fn agent_task(&self, node: u8, args: &[String]) -> RunningAgent {
+        let cli = Cli::try_parse_from(args).expect("valid command line");
+        let Command::Agent(args) = &cli.command else {
+            unreachable!()
+        };
+        let config = args
+            .config(&cli.topology, &cli.lease)
+            .expect("valid agent config");
+        let task = tokio::spawn(async move {
+            let _ = immudb_hook::agent::run(config).await;
+        });
+        RunningAgent {
+            address: self.agent_address(node),
+            run: Run::Task(task),
+        }
+    }
+
+    /// The agent of node `node` with the command line `args` ([`Cluster::agent_args`]) as the
+    /// hook binary in a child process; its log goes to the test's stderr when TEST_LOG sets a
+    /// filter.
+    pub fn agent_process(&self, node: u8, args: &[String]) -> RunningAgent {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_immudb-hook"));
+        command.args(&args[1..]).kill_on_drop(true);
+        match std::env::var("TEST_LOG") {
+            Ok(filter) => command.env("IMMUDB_HOOK_LOG", filter),
+            Err(_) => command.stderr(std::process::Stdio::null()),
+        };
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the hook binary starts");
+        RunningAgent {
+            address: self.agent_address(node),
+            run: Run::Process(child),
+        }
+    }
+
+    fn agent_address(&self, node: u8) -> SocketAddr {
+        SocketAddr::new(self.ip(node), AGENT_PORT)
+    }
+
+    /// The agent's command line with fast test timings (a flag in `extra` replaces the timing
+    /// of the same name), program name first.
+    pub fn agent_args(
         &self,
         node: u8,
         replicas: &[String],
         spec: serde_json::Value,
         global: &[&str],
         extra: &[&str],
-    ) -> RunningAgent {
+    ) -> Vec<String> {
         let role = if node == 0 { "primary" } else { "replica" };
-        let address = SocketAddr::new(self.ip(node), AGENT_PORT);
+        let address = self.agent_address(node);
         let spec_flag = format!("--spec-file={}", self.write_spec(&spec));
         let mut flags = vec![
             format!("--role={role}"),
@@ -291,17 +360,7 @@ impl Cluster {
         }
         flags.extend(extra.iter().map(|s| s.to_string()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let cli = self.cli_with(replicas, 20, global, "agent", &flags);
-        let Command::Agent(args) = &cli.command else {
-            unreachable!()
-        };
-        let config = args
-            .config(&cli.topology, &cli.lease)
-            .expect("valid agent config");
-        let task = tokio::spawn(async move {
-            let _ = immudb_hook::agent::run(config).await;
-        });
-        RunningAgent { address, task }
+        self.args_with(replicas, 20, global, "agent", &flags)
     }
 }
 

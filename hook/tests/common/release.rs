@@ -5,7 +5,8 @@
 //! kube-proxy routes it), a kubelet that probes each pod's readiness from its agent and, for a
 //! planned stop, runs the preStop hook before it stops immudb, StatefulSet controllers that
 //! roll their pods to a new revision in Kubernetes' order, and a sampler that never sees two
-//! writable primaries behind the write Service. Used by `failover.rs` and `switchover.rs`.
+//! writable primaries behind the write Service, nor the write Service routing to two pods.
+//! Used by `failover.rs`, `paused.rs` and `switchover.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,6 +61,25 @@ pub fn async_spec() -> serde_json::Value {
     serde_json::json!({"databases": ["appdb"], "replication": {"allowTxDiscarding": true}})
 }
 
+/// How a release's pods run, beyond the chart's values.
+#[derive(Clone, Debug)]
+pub struct Harness {
+    /// Pods whose agent runs as the hook binary in a child process (signals stop and resume it).
+    pub processes: Vec<u8>,
+    /// Probes in a row that must fail before the kubelet calls a pod not Ready.
+    pub probe_failure_threshold: u32,
+}
+
+impl Default for Harness {
+    /// Every agent in the test's runtime; a pod is not Ready from its first failed probe.
+    fn default() -> Harness {
+        Harness {
+            processes: Vec::new(),
+            probe_failure_threshold: 1,
+        }
+    }
+}
+
 /// Three pods (the primary StatefulSet's and two replicas; more once scaled), the API double,
 /// the write Service.
 pub struct Release {
@@ -75,8 +95,11 @@ pub struct Release {
     max_replicas: u8,
     /// Each StatefulSet's template revision: pods created now carry it.
     revisions: [u32; 2],
+    harness: Harness,
     /// Set by the sampler when two live nodes were writable at once.
     two_primaries: Arc<AtomicBool>,
+    /// Set by the sampler when the write Service routed to two pods at once.
+    two_routed: Arc<AtomicBool>,
     samples: Arc<AtomicUsize>,
 }
 
@@ -96,6 +119,18 @@ impl Release {
         spec: serde_json::Value,
         flags: &[&str],
         max_replicas: u8,
+    ) -> Release {
+        let harness = Harness::default();
+        Release::start_harnessed(cooldown, spec, flags, max_replicas, harness).await
+    }
+
+    /// [`Release::start_bounded`] with pods run as `harness` says.
+    pub async fn start_harnessed(
+        cooldown: &str,
+        spec: serde_json::Value,
+        flags: &[&str],
+        max_replicas: u8,
+        harness: Harness,
     ) -> Release {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
@@ -142,7 +177,9 @@ impl Release {
             flags: flags.iter().map(|f| f.to_string()).collect(),
             max_replicas,
             revisions,
+            harness,
             two_primaries: Arc::new(AtomicBool::new(false)),
+            two_routed: Arc::new(AtomicBool::new(false)),
             samples: Arc::new(AtomicUsize::new(0)),
         };
         for n in 0..=REPLICA_COUNT {
@@ -196,20 +233,26 @@ impl Release {
         }
     }
 
-    /// The kubelet's readiness probe of one pod, for as long as the test runs.
+    /// The kubelet's readiness probe of one pod, for as long as the test runs: a success makes
+    /// it Ready, `probe_failure_threshold` failures in a row not Ready.
     pub fn probe(&self, node: u8) {
         let url = format!("http://{}:{AGENT_PORT}/readyz", self.cluster.host(node));
         let (pod, kube) = (pod_name(node), self.kube.handle());
+        let threshold = self.harness.probe_failure_threshold;
         tokio::spawn(async move {
             let http = immudb_hook::tls::http_client_builder(None, Duration::from_millis(500))
                 .build()
                 .unwrap();
+            let mut failures = 0;
             loop {
                 let ready = match http.get(&url).send().await {
                     Ok(response) => response.status().is_success(),
                     Err(_) => false,
                 };
-                kube.set_ready(NS, &pod, ready);
+                failures = if ready { 0 } else { failures + 1 };
+                if ready || failures >= threshold {
+                    kube.set_ready(NS, &pod, ready);
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
@@ -250,14 +293,20 @@ impl Release {
             .chain(&self.flags)
             .map(String::as_str)
             .collect();
-        self.cluster
-            .agent_with(node, &[], self.spec.clone(), &global, &extra)
+        let args = self
+            .cluster
+            .agent_args(node, &[], self.spec.clone(), &global, &extra);
+        if self.harness.processes.contains(&node) {
+            self.cluster.agent_process(node, &args)
+        } else {
+            self.cluster.agent_task(node, &args)
+        }
     }
 
-    /// Every few milliseconds: how many nodes accept writes, i.e. have appdb writable and are
-    /// routed to by the write Service. (A returning pod's immudb opens its databases as they
-    /// were, writable, before its agent's first poll fences them; no Service routes to it then
-    /// and, with sync acks, no replica acknowledges a write there.)
+    /// Every few milliseconds: how many pods the write Service routes to, and how many nodes
+    /// accept writes, i.e. have appdb writable and are routed to. (A returning pod's immudb
+    /// opens its databases as they were, writable, before its agent's first poll fences them;
+    /// no Service routes to it then and, with sync acks, no replica acknowledges a write there.)
     pub fn sample_writable_primaries(&self) {
         let nodes: Vec<_> = self
             .nodes
@@ -266,9 +315,13 @@ impl Release {
             .collect();
         let routed = self.kube.selector(NS, "immudb/role", "primary");
         let (flag, samples) = (self.two_primaries.clone(), self.samples.clone());
+        let two_routed = self.two_routed.clone();
         tokio::spawn(async move {
             loop {
                 let selected = routed();
+                if selected.len() > 1 {
+                    two_routed.store(true, Ordering::SeqCst);
+                }
                 let writable = nodes
                     .iter()
                     .filter(|(ip, state)| {
@@ -350,6 +403,10 @@ impl Release {
             !self.two_primaries.load(Ordering::SeqCst),
             "two nodes accepted writes at the same moment"
         );
+        assert!(
+            !self.two_routed.load(Ordering::SeqCst),
+            "the write Service routed to two pods at the same moment"
+        );
     }
 }
 
@@ -381,7 +438,12 @@ pub async fn write_session(release: &Release) -> Option<Client> {
 
 /// Writes `key` through the write Service until one write is acknowledged; returns its tx.
 pub async fn write(release: &Release, key: &str) -> u64 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    write_within(release, key, WAIT).await
+}
+
+/// [`write`], giving up after `wait`.
+pub async fn write_within(release: &Release, key: &str, wait: Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + wait;
     while tokio::time::Instant::now() < deadline {
         if let Some(session) = write_session(release).await {
             let set = tokio::time::timeout(
@@ -411,8 +473,13 @@ pub fn tx_count(node: &Node) -> u64 {
 }
 
 pub async fn new_primary_elected(release: &Release) -> u8 {
+    new_primary_elected_within(release, WAIT).await
+}
+
+/// The replica that took the Lease, waiting at most `wait`.
+pub async fn new_primary_elected_within(release: &Release, wait: Duration) -> u8 {
     let mut elected = None;
-    let found = eventually(WAIT, || {
+    let found = eventually(wait, || {
         let holder = release.holder();
         let is = |n: u8| holder.as_deref() == Some(pod_host(n).as_str());
         elected = (1..release.nodes.len() as u8).find(|&n| is(n));

@@ -224,7 +224,12 @@ impl Node {
                 .serve_with_incoming(incoming)
                 .await;
         });
-        let metrics = tokio::spawn(serve_health(metrics_listener, https, state.clone()));
+        let metrics = tokio::spawn(serve_health(
+            metrics_listener,
+            https,
+            state.clone(),
+            faults.clone(),
+        ));
         let replicator = tokio::spawn(replicator::run(
             state.clone(),
             options.grpc.to_string(),
@@ -269,6 +274,16 @@ impl Node {
         }
     }
 
+    /// Stops the whole process (true) as SIGSTOP, a long GC pause or a frozen VM do, or resumes
+    /// it (false). While stopped its connections stay open and new ones are accepted (the kernel
+    /// answers), but every RPC and the metrics port wait, its own replicators fetch nothing, and
+    /// the replicators of other nodes connected to it hang in their fetch; when it resumes,
+    /// everything continues where it stopped, over the same connections.
+    pub fn pause(&self, paused: bool) {
+        self.state.lock().expect("double state lock").paused = paused;
+        self.faults.pause.set(paused);
+    }
+
     /// Runs `f` on the node's state, e.g. to seed a database or read what the hook did.
     pub fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         f(&mut self.state.lock().expect("double state lock"))
@@ -280,6 +295,9 @@ impl Drop for Node {
         self.faults
             .stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Replicators still connected to it find a dead process.
+        self.state.lock().expect("double state lock").isolated = true;
+        self.faults.pause.set(false);
         self.network.unregister(
             &self.options.grpc.ip().to_string(),
             self.options.grpc.port(),
@@ -297,13 +315,16 @@ async fn serve_health(
     listener: TcpListener,
     https: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<Mutex<State>>,
+    faults: Arc<Faults>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (https, state) = (https.clone(), state.clone());
+        let (https, state, faults) = (https.clone(), state.clone(), faults.clone());
         tokio::spawn(async move {
+            // A stopped process accepts (its kernel does) but answers only once it resumes.
+            faults.pause.wait().await;
             match https {
                 Some(acceptor) => {
                     if let Ok(stream) = acceptor.accept(stream).await {

@@ -9,10 +9,20 @@
 //! It retries as immudb 1.11.1's does (pkg/replication/replicator.go, `handleError`): every failed
 //! fetch counts, an asynchronous replica's "no new transactions" included, and the n-th failure in
 //! a row sleeps [`Backoff::delay_after`] (n from 1, so the first sleep is twice the minimum); any
-//! success resets the count. A failed fetch closes the replicator's session on the primary and the
-//! next fetch opens one again (a login the primary counts in `State::logins`). Only a restart of
-//! the replicator (an UpdateDatabaseV2 carrying replication settings, a load, a restart) ends a
-//! sleep early. A synchronous replica's empty answer is no failure: it never sleeps this way.
+//! success resets the count. Only a restart of the replicator (an UpdateDatabaseV2 carrying
+//! replication settings, a load, a restart) ends a sleep early. A synchronous replica's empty
+//! answer is no failure: it never sleeps this way.
+//!
+//! It keeps its connection (client, session and export stream) to the server it connected to
+//! between fetches (immudb 1.11.1 pkg/replication/replicator.go, `fetchNextTx` connects only when
+//! it holds no stream). The primary's address is resolved when it connects, so a connection made
+//! through a Service stays with the pod it reached, whatever the Service selects later. A fetch
+//! the server answers with an error ends the stream and the replicator disconnects (`fetchNextTx`
+//! disconnects after a failed read; an error in `exportTx` ends immudb's `StreamExportTx`); the
+//! next fetch connects again (a login the primary counts in `State::logins`). A fetch from a
+//! stopped server (`Node::pause`) neither fails nor times out: the stream's context has no
+//! deadline (`Start`), so it hangs, and continues against that same server when it resumes. Only
+//! a restart ends it: `Stop` cancels the stream's context, and the new replicator connects anew.
 //!
 //! A synchronous replica (pkg/replication/replicator.go) sends its committed and precommitted
 //! positions with each fetch; the primary counts its precommitted position as an acknowledgement,
@@ -83,16 +93,35 @@ pub struct Replicator {
     pub last_error: Option<String>,
     /// Failed fetches in a row (immudb's `consecutiveFailures`).
     pub failures: u32,
-    /// Holds a session on the primary (immudb keeps its client and stream between fetches).
-    connected: bool,
+    /// The server its stream is connected to, kept between fetches.
+    upstream: Option<Upstream>,
+    /// Counts starts: a fetch begun by an earlier start (a stream `Stop` cancelled) is dropped.
+    generation: u64,
     next_attempt: Option<Instant>,
 }
 
+/// The server a replicator's stream reached.
+#[derive(Clone)]
+struct Upstream(Arc<Mutex<State>>);
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upstream")
+    }
+}
+
 impl Replicator {
-    /// A failed fetch: immudb drops the session and sleeps before the next one.
+    /// Connected to a server that is stopped: its fetch hangs there.
+    pub fn hangs(&self) -> bool {
+        self.upstream
+            .as_ref()
+            .is_some_and(|u| u.0.lock().expect("double state lock").paused)
+    }
+
+    /// A failed fetch: immudb drops the stream and session and sleeps before the next one.
     fn failed(&mut self, now: Instant, retry: Backoff, reason: String) {
         self.failures += 1;
-        self.connected = false;
+        self.upstream = None;
         self.last_error = Some(reason);
         self.next_attempt = Some(now + retry.delay_after(self.failures, draw()));
     }
@@ -110,17 +139,20 @@ impl Database {
         self.loaded && r.replica && !r.primary_host.is_empty() && r.primary_port > 0
     }
 
-    /// (Re)starts the replicator when the database needs one, with fresh backoff.
+    /// (Re)starts the replicator when the database needs one, with fresh backoff and no
+    /// connection: a fetch the old one had in flight is abandoned (immudb's `Stop` cancels it).
     pub fn start_replicator(&mut self) {
         self.replicator = Replicator {
             running: self.replicator_required(),
             concurrency: self.replication.replication_commit_concurrency,
+            generation: self.replicator.generation + 1,
             ..Default::default()
         };
     }
 
     pub fn stop_replicator(&mut self) {
         self.replicator.running = false;
+        self.replicator.upstream = None;
     }
 }
 
@@ -176,19 +208,19 @@ fn check_report(source: &crate::ledger::Ledger, report: &Report) -> Option<Fetch
     None
 }
 
-/// One fetch; `connect` when the replicator holds no session on the primary and opens one first
-/// (immudb 1.11.1 pkg/replication/replicator.go, `connect`: OpenSession, then ServerInfo).
+/// One fetch from `primary` (`connect`: a new connection, opened first: immudb 1.11.1
+/// pkg/replication/replicator.go, `connect`: OpenSession, then ServerInfo).
 fn fetch(
-    network: &Network,
+    primary: &Mutex<State>,
     version: &str,
     settings: &Replication,
     report: &Report,
     connect: bool,
 ) -> Fetch {
-    let Some(primary) = network.find(&settings.primary_host, settings.primary_port) else {
-        return Fetch::Failed("connection refused".into());
-    };
     let mut primary = primary.lock().expect("double state lock");
+    if primary.isolated {
+        return Fetch::Failed("connection refused".into());
+    }
     if primary.refuse_replication {
         return Fetch::Failed("connection refused".into());
     }
@@ -260,13 +292,23 @@ fn fetch(
     }
 }
 
+/// A replicator due to fetch: its database, settings, what it reports, its start and the server
+/// its stream is connected to (None: it connects first).
+struct Due {
+    name: String,
+    settings: Replication,
+    report: Report,
+    generation: u64,
+    upstream: Option<Upstream>,
+}
+
 /// One round over every running replicator of `state` (the node `me` on the network) whose
 /// retry sleep is over.
 fn round(state: &Mutex<State>, me: &str, network: &Network, retry: Backoff) {
     let now = Instant::now();
-    let (version, due): (String, Vec<(String, Replication, Report, bool)>) = {
+    let (version, due): (String, Vec<Due>) = {
         let state = state.lock().expect("double state lock");
-        if state.isolated {
+        if state.isolated || state.paused {
             return;
         }
         let due = state
@@ -274,27 +316,59 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, retry: Backoff) {
             .iter()
             .filter(|(_, db)| db.replicator.running)
             .filter(|(_, db)| db.replicator.next_attempt.is_none_or(|at| at <= now))
-            .map(|(name, db)| {
-                let report = Report {
+            .map(|(name, db)| Due {
+                name: name.clone(),
+                settings: db.replication.clone(),
+                report: Report {
                     uuid: format!("{me}/{name}"),
                     sync: db.replication.sync_replication,
                     committed: db.ledger.state(),
                     precommitted: db.ledger.precommitted_state(),
-                };
-                let connect = !db.replicator.connected;
-                (name.clone(), db.replication.clone(), report, connect)
+                },
+                generation: db.replicator.generation,
+                upstream: db.replicator.upstream.clone(),
             })
             .collect();
         (state.version.clone(), due)
     };
-    for (name, settings, report, connect) in due {
-        let fetched = fetch(network, &version, &settings, &report, connect);
+    for due in due {
+        let Due {
+            name,
+            settings,
+            report,
+            generation,
+            upstream,
+        } = due;
+        let connect = upstream.is_none();
+        // The address is resolved when the replicator connects, never again while connected.
+        let upstream = upstream.or_else(|| {
+            network
+                .find(&settings.primary_host, settings.primary_port)
+                .map(Upstream)
+        });
+        let paused = upstream
+            .as_ref()
+            .is_some_and(|u| u.0.lock().expect("double state lock").paused);
+        let fetched = match &upstream {
+            // Connected (or connecting) to a stopped server: the fetch hangs, nothing changes.
+            Some(_) if paused => None,
+            Some(primary) => Some(fetch(&primary.0, &version, &settings, &report, connect)),
+            None => Some(Fetch::Failed("connection refused".into())),
+        };
         let mut state = state.lock().expect("double state lock");
         let server_replica = state.server_replica;
         let Some(db) = state.databases.get_mut(&name) else {
             continue;
         };
         let replicator = &mut db.replicator;
+        if !replicator.running || replicator.generation != generation {
+            // Restarted or stopped meanwhile: the answer belongs to a cancelled stream.
+            continue;
+        }
+        replicator.upstream = upstream;
+        let Some(fetched) = fetched else {
+            continue;
+        };
         let (messages, users, may_commit, drained) = match fetched {
             Fetch::VersionMismatch => {
                 // Stops without a log line naming the cause; only a load restarts it.
@@ -313,6 +387,8 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, retry: Backoff) {
                     report.committed.0
                 ));
                 db.replicator.succeeded();
+                // The primary's refusal ended the stream.
+                db.replicator.upstream = None;
                 continue;
             }
             Fetch::PrecommitDiverged => {
@@ -331,7 +407,6 @@ fn round(state: &Mutex<State>, me: &str, network: &Network, retry: Backoff) {
                 drained,
             } => (messages, users, may_commit, drained),
         };
-        replicator.connected = true;
         if !messages.is_empty() && replicator.concurrency > db.effective.max_concurrency {
             replicator.failed(now, retry, "max concurrency limit exceeded".into());
             continue;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::commits::SyncCost;
@@ -35,12 +36,44 @@ pub struct Faults {
     pub sessions_reaped: AtomicUsize,
     /// Set when the node is dropped: connections still open answer as a dead process would.
     pub stopped: AtomicBool,
+    /// Set while the process is stopped (`Node::pause`).
+    pub pause: Pause,
     /// UpdateDatabaseV2 accepts storage settings but keeps the old ones, as immudb does with a
     /// field it does not know (a client sending a wrong field number).
     pub storage_updates_ignored: AtomicBool,
     /// Calls refused by name (`"DatabaseListV2"`, as the proto spells it) with the status given:
     /// a server that answers, and refuses (`Faults::refuse`).
     pub refused: Mutex<BTreeMap<&'static str, Status>>,
+}
+
+/// A process that stops for a while and resumes (SIGSTOP, a long GC pause, a frozen VM): its
+/// kernel keeps its connections open and accepts new ones, but nothing answers, so every call
+/// waits, neither failing nor timing out on the server's side, until it resumes.
+#[derive(Debug, Default)]
+pub struct Pause {
+    paused: AtomicBool,
+    resumed: Notify,
+}
+
+impl Pause {
+    pub(crate) fn set(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+        if !paused {
+            self.resumed.notify_waiters();
+        }
+    }
+
+    /// Returns at once while running, else when the process resumes.
+    pub(crate) async fn wait(&self) {
+        loop {
+            // Registered before the check: a resume between the two still wakes it.
+            let resumed = self.resumed.notified();
+            if !self.paused.load(Ordering::SeqCst) {
+                return;
+            }
+            resumed.await;
+        }
+    }
 }
 
 impl Faults {
@@ -66,6 +99,7 @@ impl Service {
     /// What every call meets first: a stopped node, latency, the injected faults. `rpc` is the
     /// call's name as the proto spells it.
     pub(crate) async fn gate(&self, rpc: &str) -> Result<(), Status> {
+        self.faults.pause.wait().await;
         if self.faults.stopped.load(Ordering::SeqCst) {
             return Err(Status::unavailable("the server is stopped"));
         }

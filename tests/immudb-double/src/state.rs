@@ -108,8 +108,11 @@ pub struct State {
     pub sessions_opened: u64,
     pub sessions_closed: u64,
     pub(crate) tokens: HashMap<String, String>,
-    /// Cut off from the network (`Node::isolate`): its replicators pause.
+    /// Cut off from the network (`Node::isolate`) or stopped for good (the node dropped):
+    /// connections to it fail and its replicators pause.
     pub isolated: bool,
+    /// The process is stopped for a while (`Node::pause`): connections to it hang.
+    pub paused: bool,
     /// Test knob: replicators fetching from this server fail (`connection refused`) while its
     /// clients still reach it, so replicas fall behind an asynchronous primary.
     pub refuse_replication: bool,

@@ -239,6 +239,8 @@ pub async fn set(
     service.gate("Set").await?;
     let (db_name, header) = precommit_set(service, request)?;
     commits::committed(&Arc::downgrade(&service.state), &db_name, header.id).await?;
+    // A process stopped while the commit completed answers once it resumes.
+    service.faults.pause.wait().await;
     Ok(Response::new(header_to_proto(&header)))
 }
 

@@ -44,6 +44,8 @@ struct Api {
     tokens: BTreeSet<String>,
     rules: Vec<Rule>,
     cut_off: BTreeSet<String>,
+    /// Clients whose every call is answered this late (a slow or overloaded API server).
+    delayed: BTreeMap<String, Duration>,
     /// Every answered call: (token, verb, resource, status).
     calls: Vec<(String, String, String, u16)>,
 }
@@ -364,6 +366,10 @@ async fn handle(
     if api.lock().expect("api lock").cut_off.contains(&token) {
         tokio::time::sleep(PARTITION_HANG).await;
     }
+    let delay = api.lock().expect("api lock").delayed.get(&token).copied();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let (code, value) = {
         let mut api = api.lock().expect("api lock");
         let answer = api.answer(&method, &path, &content_type, &body, &token);
@@ -443,6 +449,15 @@ impl KubeHandle {
         } else {
             api.cut_off.remove(token);
         }
+    }
+
+    /// Answers every call of the client with `token` `delay` late (None: at once again).
+    pub fn delay(&self, token: &str, delay: Option<Duration>) {
+        let mut api = self.api();
+        match delay {
+            Some(delay) => api.delayed.insert(token.to_string(), delay),
+            None => api.delayed.remove(token),
+        };
     }
 
     /// A pod of the release, as the StatefulSet creates it: its template's labels and its IP.

@@ -21,12 +21,22 @@ pub const LEASE: &str = "bench-immudb-primary";
 pub const WRITE_SERVICE: &str = "bench-immudb-primary";
 pub const AGENT_PORT: u16 = 9498;
 pub const ADMIN: &str = "bench-admin";
+pub const READ_STATEFULSET: &str = "bench-immudb-read";
 
 pub fn pod(node: u8) -> String {
     match node {
         0 => "bench-immudb-primary-0".into(),
-        n => format!("bench-immudb-read-{}", n - 1),
+        n => format!("{READ_STATEFULSET}-{}", n - 1),
     }
+}
+
+/// The pod's DNS name in its headless Service, as the chart names it.
+pub fn pod_host(node: u8) -> String {
+    let service = match node {
+        0 => "bench-immudb-primary-hl".to_string(),
+        _ => format!("{READ_STATEFULSET}-hl"),
+    };
+    format!("{}.{service}.{NS}.svc.cluster.local", pod(node))
 }
 
 /// How the kubelet probes a pod: immudb's startup probe (its /readyz on the metrics port), then
@@ -48,6 +58,11 @@ pub struct Release {
     /// The Lease's timing and cooldown with failover; None without.
     pub failover: Option<(String, String)>,
     pub poll_interval: String,
+    /// Set by [`Release::name_pods_as_the_chart`]: the hosts file the agents resolve the pods'
+    /// DNS names with.
+    pub hosts_file: Option<PathBuf>,
+    /// More environment for every agent.
+    pub env: Vec<(String, String)>,
 }
 
 impl Release {
@@ -62,7 +77,7 @@ impl Release {
     ) -> Release {
         let pods: Vec<String> = (0..3).map(pod).collect();
         let names: Vec<&str> = pods.iter().map(String::as_str).collect();
-        let kube = KubeDouble::start(Rule::chart(LEASE, "bench-immudb-read", LEASE, &names))
+        let kube = KubeDouble::start(Rule::chart(LEASE, READ_STATEFULSET, LEASE, &names))
             .await
             .expect("start the API double");
         let mut nodes = Vec::new();
@@ -94,6 +109,8 @@ impl Release {
             agents: Vec::new(),
             failover: failover.map(|(l, c)| (l.to_string(), c.to_string())),
             poll_interval: "5s".into(),
+            hosts_file: None,
+            env: Vec::new(),
         };
         for n in 0..3 {
             run_kubelet(release.kube.handle(), n, release.ip(n), probes);
@@ -108,6 +125,30 @@ impl Release {
     pub fn holder(&self) -> Option<String> {
         let lease = self.kube.lease(NS, LEASE)?;
         lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+    }
+
+    /// Names the pods as the chart does, by their DNS names in the StatefulSet form (otherwise
+    /// they are named by their addresses, in a list): the agents resolve them through a hosts
+    /// file, the doubles' replicators through the network, and a failover's winner knows the old
+    /// primary's pod by its address. Call it before starting the agents.
+    pub fn name_pods_as_the_chart(&mut self, network: &Network) {
+        let mut hosts = String::from("127.0.0.1 localhost\n");
+        for n in 0..3 {
+            let address = self.ip(n).to_string();
+            hosts.push_str(&format!("{address} {}\n", pod_host(n)));
+            network.alias(&pod_host(n), move || Some(address.clone()));
+        }
+        let file = self.dir.join(format!("hosts-{}", self.subnet));
+        std::fs::write(&file, hosts).unwrap();
+        // No nameserver answers: names resolve through the hosts file.
+        let resolv = self.dir.join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap();
+        self.kube.scale_statefulset(NS, READ_STATEFULSET, 2, 2);
+        self.hosts_file = Some(file);
     }
 
     /// Starts the agent of every pod.
@@ -133,7 +174,23 @@ impl Release {
             .env("IMMUDB_AGENT_LOCAL_ADDRESS", me.to_string())
             .env("IMMUDB_AGENT_POLL_INTERVAL", &self.poll_interval)
             .env("IMMUDB_HOOK_REPLICATION_PRIMARY_HOST", WRITE_SERVICE)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .kill_on_drop(true);
+        let named = self.hosts_file.as_ref().map(|hosts| {
+            command
+                .env_remove("IMMUDB_HOOK_REPLICAS")
+                .env("IMMUDB_HOOK_PRIMARY_HOST", pod_host(0))
+                .env("IMMUDB_HOOK_REPLICA_STATEFULSET", READ_STATEFULSET)
+                .env(
+                    "IMMUDB_HOOK_REPLICA_SERVICE",
+                    format!("{READ_STATEFULSET}-hl"),
+                )
+                .env("IMMUDB_HOOK_REPLICA_COUNT", "2")
+                .env("IMMUDB_HOOK_NAMESPACE", NS)
+                .env("IMMUDB_HOOK_HOSTS_FILE", hosts)
+                .env("IMMUDB_HOOK_RESOLV_CONF", self.dir.join("resolv.conf"));
+            pod_host(node)
+        });
         if let Some((lease_duration, cooldown)) = &self.failover {
             command
                 .env("IMMUDB_HOOK_LEASE_NAME", LEASE)
@@ -144,14 +201,15 @@ impl Release {
                 )
                 .env("IMMUDB_HOOK_NAMESPACE", NS)
                 .env("IMMUDB_AGENT_POD_NAME", pod(node))
-                .env("IMMUDB_AGENT_POD_HOST", me.to_string())
+                .env("IMMUDB_AGENT_POD_HOST", named.unwrap_or(me.to_string()))
                 .env("IMMUDB_AGENT_LEASE_DURATION", lease_duration)
                 .env("IMMUDB_AGENT_FAILOVER_COOLDOWN", cooldown);
         } else if node > 0 {
-            command.env(
-                "IMMUDB_HOOK_REPLICATION_PRIMARY_HOST",
-                self.ip(0).to_string(),
-            );
+            let primary = match &self.hosts_file {
+                Some(_) => pod_host(0),
+                None => self.ip(0).to_string(),
+            };
+            command.env("IMMUDB_HOOK_REPLICATION_PRIMARY_HOST", primary);
         }
         command.spawn().expect("start an agent")
     }
