@@ -24,6 +24,7 @@ const FLAGS: &[&str] = &[
 
 const HANDED_OVER: &str = "immudb_agent_switchovers_total{outcome=\"handed_over\"}";
 const KEPT_ROLE: &str = "immudb_agent_switchovers_total{outcome=\"kept_role\"}";
+const RECEIVED: &str = "immudb_agent_switchovers_total{outcome=\"received\"}";
 
 /// A settled release (primary-0 the primary) whose agents get [`FLAGS`], `flags` replacing
 /// those of the same name.
@@ -103,6 +104,11 @@ async fn a_planned_restart_of_the_primary_hands_over_first_and_loses_no_acknowle
     assert_eq!(old.metric(HANDED_OVER), Some(1.0), "{}", old.metrics);
     assert_eq!(old.metric(KEPT_ROLE), Some(0.0));
     assert_eq!(old.metric("immudb_agent_failovers_total"), Some(0.0));
+    // The new primary counts what it received: its count outlives the stopping pod.
+    let receiver = release.agents[target as usize]
+        .as_ref()
+        .expect("the new primary's agent runs");
+    assert_eq!(receiver.metric(RECEIVED).await, Some(1.0));
     // Writes go on through the same Service name, on the new primary.
     let before = writer.count();
     assert!(eventually(WAIT, || async { writer.count() > before + 20 }).await);
@@ -201,6 +207,8 @@ async fn a_hand_over_whose_target_dies_halfway_falls_back_to_keeping_the_lease()
     );
     assert_eq!(stopped.metric(KEPT_ROLE), Some(1.0), "{}", stopped.metrics);
     assert_eq!(stopped.metric(HANDED_OVER), Some(0.0));
+    let target = release.agents[1].as_ref().expect("read-0's agent runs");
+    assert_eq!(target.metric(RECEIVED).await, Some(0.0));
     // As without a hand-over: the pod came back within the Lease and holds it.
     release.kube.cut_off("token-1", false);
     release.agents[2] = Some(release.agent(2));

@@ -265,6 +265,35 @@ def test_a_failover_reaches_the_failover_panels_from_the_first_one(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_switchover_reaches_the_switchovers_panel_from_the_pod_that_received_it(tmp_path):
+    # primary-0 stops for a rollout at 4m after handing its role to read-0, whose agent counts
+    # outcome="received" in the poll that labels its pod primary: the count continues in a new
+    # series born at 1. primary-0's own handed_over count ends with its process, unscraped.
+    (switchovers,) = panel_exprs("Switchovers")
+    base = 'namespace="db", release="demo", endpoint="agent"'
+
+    def received(pod, role, values):
+        labels = f'{base}, pod="demo-immudb-{pod}", role="{role}", outcome="received"'
+        return {"series": f"immudb_agent_switchovers_total{{{labels}}}", "values": values}
+
+    series = [
+        received("read-0", "read", "0 0 0 0 stale"),
+        received("read-0", "primary", "_x4 1x16"),
+        received("primary-0", "primary", "0 0 0 0 stale"),
+        received("primary-0", "read", "_x5 0x15"),
+    ]
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": [
+            {"expr": switchovers, "eval_time": "3m", "exp_samples": [{"labels": "{}", "value": 0}]},
+            {"expr": switchovers, "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 1}]},
+        ]}],
+    }
+    (tmp_path / "switchover-test.yaml").write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", "switchover-test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_every_dashboard_query_parses_as_promql(tmp_path):
     # promtool parses each expression with Prometheus's own parser when it checks recording rules.
     records = [{"record": f"dashboard:panel{panel['id']}:{i}", "expr": expr} for i, (panel, expr) in enumerate(dashboard_queries())]

@@ -101,17 +101,21 @@ pub enum Switched {
     HandedOver,
     /// It could not finish in time: this pod kept the Lease through its restart.
     KeptRole,
+    /// Another pod handed the role to this one. Counted by the pod that lives on: the giver's
+    /// own count ends with its process, often before a scrape reads it.
+    Received,
 }
 
 impl Series for Switched {
     fn known(_databases: &[String]) -> Vec<Switched> {
-        vec![Switched::HandedOver, Switched::KeptRole]
+        vec![Switched::HandedOver, Switched::KeptRole, Switched::Received]
     }
 
     fn labels(&self) -> String {
         let outcome = match self {
             Switched::HandedOver => "handed_over",
             Switched::KeptRole => "kept_role",
+            Switched::Received => "received",
         };
         format!("outcome=\"{outcome}\"")
     }

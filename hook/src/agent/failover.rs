@@ -55,12 +55,15 @@ pub struct Ask<'a> {
     pub acks: Option<u32>,
 }
 
-/// This pod took the Lease from `previous` (None: nobody held it).
+/// This pod became the holder of the Lease after `previous` (None: nobody held it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Takeover {
     pub previous: Option<String>,
     /// Per database, transactions the previous primary had when last seen that this pod lacks.
     pub lost: BTreeMap<String, u64>,
+    /// `previous` handed the Lease to this pod before a planned stop (a switchover), rather than
+    /// this pod taking it in an election.
+    pub handed_over: bool,
 }
 
 pub struct Failover {
@@ -162,13 +165,28 @@ impl Failover {
             Ok(lease) => lease,
             Err(error) => return (self.unreadable(&error), None),
         };
+        let previous_holder = self.holder();
         self.lease = lease;
         let record = self.lease.as_ref().map(Lease::record);
         let timing = *self.timing();
         let now = self.now();
         let state = observe(record.as_ref(), &mut self.memory, now, &timing);
         match lease_step(&self.config.me, &state, record.as_ref(), wall, &timing) {
-            LeaseStep::Renew => (self.renew(wall).await, None),
+            LeaseStep::Renew => {
+                let verdict = self.renew(wall).await;
+                // Holder now, another pod at the last read, and no election of ours in between:
+                // that pod handed the Lease over. Counted here, by the pod that lives on.
+                let giver = previous_holder.filter(|p| *p != self.config.me);
+                let handed = match (&verdict, giver) {
+                    (Verdict::Primary, Some(giver)) => Some(Takeover {
+                        previous: Some(giver),
+                        lost: BTreeMap::new(),
+                        handed_over: true,
+                    }),
+                    _ => None,
+                };
+                (verdict, handed)
+            }
             LeaseStep::Follow { primary } => {
                 self.memory.lost();
                 self.peers.clear();

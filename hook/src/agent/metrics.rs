@@ -181,7 +181,7 @@ pub fn render(status: &Status) -> String {
     labelled_counter(
         &mut text,
         "immudb_agent_switchovers_total",
-        "Planned hand-overs of the primary role this agent made before its pod stopped: handed_over (the Lease moved to a replica that then served writes), kept_role (it could not finish in time; the pod kept the Lease through its restart). Never failovers.",
+        "Planned hand-overs of the primary role, never failovers: handed_over (this agent moved the Lease to a replica that then served writes, before its pod stopped), kept_role (it could not finish in time; the pod kept the Lease through its restart), received (another pod handed the role to this one; the count that outlives the stopping pod).",
         &counters.switchovers,
         &counters.databases,
     );

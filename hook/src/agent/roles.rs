@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::config::other_pod_limit;
-use super::counters::OfDatabase;
+use super::counters::{OfDatabase, Switched};
 use super::failover::{Ask, Takeover, Verdict};
 use super::poll::{defaultdb, poll_failed, Agent};
 use crate::config::spec::DatabaseReplication;
@@ -67,6 +67,11 @@ impl Agent {
             tracing::info!("took the free Lease: this pod is the primary");
             return;
         };
+        if takeover.handed_over {
+            self.counters.switchovers.increment(Switched::Received);
+            tracing::info!(%previous, "switchover: {previous} handed the primary role to this pod");
+            return;
+        }
         self.counters.failovers += 1;
         let lost: u64 = takeover.lost.values().sum();
         for (db, count) in &takeover.lost {

@@ -179,6 +179,7 @@ impl Failover {
                 let takeover = Takeover {
                     previous: failed_over,
                     lost,
+                    handed_over: false,
                 };
                 (Verdict::Primary, Some(takeover))
             }
