@@ -18,8 +18,11 @@ mod pods;
 mod rollout;
 mod sampler;
 
+// Every test crate compiles the harness, and uses all, part or none of it (as
+// `#![allow(dead_code)]` in common/ says).
+#[allow(unused_imports)]
 pub use clients::*;
-// Not every test crate stops pods (as `#![allow(dead_code)]` in common/ says of the harness).
 #[allow(unused_imports)]
 pub use kubelet::*;
+#[allow(unused_imports)]
 pub use pods::*;
