@@ -8,6 +8,7 @@
 //! A subcommand: it may import the engine (config, client, link, wait, holdings, plan) and the
 //! leaf types; only the command tree imports it.
 
+mod assess;
 pub mod config;
 mod counters;
 pub mod failover;

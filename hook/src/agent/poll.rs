@@ -1,34 +1,28 @@
 //! One poll: observe, assess (pure, `plan::health`), repair, report. With failover the role
-//! comes from the Lease first (`roles.rs`).
+//! comes from the Lease first (`roles.rs`); what a poll observes and how it repairs is
+//! `assess.rs`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
 use super::config::{other_pod_limit, AgentConfig, AgentRole};
-use super::counters::{Counters, Repaired};
+use super::counters::Counters;
 use super::failover::Failover;
 use super::metrics::Status;
 use super::stopping::{Handover, Stop};
 use crate::client::{Client, RpcError};
-use crate::config::{Desired, Topology};
-use crate::holdings::held_by_replicas;
+use crate::config::Desired;
 use crate::link::{Dial, Link};
-use crate::locate;
-use crate::plan::health::{self, Assessment, Memory, PrimaryView, Repair, ReplicaView, State};
-use crate::plan::{Action, DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
-use crate::scrape;
+use crate::plan::health::{Assessment, Memory};
+use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
 use crate::session::Logins;
-use crate::types::{Credentials, Role, Secret};
+use crate::types::{Credentials, Role};
 use crate::wait::SystemResolver;
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an answer of the replicas about what they hold is reused: asking costs each of them
-/// a login, and a lost database stays lost until an operator acts.
-const HOLDINGS_FOR: Duration = Duration::from_secs(60);
 
 /// Replicas' holdings as last asked, and when.
 type Holdings = (Instant, BTreeMap<String, (String, u64)>);
@@ -43,13 +37,13 @@ pub struct Agent {
     pub(super) logins: Logins,
     /// Whether the local immudb answered a call of this poll (a refusal is an answer).
     local_answered: bool,
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     pub(super) memory: Memory,
     pub(super) counters: Counters,
     /// The last spec that validated: a broken edit keeps the agent on the previous one.
     desired: Option<Desired>,
     /// The primary's agent: what replicas held when a create was last planned.
-    holdings: Option<Holdings>,
+    pub(super) holdings: Option<Holdings>,
     /// Why the pod was last not Ready, logged again only when it changes.
     last_reasons: Vec<String>,
     /// Databases whose accepted settings immudb does not report back, logged once.
@@ -82,25 +76,6 @@ pub(super) struct Watching {
 /// The database the admin's sessions open on.
 pub(super) fn defaultdb() -> [String; 1] {
     ["defaultdb".to_string()]
-}
-
-/// Each of `databases`' last committed transaction on `session`'s server, absent when it lacks
-/// one. UseDatabase and CurrentState per database: what the replication user is known to be
-/// allowed.
-async fn transactions_on(
-    session: &Client,
-    databases: &[String],
-) -> Result<BTreeMap<String, u64>, RpcError> {
-    let mut transactions = BTreeMap::new();
-    for database in databases {
-        match session.use_database(database).await {
-            Ok(()) => {}
-            Err(e) if e.code == tonic::Code::NotFound => continue,
-            Err(e) => return Err(e),
-        }
-        transactions.insert(database.clone(), session.current_state().await?.tx_id);
-    }
-    Ok(transactions)
 }
 
 pub(super) fn poll_failed(step: &str, error: impl std::fmt::Display) -> String {
@@ -345,175 +320,5 @@ impl Agent {
             .await;
         self.local_answered |= result.as_ref().map_or_else(|e| !e.unanswered(), |_| true);
         result.map_err(|e| poll_failed("local immudb", e))
-    }
-
-    /// The local `immudb_replication_replicators` gauges.
-    async fn replicator_gauges(&self) -> Result<BTreeMap<String, u64>, String> {
-        let metrics = SocketAddr::new(self.config.local_address, self.config.topology.metrics_port);
-        let url = format!("http://{metrics}/metrics");
-        scrape::scrape_gauge(&self.http, &url, scrape::REPLICATORS)
-            .await
-            .map_err(|e| poll_failed("local metrics", e))
-    }
-
-    /// The primary's version and each database's last committed transaction, over one session
-    /// of the replication user; None when the primary does not answer.
-    pub(super) async fn primary_view(
-        &mut self,
-        who: &Credentials,
-        databases: &[String],
-    ) -> Option<PrimaryView> {
-        let view = self
-            .primary
-            .call(who, databases, |session| async move {
-                let version = session.server_version().await?;
-                let transactions = transactions_on(&session, databases).await?;
-                Ok(PrimaryView {
-                    version,
-                    transactions,
-                })
-            })
-            .await;
-        match view {
-            Ok(view) => Some(view),
-            Err(error) => {
-                tracing::info!(primary = %self.primary.host, %error, "the primary did not answer");
-                None
-            }
-        }
-    }
-
-    /// Each database's last committed transaction on the primary (absent when the primary lacks
-    /// it), over the kept session of `who`.
-    pub(super) async fn primary_transactions(
-        &mut self,
-        who: &Credentials,
-        databases: &[String],
-    ) -> Result<BTreeMap<String, u64>, RpcError> {
-        self.primary
-            .call(who, databases, |session| async move {
-                transactions_on(&session, databases).await
-            })
-            .await
-    }
-
-    pub(super) async fn assess_replica(
-        &mut self,
-        desired: &ReplicaDesired,
-        primary: Option<&PrimaryView>,
-        manage: bool,
-        held_back: &BTreeMap<String, (State, String)>,
-        now: Duration,
-    ) -> Result<Assessment, String> {
-        let observed = self
-            .on_local(|s| async move { s.observe(false).await })
-            .await?;
-        let version = self
-            .on_local(|s| async move { s.server_version().await })
-            .await?;
-        let replicators = self.replicator_gauges().await?;
-        let view = ReplicaView {
-            manage,
-            observed: &observed,
-            replicators: &replicators,
-            local_version: &version,
-            primary,
-            held_back,
-        };
-        Ok(health::assess_replica(
-            desired,
-            &view,
-            &mut self.memory,
-            now,
-            &self.config.limits,
-        ))
-    }
-
-    /// The pods a primary asks what they hold before it creates a database: the declared
-    /// replicas, and with failover every other pod the replica StatefulSet has (a pod added by
-    /// `kubectl scale`, or the former primary, may hold the history).
-    async fn others(&self) -> Topology {
-        let declared = &self.config.topology;
-        let Some(failover) = &self.failover else {
-            return declared.clone();
-        };
-        match failover.others(declared).await {
-            Ok(others) => others,
-            Err(error) => {
-                tracing::warn!(%error, "cannot count the release's pods; asking the declared ones");
-                locate::with_primary(declared, &failover.config.me)
-            }
-        }
-    }
-
-    pub(super) async fn assess_primary(
-        &mut self,
-        desired: &PrimaryDesired,
-        now: Duration,
-    ) -> Result<Assessment, String> {
-        let observed = self
-            .on_local(|s| async move { s.observe(true).await })
-            .await?;
-        let creates = crate::plan::creates_databases(desired, &observed);
-        let held = match &self.holdings {
-            _ if creates.is_empty() => BTreeMap::new(),
-            Some((asked, held)) if asked.elapsed() < HOLDINGS_FOR => held.clone(),
-            _ => {
-                let others = self.others().await;
-                let held =
-                    held_by_replicas(&others, &self.config.admin, &creates, &self.logins).await;
-                self.holdings = Some((Instant::now(), held.clone()));
-                held
-            }
-        };
-        Ok(health::assess_primary(
-            desired,
-            &observed,
-            &held,
-            &mut self.memory,
-            now,
-            &self.config.limits,
-        ))
-    }
-
-    /// Applies the assessment's repairs on the local server, counting those that took, then
-    /// wakes the replicators it names. `password` is the replication user's, for a CreateUser
-    /// repair.
-    pub(super) async fn repair(&mut self, assessment: &Assessment, password: &Secret) {
-        self.apply_all(&assessment.repairs, password).await;
-        self.wake(&assessment.wakes).await;
-    }
-
-    /// Applies each action on the local server, counting those that took; true when all did.
-    pub(super) async fn apply_all(
-        &mut self,
-        actions: &[(Action, Repair)],
-        password: &Secret,
-    ) -> bool {
-        let mut all = true;
-        for (action, reason) in actions {
-            let database = action.database().to_string();
-            tracing::info!(%database, reason = reason.name(), ?action, "repairing");
-            let applied = self
-                .on_local(|s| async move { s.apply(action, password).await })
-                .await;
-            match applied {
-                Ok(()) => {
-                    if *reason == Repair::Settings {
-                        self.memory.update_applied(action);
-                    }
-                    self.counters.repairs.increment(Repaired {
-                        db: database,
-                        reason: *reason,
-                    })
-                }
-                // Another writer (the Job) may have done it first; the next poll observes again.
-                Err(error) => {
-                    all = false;
-                    tracing::warn!(%database, %error, "repair failed");
-                }
-            }
-        }
-        all
     }
 }

@@ -15,6 +15,7 @@ pub mod proto {
     tonic::include_proto!("immudb.schema");
 }
 pub mod commits;
+mod faults;
 pub mod ledger;
 pub mod options;
 pub mod replicator;
@@ -34,8 +35,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use faults::Faults;
 pub use ledger::Ledger;
-pub use server::Faults;
 pub use state::{Database, State, User, ADMIN_USER};
 
 /// How replicas find their primary: `host:port` as written in a replica's settings → that node.
