@@ -186,7 +186,7 @@ impl Agent {
     }
 
     /// What `plan` makes of the local immudb as it is now, each action counted as `reason`.
-    async fn plan_local(
+    pub(super) async fn plan_local(
         &mut self,
         plan: impl FnOnce(&Observed) -> Vec<Action>,
         reason: Repair,

@@ -13,7 +13,9 @@ use super::poll::{defaultdb, Agent};
 use super::position::position_of;
 use crate::client::{Client, Target};
 use crate::config::Topology;
-use crate::kube::{Kube, StatefulSetView};
+use crate::kube::{Kube, PodView, StatefulSetView};
+use crate::locate;
+use crate::plan::cutoff::pod_of;
 use crate::plan::switchover::{Me, Member, Revision};
 use crate::wait::SystemResolver;
 
@@ -46,35 +48,36 @@ pub(super) struct Survey {
     pub addresses: BTreeMap<String, IpAddr>,
 }
 
-/// The pod name in a pod's DNS name (`<pod>.<headless service>...`).
-fn pod_of(host: &str) -> &str {
-    host.split('.').next().unwrap_or(host)
-}
-
 /// A StatefulSet pod's ordinal (`<statefulset>-<ordinal>`).
 fn ordinal(pod: &str) -> Option<u32> {
     pod.rsplit_once('-')?.1.parse().ok()
 }
 
-/// Where pod `pod` of a StatefulSet stands in its rollout.
-async fn revision(kube: &Kube, statefulset: Option<&StatefulSetView>, pod: &str) -> Revision {
+/// Where a pod of `statefulset` stands in its rollout, as `pod` (None: no such pod) shows.
+fn revision_of(statefulset: Option<&StatefulSetView>, pod: Option<&PodView>) -> Revision {
     let Some(statefulset) = statefulset.filter(|s| s.rolling()) else {
         return Revision::Settled;
     };
-    match kube.pod(pod).await {
-        Ok(Some(view)) if view.revision == statefulset.update_revision => Revision::Updated,
-        Ok(Some(_)) => Revision::Outdated,
-        Ok(None) => Revision::Missing,
-        Err(error) => {
-            tracing::info!(pod, %error, "cannot read the pod");
-            Revision::Missing
-        }
+    match pod {
+        Some(view) if view.revision == statefulset.update_revision => Revision::Updated,
+        Some(_) => Revision::Outdated,
+        None => Revision::Missing,
     }
 }
 
-/// Whether pod `pod` is being deleted (its preStop runs).
-async fn stopping(kube: &Kube, pod: &str) -> bool {
-    matches!(kube.pod(pod).await, Ok(Some(view)) if view.terminating)
+/// Pod `pod`, read once: where it stands in the rollout of `statefulset`, and whether it is
+/// being deleted (its preStop runs). An unreadable pod is missing and not stopping (logged).
+async fn pod_state(
+    kube: &Kube,
+    statefulset: Option<&StatefulSetView>,
+    pod: &str,
+) -> (Revision, bool) {
+    let view = kube.pod(pod).await.unwrap_or_else(|error| {
+        tracing::info!(pod, %error, "cannot read the pod");
+        None
+    });
+    let stopping = view.as_ref().is_some_and(|v| v.terminating);
+    (revision_of(statefulset, view.as_ref()), stopping)
 }
 
 /// Its immudb's version, no login needed.
@@ -91,10 +94,11 @@ async fn version(topology: &Topology, host: &str, ip: IpAddr) -> Option<String> 
         .ok()
 }
 
-/// Whether its agent answers /readyz with 200.
+/// Whether its agent answers /readyz with 200 within a look.
 async fn agent_ready(http: &reqwest::Client, ip: IpAddr, port: u16) -> bool {
     let url = format!("http://{}/readyz", SocketAddr::new(ip, port));
-    matches!(http.get(&url).send().await, Ok(r) if r.status().is_success())
+    let answer = http.get(&url).timeout(LOOK_TIMEOUT).send().await;
+    matches!(answer, Ok(r) if r.status().is_success())
 }
 
 impl Agent {
@@ -119,10 +123,11 @@ impl Agent {
             .replica_pods
             .as_ref()
             .map(|p| p.statefulset.clone());
-        Rollouts {
-            primary: read(failover.config.primary_statefulset.clone()).await,
-            read: read(read_name).await,
-        }
+        let (primary, read) = tokio::join!(
+            read(failover.config.primary_statefulset.clone()),
+            read(read_name)
+        );
+        Rollouts { primary, read }
     }
 
     /// Every other pod of the release and this one, as `plan::switchover` needs them to decide
@@ -137,10 +142,17 @@ impl Agent {
             .await?;
         let failover = self.failover.as_ref().expect("a survey has failover");
         let topology = &self.config.topology;
-        let others = failover
-            .others(topology)
-            .await
-            .map_err(|e| format!("cannot count the release's pods: {e}"))?;
+        // The replica StatefulSet was just read for its rollout: its pod count is there.
+        let others = match &rollouts.read {
+            Some(read) => locate::with_primary(
+                &locate::with_replica_count(topology, read.pods),
+                &failover.config.me,
+            ),
+            None => failover
+                .others(topology)
+                .await
+                .map_err(|e| format!("cannot count the release's pods: {e}"))?,
+        };
         let statefulset_of = |host: &str| {
             if host == topology.primary {
                 rollouts.primary.as_ref()
@@ -149,39 +161,39 @@ impl Agent {
             }
         };
         let kube = failover.kube();
+        // This pod's own stopping is known; its pod is read only while a rollout runs.
+        let my_statefulset = statefulset_of(&failover.config.me);
+        let revision = match my_statefulset.is_some_and(StatefulSetView::rolling) {
+            true => {
+                pod_state(kube, my_statefulset, &failover.config.pod_name)
+                    .await
+                    .0
+            }
+            false => Revision::Settled,
+        };
         let me = Me {
             version: my_version,
-            revision: revision(
-                kube,
-                statefulset_of(&failover.config.me),
-                &failover.config.pod_name,
-            )
-            .await,
+            revision,
             stopping: stopping_now,
         };
         let resolver = SystemResolver::new(topology);
-        let http = crate::tls::http_client_builder(None, LOOK_TIMEOUT)
-            .build()
-            .map_err(|e| format!("an HTTP client: {e}"))?;
+        let http = &self.http;
         let agent_port = self.config.listen.port();
         let my_host = failover.config.me.clone();
         // The replica StatefulSet rolls its pods from the highest ordinal down.
         let rolled_after_me = |host: &str| {
             let same_set = host != topology.primary && my_host != topology.primary;
-            same_set && ordinal(pod_of(host)) < ordinal(pod_of(&my_host))
+            same_set && pod_of(host).and_then(ordinal) < pod_of(&my_host).and_then(ordinal)
         };
         let looks = others.replicas.iter().map(|host| {
-            let (resolver, http) = (&resolver, &http);
+            let resolver = &resolver;
             let eligible = failover.config.eligible.contains(host);
             async move {
                 let ip = resolver.resolve(host).await.ok();
-                let pod = pod_of(host);
+                let pod = pod_of(host).unwrap_or(host);
                 // Only the pods the Role names may be read; the others are never a target.
                 let (revision, stopping) = match eligible && topology.replica_pods.is_some() {
-                    true => (
-                        revision(kube, statefulset_of(host), pod).await,
-                        stopping(kube, pod).await,
-                    ),
+                    true => pod_state(kube, statefulset_of(host), pod).await,
                     false => (Revision::Settled, false),
                 };
                 let (version, ready) = match ip {

@@ -38,6 +38,7 @@ use super::position::position_of;
 use super::survey::Survey;
 use crate::config::spec::DatabaseReplication;
 use crate::kube::KubeError;
+use crate::plan::cutoff::pod_of;
 use crate::plan::failover::{self, Position};
 use crate::plan::health::Repair;
 use crate::plan::switchover::{self, Member, When};
@@ -50,6 +51,8 @@ use crate::types::Role;
 const READ_AHEAD: usize = 16;
 /// How often the hand-over looks whether the new primary serves writes.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
+/// How long the new primary's agent may take to answer `/poll` or `/readyz`.
+const UNTIL_SERVING_CALL: Duration = Duration::from_secs(1);
 
 /// After a hand-over that a rollout asked for (not a stop) failed, none again for this long:
 /// each attempt fences the primary for a moment.
@@ -206,14 +209,10 @@ impl Agent {
             .map_err(|e| abandoned(format!("renewing the Lease first: {e}")))?;
         self.show_stopping(format!("handing the primary role over to {}", target.host));
         let desired = spec.replica_desired(self.config.topology.grpc_port);
-        let observed = self
-            .on_local(|s| async move { s.observe(false).await })
+        let fences = self
+            .plan_local(|o| failover::fences(&desired, o), Repair::Fenced)
             .await
             .map_err(abandoned)?;
-        let fences: Vec<_> = failover::fences(&desired, &observed)
-            .into_iter()
-            .map(|action| (action, Repair::Fenced))
-            .collect();
         if !self.apply_all(&fences, &spec.replication.password).await {
             return Err(abandoned("a database could not be made read-only"));
         }
@@ -320,24 +319,19 @@ impl Agent {
     /// its pod is labelled primary and its agent calls it Ready: the write Service routes to it.
     async fn until_serving(&mut self, host: &str, names: &[String], address: Option<IpAddr>) {
         let port = self.config.listen.port();
-        let http = crate::tls::http_client_builder(None, Duration::from_secs(1))
-            .build()
-            .expect("a plain HTTP client builds");
+        let http = self.http.clone();
         let url =
             |path: &str| address.map(|ip| format!("http://{}{path}", SocketAddr::new(ip, port)));
         if let Some(url) = url("/poll") {
-            if let Err(error) = http.get(&url).send().await {
+            if let Err(error) = http.get(&url).timeout(UNTIL_SERVING_CALL).send().await {
                 tracing::info!(%error, "could not ask the new primary's agent to poll now; it polls on its own");
             }
         }
         // Its pod's name, to see its label: only in the StatefulSet form (a listed replica is
         // an address, whose pod the agent does not know).
-        let pod = self
-            .config
-            .topology
-            .replica_pods
-            .is_some()
-            .then(|| host.split('.').next().unwrap_or(host).to_string());
+        let pod = pod_of(host)
+            .filter(|_| self.config.topology.replica_pods.is_some())
+            .map(str::to_string);
         loop {
             if self
                 .serves_writes(host, pod.as_deref(), names, url("/readyz"), &http)
@@ -374,6 +368,10 @@ impl Agent {
                     .any(|d| d.name == *name && d.loaded && !d.replication.replica)
             })
         });
+        // Each look stops at the first that fails: it runs every 20 ms until the target serves.
+        if !writable {
+            return false;
+        }
         let Some(failover) = &self.failover else {
             return false;
         };
@@ -384,11 +382,16 @@ impl Agent {
             ),
             None => true,
         };
-        let ready = match readyz {
-            Some(url) => matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()),
+        if !labelled {
+            return false;
+        }
+        match readyz {
+            Some(url) => {
+                let answer = http.get(&url).timeout(UNTIL_SERVING_CALL).send().await;
+                matches!(answer, Ok(r) if r.status().is_success())
+            }
             None => false,
-        };
-        writable && labelled && ready
+        }
     }
 
     /// The other replicas' replicators slept while the primary was fenced: they fetch again at
@@ -446,20 +449,17 @@ impl Agent {
 
     /// Makes the fenced databases writable again, as the primary's poll would.
     async fn unfence(&mut self, spec: &DatabaseReplication) {
-        let observed = match self
-            .on_local(|s| async move { s.observe(false).await })
+        let desired = spec.primary_desired();
+        let promotions = match self
+            .plan_local(|o| failover::promotions(&desired, o), Repair::Promoted)
             .await
         {
-            Ok(observed) => observed,
+            Ok(promotions) => promotions,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the databases back; the next poll makes them writable");
                 return;
             }
         };
-        let promotions: Vec<_> = failover::promotions(&spec.primary_desired(), &observed)
-            .into_iter()
-            .map(|action| (action, Repair::Promoted))
-            .collect();
         self.apply_all(&promotions, &spec.replication.password)
             .await;
     }
