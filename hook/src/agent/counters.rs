@@ -95,7 +95,7 @@ impl Series for OfDatabase {
 }
 
 /// How a hand-over of the primary role ended: a series of `immudb_agent_switchovers_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, strum::VariantArray)]
 pub enum Switched {
     /// The Lease moved to a replica, which then served writes.
     HandedOver,
@@ -108,7 +108,7 @@ pub enum Switched {
 
 impl Series for Switched {
     fn known(_databases: &[String]) -> Vec<Switched> {
-        vec![Switched::HandedOver, Switched::KeptRole, Switched::Received]
+        Switched::VARIANTS.to_vec()
     }
 
     fn labels(&self) -> String {

@@ -266,6 +266,12 @@ impl Failover {
     /// Writes the Lease with this pod as holder; a success counts from just before it was sent.
     async fn write(&mut self, wall: SystemTime) -> Result<(), KubeError> {
         let next = self.lease_with(&self.config.me.clone(), wall);
+        self.hold(next).await
+    }
+
+    /// Writes `next`, which names this pod as holder (an update of the Lease read last, or a
+    /// new one); a success counts as a renew from just before it was sent.
+    async fn hold(&mut self, next: Lease) -> Result<(), KubeError> {
         let sent = self.now();
         let written = match &self.lease {
             Some(_) => self.kube.replace_lease(&next).await?,
@@ -340,12 +346,7 @@ impl Failover {
     /// new holder renewed it (it took over).
     pub(super) async fn take_back(&mut self) -> Result<(), KubeError> {
         let me = self.config.me.clone();
-        let sent = self.now();
-        let written = self.kube.replace_lease(&self.handed(&me)).await?;
-        self.memory
-            .renewed(&written.metadata.resource_version, sent);
-        self.lease = Some(written);
-        Ok(())
+        self.hold(self.handed(&me)).await
     }
 
     /// Gives the Lease up (a holder that cannot serve: its databases were lost with its volume),

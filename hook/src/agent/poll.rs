@@ -150,7 +150,7 @@ impl Agent {
         };
         self.counters.databases = match &desired {
             Desired::Database(spec) => spec.databases.iter().map(|d| d.name.clone()).collect(),
-            Desired::Systemdb { .. } => vec!["defaultdb".to_string()],
+            Desired::Systemdb { .. } => defaultdb().to_vec(),
         };
         Ok(desired)
     }

@@ -9,6 +9,7 @@ use futures::future::join_all;
 
 use super::{replica, Ask, Failover, Takeover, Verdict};
 use crate::agent::config::other_pod_limit;
+use crate::agent::poll::defaultdb;
 use crate::agent::position::position_of;
 use crate::client::{Client, RpcError};
 use crate::config::Topology;
@@ -45,7 +46,7 @@ impl Failover {
         F: Fn(&str, Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, RpcError>>,
     {
-        let defaultdb = ["defaultdb".to_string()];
+        let defaultdb = defaultdb();
         let (defaultdb, call) = (&defaultdb, &call);
         let asks = self
             .peers
