@@ -99,16 +99,15 @@ impl Server<'_> {
         .await
     }
 
-    async fn listed(&self, into: &str) -> StepResult<Option<ObservedDatabase>> {
-        let admin = self.session("defaultdb").await?;
+    /// `into` as the admin's session `admin` lists it (None: no such database).
+    async fn listed(admin: &Session, into: &str) -> StepResult<Option<ObservedDatabase>> {
         let listed = admin
             .call(
                 "DatabaseListV2",
                 |c| async move { c.list_databases().await },
             )
-            .await;
-        admin.close().await;
-        Ok(listed?.into_iter().find(|d| d.name == into))
+            .await?;
+        Ok(listed.into_iter().find(|d| d.name == into))
     }
 
     async fn current_state(&self, into: &str) -> StepResult<State> {
@@ -121,7 +120,10 @@ impl Server<'_> {
     }
 
     async fn observe(&self, into: &str) -> StepResult<Option<Existing>> {
-        let Some(database) = self.listed(into).await? else {
+        let admin = self.session("defaultdb").await?;
+        let listed = Self::listed(&admin, into).await;
+        admin.close().await;
+        let Some(database) = listed? else {
             return Ok(None);
         };
         Ok(Some(Existing {
@@ -184,7 +186,7 @@ impl Server<'_> {
         let prepared = replay_target::prepare(&admin, into, before).await;
         let started = std::time::Instant::now();
         let replayed = match prepared {
-            Ok(()) => self.replay(storage, &chain, into, have, end).await,
+            Ok(()) => self.replay(&admin, storage, &chain, into, have, end).await,
             Err(failed) => Err(failed),
         };
         // Replica mode is switched off only after every record is in: a restore that stopped
@@ -222,10 +224,9 @@ impl Server<'_> {
 
     /// How many replicateTx calls to keep in flight: `--pipeline-depth`, lowered to the target
     /// database's maxConcurrency, above which immudb refuses calls.
-    async fn depth(&self, into: &str) -> StepResult<usize> {
+    async fn depth(&self, admin: &Session, into: &str) -> StepResult<usize> {
         let wanted = self.target.pipeline_depth;
-        let max = self
-            .listed(into)
+        let max = Self::listed(admin, into)
             .await?
             .and_then(|d| d.storage.get(Setting::MaxConcurrency))
             .map_or(wanted, |m| m as usize);
@@ -242,13 +243,14 @@ impl Server<'_> {
     /// Replays `have+1..=end` into `into`; returns the pipeline depth used.
     async fn replay(
         &self,
+        admin: &Session,
         storage: &Storage,
         chain: &super::catalog::Chain,
         into: &str,
         have: u64,
         end: u64,
     ) -> StepResult<usize> {
-        let depth = self.depth(into).await?;
+        let depth = self.depth(admin, into).await?;
         let session = Arc::new(
             Session::open(
                 &self.node.client,

@@ -139,31 +139,28 @@ pub fn when(me: &Me, members: &[Member], waited: Duration, limit: Duration) -> W
     When::Wait(pending.join("; "))
 }
 
-/// A pod that may take the role now: eligible, answering, neither writable nor fenced (an
-/// earlier primary whose history was not compared), not stopping, and Ready (or blocked by this
-/// primary's version, which only a hand-over ends).
-fn can_take_over(me: &Me, member: &Member) -> bool {
-    let Some(position) = &member.position else {
-        return false;
-    };
-    member.eligible
-        && !member.stopping
-        && !position.writable
-        && !position.fenced
-        && (member.ready || blocked_by(me, member))
-}
-
-fn total(position: &Position) -> u64 {
-    position.transactions.values().map(|t| t.precommitted).sum()
+/// Why `member` may not take the role now (None: it may): it must be eligible, not stopping,
+/// answering, neither writable nor fenced (an earlier primary whose history was not compared),
+/// and Ready (or blocked by this primary's version, which only a hand-over ends).
+fn unfit(me: &Me, member: &Member) -> Option<&'static str> {
+    match &member.position {
+        _ if !member.eligible => Some("beyond failover.maxReplicas"),
+        _ if member.stopping => Some("stopping"),
+        None => Some("its immudb does not answer"),
+        Some(p) if p.writable => Some("writable"),
+        Some(p) if p.fenced => Some("fenced"),
+        Some(_) if !member.ready && !blocked_by(me, member) => Some("not Ready"),
+        Some(_) => None,
+    }
 }
 
 /// The pod to hand over to: of those that may take over, one on the new revision first (the
 /// rollout will not restart it), then a Ready one, then the one holding the most transactions,
 /// then the lowest name. Err says why there is none.
 pub fn target<'a>(me: &Me, members: &'a [Member]) -> Result<&'a Member, String> {
-    let mut candidates: Vec<&Member> = members.iter().filter(|m| can_take_over(me, m)).collect();
+    let mut candidates: Vec<&Member> = members.iter().filter(|m| unfit(me, m).is_none()).collect();
     candidates.sort_by_key(|m| {
-        let held = m.position.as_ref().map_or(0, total);
+        let held = m.position.as_ref().map_or(0, Position::total);
         (
             !m.revision.current(),
             !m.ready,
@@ -174,7 +171,7 @@ pub fn target<'a>(me: &Me, members: &'a [Member]) -> Result<&'a Member, String> 
     candidates.first().copied().ok_or_else(|| {
         let why: Vec<String> = members
             .iter()
-            .map(|m| format!("{}: {}", m.host, unfit(me, m)))
+            .map(|m| format!("{}: {}", m.host, unfit(me, m).unwrap_or("fit")))
             .collect();
         if why.is_empty() {
             "no other pod".to_string()
@@ -182,18 +179,6 @@ pub fn target<'a>(me: &Me, members: &'a [Member]) -> Result<&'a Member, String> 
             format!("no pod may take over ({})", why.join("; "))
         }
     })
-}
-
-fn unfit(me: &Me, member: &Member) -> &'static str {
-    match &member.position {
-        _ if !member.eligible => "beyond failover.maxReplicas",
-        _ if member.stopping => "stopping",
-        None => "its immudb does not answer",
-        Some(p) if p.writable => "writable",
-        Some(p) if p.fenced => "fenced",
-        Some(_) if !member.ready && !blocked_by(me, member) => "not Ready",
-        Some(_) => "fit",
-    }
 }
 
 /// Per database, the first transaction the target lacks of the primary's committed history and

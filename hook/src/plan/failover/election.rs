@@ -29,6 +29,14 @@ pub struct Position {
     pub replicating: BTreeSet<String>,
 }
 
+impl Position {
+    /// Transactions held across the databases, precommitted included: what elections and
+    /// hand-overs rank pods by.
+    pub fn total(&self) -> u64 {
+        self.transactions.values().map(|t| t.precommitted).sum()
+    }
+}
+
 /// A pod of the release other than this one, and its position when it answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
@@ -76,10 +84,6 @@ fn dominates(a: &Position, b: &Position) -> bool {
             .get(db)
             .is_some_and(|ours| ours.precommitted >= theirs.precommitted)
     })
-}
-
-fn total(position: &Position) -> u64 {
-    position.transactions.values().map(|t| t.precommitted).sum()
 }
 
 /// Who takes a Lease nobody holds; `previous` held it last. A pod that still accepts writes
@@ -166,12 +170,12 @@ pub fn elect(
         let most = candidates
             .iter()
             .filter(|c| eligible(c))
-            .map(|(_, p)| total(p))
+            .map(|(_, p)| p.total())
             .max()
             .unwrap_or(0);
         leaders = candidates
             .iter()
-            .filter(|c| eligible(c) && total(c.1) == most)
+            .filter(|c| eligible(c) && c.1.total() == most)
             .copied()
             .collect();
     }
