@@ -3,9 +3,10 @@
 //! `Validate` of pkg/server/db_options.go) in the order a cluster's life sends them, each applied
 //! to what the step before left. The hook's own code plans and builds each request
 //! (`plan`, `client::convert`, `client::transactions`); it is encoded with the hook's generated
-//! types and decoded into the double's (two generations of the same .proto, so the wire is
-//! checked too), and the result is read back as the hook reads DatabaseListV2. Every step must be
-//! accepted and leave the settings it intends.
+//! types and decoded into the double's (both are generated from the same .proto, so this round
+//! trip cannot catch a wrong field number: `hook/tests/wire.rs` holds the proto against immudb
+//! 1.11.1's own list), and the result is read back as the hook reads DatabaseListV2. Every step
+//! must be accepted and leave the settings it intends.
 
 mod server;
 

@@ -373,4 +373,77 @@ mod tests {
         assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
         assert!(draws.iter().any(|d| *d < 0.1) && draws.iter().any(|d| *d > 0.9));
     }
+
+    /// The delays real immudb 1.11.1 showed (../shared/immudb-facts.md, "Asynchronous replicas
+    /// fall behind after a quiet period", one async replica on loopback): a write after a quiet
+    /// period of `.0` seconds reached the replica `.1` seconds later.
+    const MEASURED_ON_IMMUDB: [(f64, f64); 5] = [
+        (0.0, 1.97),
+        (5.0, 1.09),
+        (20.0, 9.54),
+        (60.0, 63.26),
+        (150.0, 90.19),
+    ];
+
+    /// The shortest and longest delay the schedule allows for a write `quiet` seconds after the
+    /// replica's last transaction: the replicator fetched again at once (found nothing, the
+    /// first failure in a row) and then at the end of each sleep; the write arrives at the first
+    /// fetch after it. Each sleep lies between its longest (draw 0) and shortest (draw ~1).
+    fn delay_range(retry: Backoff, quiet: f64) -> (f64, f64) {
+        let (mut earliest, mut latest) = (0.0_f64, 0.0_f64); // fetch n-1, every sleep short / long
+        let (mut low, mut high) = (f64::INFINITY, 0.0_f64);
+        for n in 1..=40 {
+            let long = retry.delay_after(n, 0.0).as_secs_f64();
+            let short = retry.delay_after(n, 0.999_999).as_secs_f64();
+            // Fetch n is the first after the write when fetch n-1 came no later than it.
+            if earliest <= quiet && latest + long >= quiet {
+                low = low.min((earliest + short - quiet).max(0.0));
+                high = high.max(latest.min(quiet) + long - quiet);
+            }
+            earliest += short;
+            latest += long;
+        }
+        (low, high)
+    }
+
+    #[test]
+    fn the_retry_schedule_allows_every_delay_immudb_showed_after_a_quiet_period() {
+        // The measurement's quiet period starts when the client saw the previous write on the
+        // replica: up to a fetch and a commit (about 0.1 s each) off the replicator's clock.
+        const SLACK: f64 = 0.25;
+        for (quiet, measured) in MEASURED_ON_IMMUDB {
+            let (low, high) = delay_range(Backoff::IMMUDB, quiet);
+            assert!(
+                low - SLACK <= measured && measured <= high + SLACK,
+                "after {quiet} s quiet immudb took {measured} s; the double's schedule allows {low:.2}..{high:.2} s"
+            );
+        }
+    }
+
+    #[test]
+    fn a_schedule_unlike_immudb_s_misses_a_measured_delay() {
+        // The check above can fail: a first sleep of 1 s (n counted from 0) or a 1-minute cap
+        // each put a measured delay outside what the schedule allows.
+        let from_zero = |quiet| {
+            let immudb = Backoff::IMMUDB;
+            let shifted = Backoff {
+                min: immudb.min / 2,
+                max: immudb.max,
+            };
+            delay_range(shifted, quiet)
+        };
+        let capped_at_a_minute = |quiet| {
+            delay_range(
+                Backoff {
+                    min: Duration::from_secs(1),
+                    max: Duration::from_secs(60),
+                },
+                quiet,
+            )
+        };
+        let (_, high) = from_zero(0.0);
+        assert!(high + 0.25 < 1.97, "first sleep 1 s: at most {high} s");
+        let (low, high) = capped_at_a_minute(150.0);
+        assert!(!(low - 0.25..=high + 0.25).contains(&90.19));
+    }
 }
