@@ -234,10 +234,7 @@ async fn a_primary_killed_during_its_hand_over_is_replaced_by_a_failover_losing_
     let faults = release.nodes[0].faults.clone();
     let kube = release.kube.handle();
     when_fenced(&release, 0, move || {
-        faults
-            .stopped
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        state.lock().unwrap().isolated = true;
+        immudb_double::set_stopped(&state, &faults, true);
         kube.cut_off("token-0", true);
     });
     let stopping = release.begin_stop(0);

@@ -258,16 +258,7 @@ impl Node {
     /// replicator reaches it and its own replicators pause.
     pub fn isolate(&self, cut: bool) {
         let (host, port) = (self.options.grpc.ip().to_string(), self.options.grpc.port());
-        self.faults
-            .stopped
-            .store(cut, std::sync::atomic::Ordering::SeqCst);
-        let mut state = self.state.lock().expect("double state lock");
-        state.isolated = cut;
-        // Calls waiting for a commit end now, as a stopped process's connections do.
-        for db in state.databases.values() {
-            db.commits.notify();
-        }
-        drop(state);
+        set_stopped(&self.state, &self.faults, cut);
         if cut {
             self.network.unregister(&host, port);
         } else {
@@ -291,14 +282,28 @@ impl Node {
     }
 }
 
+/// Marks a node's process gone (true: its calls answer Unavailable, calls waiting for a commit
+/// end now, as a dead process's connections do, replicators connected to it fail, a pause
+/// ends with it) or back (false). `Node::isolate` and `Drop` use it; a test stopping a node from
+/// inside a callback, where it holds only the node's state and faults, too.
+pub fn set_stopped(state: &Mutex<State>, faults: &Faults, stopped: bool) {
+    faults
+        .stopped
+        .store(stopped, std::sync::atomic::Ordering::SeqCst);
+    let mut state = state.lock().expect("double state lock");
+    state.isolated = stopped;
+    if stopped {
+        state.paused = false;
+        faults.pause.set(false);
+    }
+    for db in state.databases.values() {
+        db.commits.notify();
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
-        self.faults
-            .stopped
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        // Replicators still connected to it find a dead process.
-        self.state.lock().expect("double state lock").isolated = true;
-        self.faults.pause.set(false);
+        set_stopped(&self.state, &self.faults, true);
         self.network.unregister(
             &self.options.grpc.ip().to_string(),
             self.options.grpc.port(),

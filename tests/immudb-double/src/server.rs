@@ -47,7 +47,7 @@ impl Service {
         if every.is_some_and(|n| n > 0 && calls.is_multiple_of(n)) {
             let mut state = self.state();
             let reaped = state.sessions.len();
-            state.sessions.clear();
+            state.lose_sessions();
             self.faults
                 .sessions_reaped
                 .fetch_add(reaped, Ordering::SeqCst);

@@ -229,8 +229,10 @@ impl Release {
             return false;
         };
         let attempt = async {
-            let client = session(&target, "db0").await?;
-            set(&client, key).await
+            let session = session(&target, "db0").await?;
+            let written = set(&session, key).await;
+            close(&session).await;
+            written
         };
         matches!(
             tokio::time::timeout(Duration::from_millis(500), attempt).await,
@@ -279,6 +281,15 @@ pub async fn set((client, id): &(ImmuServiceClient<Channel>, String), key: &[u8]
     });
     request.metadata_mut().insert("sessionid", id.parse().ok()?);
     client.clone().set(request).await.ok().map(drop)
+}
+
+/// Ends the session: immudb keeps an idle one 3 minutes and allows 100.
+pub async fn close((client, id): &(ImmuServiceClient<Channel>, String)) {
+    let mut request = tonic::Request::new(());
+    if let Ok(id) = id.parse() {
+        request.metadata_mut().insert("sessionid", id);
+    }
+    let _ = client.clone().close_session(request).await;
 }
 
 /// The kubelet's probes of pod `node`, for as long as the bench runs: after the pod (re)appears,
