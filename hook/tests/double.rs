@@ -7,15 +7,8 @@ use immudb_hook::client::Client;
 use immudb_hook::plan::{Action, ReplicationSettings, StorageSettings};
 use immudb_hook::proto::immu_service_client::ImmuServiceClient;
 use immudb_hook::proto::DatabaseListRequestV2;
-use immudb_hook::types::{Credentials, Secret};
+use immudb_hook::types::Secret;
 use tonic::Code;
-
-fn admin() -> Credentials {
-    Credentials {
-        user: "immudb".into(),
-        password: Secret::new(ADMIN_PASSWORD),
-    }
-}
 
 /// An admin session on `node`'s defaultdb.
 async fn admin_session(node: &immudb_double::Node) -> Client {

@@ -15,16 +15,9 @@ use immudb_hook::proto::{
     DatabaseNullableSettings, NullableBool, ReplicationNullableSettings, UpdateDatabaseRequest,
 };
 use immudb_hook::reconcile::converge;
-use immudb_hook::types::{Credentials, Secret};
+use immudb_hook::types::Secret;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn admin() -> Credentials {
-    Credentials {
-        user: "immudb".into(),
-        password: Secret::new(ADMIN_PASSWORD),
-    }
-}
 
 /// An admin session on `node`'s `database`.
 async fn session(node: &immudb_double::Node, database: &str) -> Client {

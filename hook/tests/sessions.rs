@@ -14,19 +14,11 @@ use futures::future::join_all;
 use immudb_double::Node;
 use immudb_hook::client::Client;
 use immudb_hook::session::{Bound, Session};
-use immudb_hook::types::{Credentials, Secret};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::Status;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn admin() -> Credentials {
-    Credentials {
-        user: "immudb".into(),
-        password: Secret::new(ADMIN_PASSWORD),
-    }
-}
 
 /// (opened, closed with CloseSession, open now) on `node`.
 fn sessions(node: &Node) -> (u64, u64, usize) {

@@ -20,6 +20,14 @@ use immudb_hook::verify::VerifyConfig;
 pub const GRPC_PORT: u16 = 3322;
 pub const METRICS_PORT: u16 = 9497;
 pub const ADMIN_PASSWORD: &str = "admin-Secret-1";
+
+/// The admin every double node is set up with.
+pub fn admin() -> immudb_hook::types::Credentials {
+    immudb_hook::types::Credentials {
+        user: "immudb".into(),
+        password: immudb_hook::types::Secret::new(ADMIN_PASSWORD),
+    }
+}
 pub const REPLICATION_PASSWORD: &str = "repl-Secret-2";
 
 static NEXT_SUBNET: AtomicU8 = AtomicU8::new(1);

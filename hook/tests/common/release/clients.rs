@@ -6,19 +6,11 @@ use std::time::Duration;
 
 use immudb_double::Node;
 use immudb_hook::client::Client;
-use immudb_hook::types::{Credentials, Secret};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::pods::{Release, NS, WAIT};
 use crate::common::*;
-
-pub fn admin() -> Credentials {
-    Credentials {
-        user: "immudb".into(),
-        password: Secret::new(ADMIN_PASSWORD),
-    }
-}
 
 /// A client of the write Service: a session on whichever node it routes to now.
 pub async fn write_session(release: &Release) -> Option<Client> {
