@@ -10,10 +10,9 @@ use futures::future::join_all;
 
 use crate::client::RpcError;
 use crate::config::Topology;
-use crate::link::{Dial, Link};
+use crate::link::Link;
 use crate::session::Logins;
 use crate::types::Credentials;
-use crate::wait::SystemResolver;
 
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -23,8 +22,7 @@ async fn transactions_on(
     host: &str,
     logins: &Logins,
 ) -> Result<BTreeMap<String, u64>, RpcError> {
-    let resolver = Dial::Resolve(SystemResolver::new(topology));
-    let mut link = Link::new(host, resolver, topology, logins);
+    let mut link = Link::resolving(host, topology, logins);
     let databases = link
         .call(admin, &["defaultdb".to_string()], |c| async move {
             c.list_databases().await

@@ -50,6 +50,16 @@ impl Link {
         }
     }
 
+    /// A link to another pod by its DNS name, resolved again after each failure.
+    pub fn resolving(host: &str, topology: &Topology, logins: &Logins) -> Link {
+        Link::new(
+            host,
+            Dial::Resolve(SystemResolver::new(topology)),
+            topology,
+            logins,
+        )
+    }
+
     /// Every call ends after `limit` at most: a DeadlineExceeded, which drops the session.
     pub fn within(mut self, limit: Duration) -> Link {
         self.limit = Some(limit);

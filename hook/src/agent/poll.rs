@@ -20,7 +20,6 @@ use crate::plan::health::{Assessment, Memory};
 use crate::plan::{DesiredDatabase, PrimaryDesired, ReplicaDesired, ReplicaOptions};
 use crate::session::Logins;
 use crate::types::{Credentials, Role};
-use crate::wait::SystemResolver;
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -92,13 +91,8 @@ impl Agent {
             topology,
             &logins,
         );
-        let primary = Link::new(
-            &topology.primary,
-            Dial::Resolve(SystemResolver::new(topology)),
-            topology,
-            &logins,
-        )
-        .within(other_pod_limit(config.poll_interval));
+        let primary = Link::resolving(&topology.primary, topology, &logins)
+            .within(other_pod_limit(config.poll_interval));
         // The local metrics port is plaintext on replicas, the only agents that read it.
         let http = crate::tls::http_client_builder(None, SCRAPE_TIMEOUT)
             .build()

@@ -11,12 +11,11 @@ use super::counters::{OfDatabase, Switched};
 use super::failover::{Ask, Takeover, Verdict};
 use super::poll::{defaultdb, poll_failed, Agent};
 use crate::config::spec::DatabaseReplication;
-use crate::link::{Dial, Link};
+use crate::link::Link;
 use crate::plan::failover::{self, History, Rejoin};
 use crate::plan::health::{Assessment, Repair, State};
 use crate::plan::{Action, Observed, ReplicaDesired};
 use crate::types::{Credentials, Role};
-use crate::wait::SystemResolver;
 
 impl Agent {
     pub(super) async fn poll_failover(
@@ -229,9 +228,8 @@ impl Agent {
     fn point_at(&mut self, host: &str) {
         if self.primary.host != host {
             let topology = &self.config.topology;
-            let resolver = Dial::Resolve(SystemResolver::new(topology));
             let limit = other_pod_limit(self.config.poll_interval);
-            self.primary = Link::new(host, resolver, topology, &self.logins).within(limit);
+            self.primary = Link::resolving(host, topology, &self.logins).within(limit);
         }
     }
 

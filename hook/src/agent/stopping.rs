@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::config::Topology;
-use crate::link::{Dial, Link};
+use crate::link::Link;
 use crate::session::Logins;
-use crate::wait::SystemResolver;
 
 /// The stop of this pod, once asked.
 #[derive(Default)]
@@ -67,10 +66,9 @@ pub struct Peers {
 
 impl Peers {
     pub fn link(&mut self, host: &str, topology: &Topology, logins: &Logins) -> &mut Link {
-        self.links.entry(host.to_string()).or_insert_with(|| {
-            let resolver = Dial::Resolve(SystemResolver::new(topology));
-            Link::new(host, resolver, topology, logins)
-        })
+        self.links
+            .entry(host.to_string())
+            .or_insert_with(|| Link::resolving(host, topology, logins))
     }
 
     pub async fn close(&mut self) {

@@ -14,11 +14,10 @@ use crate::agent::position::position_of;
 use crate::client::{Client, RpcError};
 use crate::config::Topology;
 use crate::kube::KubeError;
-use crate::link::{Dial, Link};
+use crate::link::Link;
 use crate::plan::cutoff::{cutoff, Cutoff};
 use crate::plan::failover::{self, elect, Election, ElectionRules, Peer, Position};
 use crate::types::Credentials;
-use crate::wait::SystemResolver;
 
 impl Failover {
     /// Links to every other pod of `others`; a pod scaled away is asked no more.
@@ -27,10 +26,9 @@ impl Failover {
         self.peers.retain(|host, _| members.contains(host));
         for host in members {
             let limit = other_pod_limit(self.config.timing.poll_interval);
-            self.peers.entry(host.clone()).or_insert_with(|| {
-                let resolver = Dial::Resolve(SystemResolver::new(others));
-                Link::new(host, resolver, others, &self.logins).within(limit)
-            });
+            self.peers
+                .entry(host.clone())
+                .or_insert_with(|| Link::resolving(host, others, &self.logins).within(limit));
         }
     }
 
