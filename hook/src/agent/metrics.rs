@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::counters::{Counters, LabelledCounter, Series};
 use crate::plan::health::{Assessment, DatabaseHealth, State};
 use crate::types::Role;
+use strum::VariantArray;
 
 /// The agent's state after a poll, as the HTTP server shows it.
 #[derive(Clone, Debug, Default)]
@@ -146,7 +147,7 @@ pub fn render(status: &Status) -> String {
             "1 for the state each database is in.",
         );
         for db in databases {
-            for state in State::ALL {
+            for &state in State::VARIANTS {
                 let value = u8::from(db.state == state);
                 let _ = writeln!(
                     text,

@@ -4,7 +4,7 @@
 
 use super::progress::Motion;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::VariantArray)]
 pub enum State {
     /// Replicating and within the lag bound.
     Replicating,
@@ -42,26 +42,6 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 17] = [
-        State::Replicating,
-        State::CatchingUp,
-        State::Lagging,
-        State::Stalled,
-        State::Missing,
-        State::NotLoaded,
-        State::NotAReplica,
-        State::ReplicatorStopped,
-        State::VersionMismatch,
-        State::PrimaryUnreachable,
-        State::MissingOnPrimary,
-        State::PrimaryBehind,
-        State::Serving,
-        State::LostOnPrimary,
-        State::Conflict,
-        State::Fenced,
-        State::Diverged,
-    ];
-
     /// The metric label value.
     pub fn name(self) -> &'static str {
         match self {
