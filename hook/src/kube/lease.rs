@@ -180,7 +180,7 @@ impl Lease {
     /// What the pure decisions read.
     pub fn record(&self) -> LeaseRecord {
         LeaseRecord {
-            holder: self.spec.holder_identity.clone().filter(|h| !h.is_empty()),
+            holder: self.holder().map(str::to_string),
             acquired: self.spec.acquire_time.as_deref().and_then(parse_time),
             transitions: self.spec.lease_transitions.unwrap_or(0),
             version: self.metadata.resource_version.clone(),

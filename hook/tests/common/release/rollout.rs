@@ -43,10 +43,9 @@ impl Release {
             .iter()
             .map(|&set| {
                 self.new_template(set);
-                let mut left: Vec<u8> = (0..self.nodes.len() as u8)
+                let left: Vec<u8> = (0..self.nodes.len() as u8)
                     .filter(|&n| StatefulSet::of(n) == set)
                     .collect();
-                left.sort();
                 Rolling {
                     set,
                     left,

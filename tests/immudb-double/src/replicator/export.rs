@@ -79,10 +79,7 @@ pub(super) fn fetch(
     connect: bool,
 ) -> Fetch {
     let mut primary = primary.lock().expect("double state lock");
-    if primary.isolated {
-        return Fetch::Failed("connection refused".into());
-    }
-    if primary.refuse_replication {
+    if primary.isolated || primary.refuse_replication {
         return Fetch::Failed("connection refused".into());
     }
     if connect {
